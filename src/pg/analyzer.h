@@ -1,0 +1,131 @@
+// PostgreSQL statement analysis on libpg_query (the real PostgreSQL 15 parser).
+//
+// Thread safety: analyze() is safe to call from any thread. It never parses on the
+// caller's thread: every parse runs on one long-lived parser thread (libpg_query uses
+// up a pthread key for each thread that ever parses; see DEPENDENCIES.md), and results
+// are memoized per exact SQL text, so repeated statements never parse again.
+//
+// The analysis is purely syntactic: names are as written (not resolved through
+// search_path), views are not expanded, and function volatility is not known. The
+// catalog (src/pg/catalog.h) turns this into dependencies.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace qcache::pg {
+
+enum class stmt_kind : std::uint8_t {
+  read,          // SELECT / VALUES / TABLE / SHOW without side effects (may still be uncacheable)
+  write,         // INSERT, UPDATE, DELETE, MERGE, COPY FROM, TRUNCATE, SELECT INTO, writable CTE
+  ddl,           // CREATE/ALTER/DROP/COMMENT/GRANT/REVOKE/REFRESH/CREATE TABLE AS/... (schema change)
+  txn_begin,     // BEGIN / START TRANSACTION
+  txn_commit,    // COMMIT / END / COMMIT PREPARED
+  txn_rollback,  // ROLLBACK / ABORT
+  savepoint,     // SAVEPOINT x
+  release,       // RELEASE [SAVEPOINT] x
+  rollback_to,   // ROLLBACK TO [SAVEPOINT] x
+  txn_set,       // SET TRANSACTION ... / SET SESSION CHARACTERISTICS AS TRANSACTION ...
+  session_set,   // SET / RESET / SET ROLE / SET SESSION AUTHORIZATION / SET LOCAL
+  session_reset, // DISCARD ALL|PLANS|SEQUENCES|TEMP, RESET ALL
+  copy_to,       // COPY ... TO (reads; never cached)
+  other,         // anything else (DO, CALL, EXECUTE, PREPARE, LOCK, VACUUM, LISTEN, NOTIFY, ...)
+};
+
+const char* to_string(stmt_kind k);
+
+struct qualified_name {
+  std::string schema;  // empty when unqualified
+  std::string name;    // lower-cased unless quoted, exactly as PostgreSQL folds it
+  bool operator==(const qualified_name&) const = default;
+};
+
+// A constant or parameter on the right side of an equality (`col = <value>`).
+struct eq_value {
+  enum class kind : std::uint8_t { param, integer, string, other } k = kind::other;
+  int param = 0;     // 1-based $n when k == param
+  std::string text;  // literal text: integers as written in the SQL (e.g. "-5", "0"),
+                     // strings decoded ('it''s' -> it's); empty for param/other
+  bool operator==(const eq_value&) const = default;
+};
+
+// `column = v1` or `column IN (v1, v2, ...)`, one conjunct of a top-level AND.
+struct eq_conjunct {
+  std::string column;
+  std::vector<eq_value> values;  // every value is param/integer/string; otherwise no conjunct
+  bool operator==(const eq_conjunct&) const = default;
+};
+
+// One occurrence of a relation read by a statement.
+struct read_ref {
+  qualified_name table;
+  // Equality conjuncts that restrict *this occurrence*: only for relations in the FROM
+  // list (incl. inner/outer joins) of the outermost SELECT, taken from its WHERE clause's
+  // top-level AND; columns must be qualified by this occurrence's alias/name, or
+  // unqualified when it is the only relation in that FROM. Empty otherwise.
+  std::vector<eq_conjunct> conjuncts;
+};
+
+enum class write_op : std::uint8_t { insert, update, del, merge, truncate, copy_from, select_into };
+
+struct write_ref {
+  qualified_name table;
+  write_op op = write_op::insert;
+  // UPDATE/DELETE: equality conjuncts of the WHERE clause's top-level AND on this target
+  // (qualified by its alias/name, or unqualified). Empty for others or when absent.
+  std::vector<eq_conjunct> where;
+  // UPDATE: every assigned column; value set only when it is a constant or parameter.
+  std::vector<std::pair<std::string, std::optional<eq_value>>> set;
+  // INSERT: target columns as written (empty when the list is omitted) and, for
+  // INSERT ... VALUES, one vector per row aligned with `columns` (nullopt = an expression
+  // or DEFAULT). `rows_known` is false for INSERT ... SELECT / DEFAULT VALUES / no list.
+  std::vector<std::string> columns;
+  std::vector<std::vector<std::optional<eq_value>>> rows;
+  bool rows_known = false;
+  enum class conflict : std::uint8_t { none, nothing, update } on_conflict = conflict::none;
+  std::vector<std::string> conflict_columns;  // inference columns of ON CONFLICT (...)
+  bool only = false;  // ONLY t (no inheritance children)
+  bool cascade = false;  // TRUNCATE ... CASCADE
+};
+
+struct statement {
+  stmt_kind kind = stmt_kind::other;
+  std::string node;  // libpg_query node type, e.g. "SelectStmt", "DoStmt"
+  std::vector<read_ref> reads;     // every relation read, CTE names removed (scoped)
+  std::vector<write_ref> writes;   // every relation written (incl. data-modifying CTEs)
+  std::vector<qualified_name> ddl_targets;  // relations named by DDL (may be empty)
+  std::vector<qualified_name> functions;  // every FuncCall, incl. table functions, as named
+  std::vector<std::string> value_functions;  // SQLValueFunction ops, e.g. "CURRENT_TIMESTAMP"
+  bool locking = false;        // FOR UPDATE/SHARE/NO KEY UPDATE/KEY SHARE anywhere
+  bool time_literal = false;   // a constant 'now'/'today'/'tomorrow'/'yesterday' anywhere
+  bool tablesample = false;    // TABLESAMPLE anywhere
+  bool has_returning = false;  // top-level RETURNING
+  bool has_params = false;     // any $n
+  int max_param = 0;
+  // txn_begin / txn_set: isolation as written, lower-case ("repeatable read", ...), or empty.
+  std::string isolation;
+  bool read_only = false;       // BEGIN READ ONLY / SET TRANSACTION READ ONLY
+  // session_set: the variable ("search_path", "role", "session_authorization", "timezone"...)
+  // lower-cased; empty for RESET ALL. `local` for SET LOCAL.
+  std::string variable;
+  bool local = false;
+};
+
+struct analysis {
+  bool ok = false;
+  std::string error;  // the parser's message when !ok (e.g. "syntax error at or near ...")
+  std::vector<statement> statements;  // one per statement in a multi-statement string
+};
+
+// Analyzes `sql` (PostgreSQL dialect, $n parameters). Never throws for bad SQL: returns
+// ok == false with the parser's message. The returned object is shared and immutable.
+std::shared_ptr<const analysis> analyze(std::string_view sql);
+
+// Same as analyze() but bypasses the memo (for tests and the fuzzer).
+analysis analyze_uncached(std::string_view sql);
+
+}  // namespace qcache::pg
