@@ -1,1 +1,357 @@
-// placeholder; being written
+// The cache: version table + entry store + single flight + counters.
+//
+// Invariants:
+//  * every snapshot includes the global tag, so flush() invalidates everything,
+//    including results being computed while it runs;
+//  * a stored entry's dependency versions were captured before its statement was sent
+//    and had no writer in flight; a hit requires each to be unchanged;
+//  * counters are striped per thread to keep the hit path free of shared writes other
+//    than the shard's reader lock.
+#include <qcache/cache.h>
+
+#include "store.h"
+#include "versions.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace qcache {
+
+const char* to_string(uncacheable_reason r) {
+  switch (r) {
+    case uncacheable_reason::parse_error: return "parse_error";
+    case uncacheable_reason::not_a_read: return "not_a_read";
+    case uncacheable_reason::volatile_function: return "volatile_function";
+    case uncacheable_reason::stable_function: return "stable_function";
+    case uncacheable_reason::time_literal: return "time_literal";
+    case uncacheable_reason::locking: return "locking";
+    case uncacheable_reason::system_relation: return "system_relation";
+    case uncacheable_reason::row_security: return "row_security";
+    case uncacheable_reason::transaction_local: return "transaction_local";
+    case uncacheable_reason::isolation: return "isolation";
+    case uncacheable_reason::multi_statement: return "multi_statement";
+    case uncacheable_reason::unknown_relation: return "unknown_relation";
+    case uncacheable_reason::annotated: return "annotated";
+    case uncacheable_reason::too_large: return "too_large";
+    case uncacheable_reason::in_flight_write: return "in_flight_write";
+    case uncacheable_reason::other: return "other";
+    case uncacheable_reason::count_: break;
+  }
+  return "?";
+}
+
+const char* to_string(invalidation_cause c) {
+  switch (c) {
+    case invalidation_cause::write: return "write";
+    case invalidation_cause::commit: return "commit";
+    case invalidation_cause::ddl: return "ddl";
+    case invalidation_cause::flush: return "flush";
+    case invalidation_cause::manual: return "manual";
+    case invalidation_cause::external: return "external";
+    case invalidation_cause::count_: break;
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr int kStripes = 16;
+constexpr int kReasons = static_cast<int>(uncacheable_reason::count_);
+constexpr int kCauses = static_cast<int>(invalidation_cause::count_);
+
+struct alignas(64) stripe {
+  std::atomic<std::uint64_t> hits{0}, misses{0}, stores{0}, dropped{0}, stale{0}, waits{0},
+      flushes{0};
+  std::atomic<std::uint64_t> uncacheable[kReasons] = {};
+  std::atomic<std::uint64_t> invalidations[kCauses] = {};
+};
+
+int my_stripe() noexcept {
+  static std::atomic<int> next{0};
+  thread_local int s = next.fetch_add(1, std::memory_order_relaxed) % kStripes;
+  return s;
+}
+
+}  // namespace
+
+class cache::flight {
+ public:
+  std::string key;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+};
+
+struct cache::impl {
+  impl(const qcache::options& o, std::size_t entry_budget)
+      : vers(o.version_slots), entries(entry_budget, o.shards) {}
+  detail::versions vers;
+  detail::store entries;
+  std::uint32_t global_slot = 0;
+  stripe stripes[kStripes];
+  std::mutex flights_mu;
+  std::unordered_map<std::uint64_t, std::shared_ptr<flight>> flights;
+  std::mutex hook_mu;
+  std::function<void()> hook;
+  std::atomic<bool> has_hook{false};
+
+  stripe& st() noexcept { return stripes[my_stripe()]; }
+};
+
+cache::cache(qcache::options opts) : opts_(opts) {
+  if (opts_.version_slots == 0) throw std::invalid_argument("qcache: options.version_slots is 0");
+  std::size_t version_bytes = std::bit_ceil(std::max<std::size_t>(opts_.version_slots, 1024)) * 8;
+  if (opts_.max_bytes < version_bytes + (64u << 10)) {
+    throw std::invalid_argument(
+        "qcache: options.max_bytes (" + std::to_string(opts_.max_bytes) +
+        ") must exceed the version table (" + std::to_string(version_bytes) +
+        " bytes) by at least 64 KiB; raise max_bytes or lower version_slots");
+  }
+  if (opts_.shards == 0) opts_.shards = 1;
+  std::size_t entry_budget = opts_.max_bytes - version_bytes;
+  impl_ = std::make_unique<impl>(opts_, entry_budget);
+  impl_->global_slot = impl_->vers.slot_of(tags::global());
+  max_entry_bytes_ = opts_.max_entry_bytes ? opts_.max_entry_bytes : opts_.max_bytes / 16;
+  max_entry_bytes_ = std::min(max_entry_bytes_, impl_->entries.shard_budget());
+}
+
+cache::~cache() = default;
+
+std::uint32_t cache::slot_of(tags::tag t) const noexcept { return impl_->vers.slot_of(t); }
+void cache::bump_begin(std::uint32_t slot) noexcept { impl_->vers.begin(slot); }
+void cache::bump_end(std::uint32_t slot) noexcept { impl_->vers.end(slot); }
+
+qcache::stats cache::stats() const {
+  qcache::stats s;
+  for (const stripe& x : impl_->stripes) {
+    s.hits += x.hits.load(std::memory_order_relaxed);
+    s.misses += x.misses.load(std::memory_order_relaxed);
+    s.stores += x.stores.load(std::memory_order_relaxed);
+    s.stores_dropped_stale += x.dropped.load(std::memory_order_relaxed);
+    s.stale_rejected += x.stale.load(std::memory_order_relaxed);
+    s.single_flight_waits += x.waits.load(std::memory_order_relaxed);
+    s.flushes += x.flushes.load(std::memory_order_relaxed);
+    for (int i = 0; i < kReasons; ++i)
+      s.uncacheable_by_reason[i] += x.uncacheable[i].load(std::memory_order_relaxed);
+    for (int i = 0; i < kCauses; ++i)
+      s.invalidations_by_cause[i] += x.invalidations[i].load(std::memory_order_relaxed);
+  }
+  for (int i = 0; i < kReasons; ++i) s.uncacheable += s.uncacheable_by_reason[i];
+  for (int i = 0; i < kCauses; ++i) s.invalidations += s.invalidations_by_cause[i];
+  s.evictions = impl_->entries.evictions();
+  s.entries = impl_->entries.entries();
+  s.bytes = impl_->entries.bytes() + impl_->vers.bytes();
+  s.max_bytes = opts_.max_bytes;
+  return s;
+}
+
+void cache::flush(invalidation_cause cause) {
+  impl_->vers.bump(impl_->global_slot);
+  impl_->entries.clear();
+  impl_->st().flushes.fetch_add(1, std::memory_order_relaxed);
+  count_invalidation(cause);
+}
+
+void cache::invalidate(std::span<const tags::tag> tags, invalidation_cause cause) {
+  for (tags::tag t : tags) impl_->vers.bump(slot_of(t));
+  count_invalidation(cause);
+}
+
+std::shared_ptr<const cached_value> cache::lookup(const key& k) {
+  bool stale = false;
+  const detail::versions& v = impl_->vers;
+  auto value = impl_->entries.lookup(
+      k,
+      [&v](const detail::dep_versions& deps) {
+        for (const auto& [slot, ver] : deps)
+          if (v.load(slot) != ver) return false;
+        return true;
+      },
+      stale);
+  if (value) {
+    impl_->st().hits.fetch_add(1, std::memory_order_relaxed);
+  } else if (stale) {
+    impl_->st().stale.fetch_add(1, std::memory_order_relaxed);
+  }
+  return value;
+}
+
+snapshot cache::capture(const dependencies& deps) const {
+  snapshot s;
+  s.storable_ = true;
+  s.slots_.reserve(deps.tags.size() + 1);
+  auto add = [&](std::uint32_t slot) {
+    for (const auto& p : s.slots_)
+      if (p.first == slot) return;
+    std::uint64_t ver = impl_->vers.load(slot);
+    if (detail::versions::in_flight(ver)) s.storable_ = false;
+    s.slots_.emplace_back(slot, ver);
+  };
+  add(impl_->global_slot);
+  for (tags::tag t : deps.tags) add(slot_of(t));
+  for (tags::tag t : deps.guards)
+    if (detail::versions::in_flight(impl_->vers.load(slot_of(t)))) s.storable_ = false;
+  return s;
+}
+
+bool cache::store(const key& k, const snapshot& snap,
+                  std::shared_ptr<const cached_value> v) noexcept {
+  if (!v) return false;
+  if (!snap.storable_ || snap.slots_.empty()) {
+    count_uncacheable(uncacheable_reason::in_flight_write);
+    return false;
+  }
+  std::size_t bytes = v->bytes();
+  if (bytes > max_entry_bytes_) {
+    count_uncacheable(uncacheable_reason::too_large);
+    return false;
+  }
+  run_test_hook_before_store();
+  for (const auto& [slot, ver] : snap.slots_) {
+    if (impl_->vers.load(slot) != ver) {
+      impl_->st().dropped.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+  }
+  try {
+    if (!impl_->entries.insert(k, std::move(v), snap.slots_, bytes)) {
+      count_uncacheable(uncacheable_reason::too_large);
+      return false;
+    }
+  } catch (...) {  // allocation failure: not stored, nothing else changes
+    return false;
+  }
+  impl_->st().stores.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+cache::ticket& cache::ticket::operator=(ticket&& o) noexcept {
+  if (this != &o) {
+    done();
+    cache_ = o.cache_;
+    flight_ = std::move(o.flight_);
+    value_ = std::move(o.value_);
+    leader_ = o.leader_;
+    o.leader_ = false;
+  }
+  return *this;
+}
+
+cache::ticket::~ticket() { done(); }
+
+void cache::ticket::done() noexcept {
+  if (!leader_ || !flight_) return;
+  leader_ = false;
+  {
+    std::lock_guard lock(cache_->impl_->flights_mu);
+    auto it = cache_->impl_->flights.find(hash_bytes(flight_->key).low);
+    if (it != cache_->impl_->flights.end() && it->second == flight_)
+      cache_->impl_->flights.erase(it);
+  }
+  {
+    std::lock_guard lock(flight_->mu);
+    flight_->done = true;
+  }
+  flight_->cv.notify_all();
+  flight_.reset();
+}
+
+cache::ticket cache::join_flight(const key& k, const dependencies&) {
+  ticket t;
+  t.cache_ = this;
+  std::shared_ptr<flight> f;
+  {
+    std::lock_guard lock(impl_->flights_mu);
+    auto it = impl_->flights.find(k.hash.low);
+    if (it == impl_->flights.end()) {
+      f = std::make_shared<flight>();
+      f->key = k.bytes;
+      impl_->flights.emplace(k.hash.low, f);
+      t.flight_ = std::move(f);
+      t.leader_ = true;
+      return t;
+    }
+    f = it->second;
+  }
+  if (f->key != k.bytes) return t;  // another key shares the slot: just execute
+  impl_->st().waits.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::unique_lock lock(f->mu);
+    f->cv.wait_for(lock, opts_.single_flight_wait, [&] { return f->done; });
+  }
+  t.value_ = lookup(k);
+  return t;
+}
+
+write_hold::write_hold(write_hold&& o) noexcept
+    : cache_(o.cache_), slots_(std::move(o.slots_)), cause_(o.cause_) {
+  o.slots_.clear();
+}
+
+write_hold& write_hold::operator=(write_hold&& o) noexcept {
+  if (this != &o) {
+    release();
+    cache_ = o.cache_;
+    slots_ = std::move(o.slots_);
+    cause_ = o.cause_;
+    o.slots_.clear();
+  }
+  return *this;
+}
+
+void write_hold::add(std::span<const tags::tag> tags) {
+  if (!cache_) return;
+  for (tags::tag t : tags) {
+    std::uint32_t slot = cache_->slot_of(t);
+    if (std::find(slots_.begin(), slots_.end(), slot) != slots_.end()) continue;
+    slots_.push_back(slot);
+    cache_->bump_begin(slot);
+  }
+}
+
+void write_hold::release(bool commit) noexcept {
+  if (!cache_ || slots_.empty()) return;
+  for (std::uint32_t slot : slots_) cache_->bump_end(slot);
+  slots_.clear();
+  if (commit) cache_->count_invalidation(invalidation_cause::commit);
+}
+
+write_hold cache::begin_write(std::span<const tags::tag> tags, invalidation_cause cause) {
+  write_hold h;
+  h.cache_ = this;
+  h.cause_ = cause;
+  h.add(tags);
+  count_invalidation(cause);
+  return h;
+}
+
+void cache::count_miss() noexcept { impl_->st().misses.fetch_add(1, std::memory_order_relaxed); }
+
+void cache::count_uncacheable(uncacheable_reason r) noexcept {
+  impl_->st().uncacheable[static_cast<int>(r)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void cache::count_invalidation(invalidation_cause c, std::uint64_t n) noexcept {
+  impl_->st().invalidations[static_cast<int>(c)].fetch_add(n, std::memory_order_relaxed);
+}
+
+void cache::set_test_hook_before_store(std::function<void()> f) {
+  std::lock_guard lock(impl_->hook_mu);
+  impl_->hook = std::move(f);
+  impl_->has_hook.store(static_cast<bool>(impl_->hook), std::memory_order_release);
+}
+
+void cache::run_test_hook_before_store() {
+  if (!impl_->has_hook.load(std::memory_order_acquire)) return;
+  std::function<void()> f;
+  {
+    std::lock_guard lock(impl_->hook_mu);
+    f = impl_->hook;
+  }
+  if (f) f();
+}
+
+}  // namespace qcache

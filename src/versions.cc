@@ -1,1 +1,17 @@
-// placeholder; being written
+#include "versions.h"
+
+#include <bit>
+#include <stdexcept>
+
+namespace qcache::detail {
+
+versions::versions(std::size_t slots) {
+  if (slots < 1024) slots = 1024;
+  if (slots > (std::size_t{1} << 30)) throw std::invalid_argument("qcache: version_slots above 2^30");
+  slots = std::bit_ceil(slots);
+  slots_ = std::make_unique<std::atomic<std::uint64_t>[]>(slots);
+  for (std::size_t i = 0; i < slots; ++i) slots_[i].store(0, std::memory_order_relaxed);
+  mask_ = slots - 1;
+}
+
+}  // namespace qcache::detail

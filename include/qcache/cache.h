@@ -1,0 +1,272 @@
+// qcache::cache — an in-process cache of query results that is never stale with
+// respect to the writes made through qcache.
+//
+// Thread safety: a cache has internal synchronization and may be shared by any number
+// of connections on any number of threads (typically one std::shared_ptr<cache> per
+// process). Connections themselves follow their driver's rule: one thread at a time.
+//
+// How freshness works. Every result is stored with the versions of the tags it depends
+// on (tags.h), read *before* the statement was sent. A write moves the versions of the
+// tags it may affect before it is sent and again after it has committed; while it is
+// in flight, nothing depending on those tags can be stored or served. A hit checks
+// that every version is still what it was, so an entry that raced a write is never
+// served (it is "born stale") and no wall clock is involved. Version counters live in
+// a fixed table: a lost or shared counter can only cause a miss, never a stale hit.
+//
+// Most programs only construct a cache, hand it to an adapter (qcache/pqxx.h,
+// qcache/soci.h) and read stats(). The members under "Adapter interface" are what an
+// adapter uses; applications rarely need them.
+#pragma once
+
+#include <qcache/key.h>
+#include <qcache/tags.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace qcache {
+
+struct options {
+  // Hard limit on memory used by the cache: entries (keys, results, dependency lists,
+  // bookkeeping) and the version table. Least valuable entries are evicted (SIEVE).
+  std::size_t max_bytes = 256u << 20;
+  // A result larger than this is returned to the caller but not stored.
+  // 0 means max_bytes / 16.
+  std::size_t max_entry_bytes = 0;
+  // Number of version counters (rounded up to a power of two). More counters mean fewer
+  // false invalidations; each costs 8 bytes of the budget.
+  std::size_t version_slots = 1u << 18;
+  // Number of independently locked shards (rounded up to a power of two).
+  std::size_t shards = 64;
+  // Concurrent misses of one key: one caller runs the query, the others wait this long
+  // for its result, then run the query themselves.
+  std::chrono::milliseconds single_flight_wait{2000};
+  // Cache results of statements calling STABLE functions (now(), current_setting()...).
+  // Off by default: such results may change without any write.
+  bool cache_stable_functions = false;
+};
+
+// Why a statement was not cached. Counted in stats::uncacheable.
+enum class uncacheable_reason : std::uint8_t {
+  parse_error,        // the analyzer could not parse it: run uncached
+  not_a_read,         // writes, DDL, transaction control, session changes
+  volatile_function,  // random(), nextval(), clock_timestamp(), user volatile functions
+  stable_function,    // now(), CURRENT_TIMESTAMP, current_setting() (see options)
+  time_literal,       // 'now'/'today'/... constants or parameters
+  locking,            // FOR UPDATE / FOR SHARE
+  system_relation,    // pg_catalog, information_schema, sequences, temp/foreign tables
+  row_security,       // a table with row level security
+  transaction_local,  // reads a table this transaction wrote
+  isolation,          // inside REPEATABLE READ / SERIALIZABLE
+  multi_statement,    // several statements in one string
+  unknown_relation,   // a name that does not resolve (the database will say why)
+  annotated,          // marked uncacheable by the application
+  too_large,          // result above max_entry_bytes
+  in_flight_write,    // a write to a dependency was in flight: served but not stored
+  other,
+  count_  // number of reasons; not a reason
+};
+
+const char* to_string(uncacheable_reason r);
+
+// Why versions moved. Counted in stats::invalidations.
+enum class invalidation_cause : std::uint8_t {
+  write,   // a write statement
+  commit,  // the end of a transaction that wrote
+  ddl,     // schema changes, GRANT/REVOKE, ... (flushes)
+  flush,   // a write whose targets are unknown, a trigger or rule, an explicit flush()
+  manual,  // invalidate() called by the application
+  external,  // a change detected in the database itself (e.g. another SQLite connection)
+  count_
+};
+
+const char* to_string(invalidation_cause c);
+
+// A point-in-time copy of the cache's counters.
+struct stats {
+  std::uint64_t hits = 0;
+  std::uint64_t misses = 0;
+  std::uint64_t stores = 0;              // results stored
+  std::uint64_t stores_dropped_stale = 0;  // results not stored: a dependency moved meanwhile
+  std::uint64_t stale_rejected = 0;     // entries found but not served: a dependency moved
+  std::uint64_t single_flight_waits = 0;  // misses served by another caller's query
+  std::uint64_t evictions = 0;
+  std::uint64_t invalidations = 0;      // sum of by_cause
+  std::uint64_t invalidations_by_cause[static_cast<int>(invalidation_cause::count_)] = {};
+  std::uint64_t flushes = 0;            // whole-cache flushes (subset of invalidations)
+  std::uint64_t uncacheable = 0;        // sum of by_reason
+  std::uint64_t uncacheable_by_reason[static_cast<int>(uncacheable_reason::count_)] = {};
+  std::uint64_t entries = 0;
+  std::uint64_t bytes = 0;              // bytes charged to the budget, version table included
+  std::uint64_t max_bytes = 0;
+
+  std::uint64_t invalidated(invalidation_cause c) const {
+    return invalidations_by_cause[static_cast<int>(c)];
+  }
+  std::uint64_t not_cached(uncacheable_reason r) const {
+    return uncacheable_by_reason[static_cast<int>(r)];
+  }
+  double hit_ratio() const {
+    return hits + misses ? double(hits) / double(hits + misses) : 0.0;
+  }
+};
+
+// A stored result. Adapters derive from it; the cache only needs its size. Stored
+// values are immutable and shared: a hit hands out the same object to every reader.
+class cached_value {
+ public:
+  virtual ~cached_value() = default;
+  // Bytes this value owns (rows, strings, driver buffers), for the byte budget.
+  virtual std::size_t bytes() const noexcept = 0;
+};
+
+// What a read depends on.
+struct dependencies {
+  // Tags whose versions must not move for the entry to stay valid.
+  std::vector<tags::tag> tags;
+  // Tags that must not have a write in flight when the read starts, but whose later
+  // moves do not invalidate the entry (a predicate read's table tag: a write to the
+  // table that is still in flight may touch the predicate's rows in ways it has not
+  // announced yet).
+  std::vector<tags::tag> guards;
+};
+
+class cache;
+
+// Versions of a read's dependencies, captured before the read is sent.
+class snapshot {
+ public:
+  snapshot() = default;
+  // False when a dependency had a write in flight: the result may be served but must
+  // not be stored.
+  bool storable() const noexcept { return storable_; }
+
+ private:
+  friend class cache;
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> slots_;
+  bool storable_ = false;
+};
+
+// Held while a write is in flight: moves the versions of its tags when created and
+// again when released (after the write committed or rolled back). Movable, not
+// copyable; releasing happens in the destructor or in release().
+class write_hold {
+ public:
+  write_hold() = default;
+  write_hold(write_hold&& o) noexcept;
+  write_hold& operator=(write_hold&& o) noexcept;
+  write_hold(const write_hold&) = delete;
+  write_hold& operator=(const write_hold&) = delete;
+  ~write_hold() { release(); }
+
+  // Adds tags to this hold (each counter is held at most once).
+  void add(std::span<const tags::tag> tags);
+  // Moves the versions again and ends the hold. Idempotent. When `commit` is true the
+  // release is counted as a commit-time invalidation.
+  void release(bool commit = false) noexcept;
+  bool empty() const noexcept { return slots_.empty(); }
+
+ private:
+  friend class cache;
+  cache* cache_ = nullptr;  // the cache must outlive its holds
+  std::vector<std::uint32_t> slots_;
+  invalidation_cause cause_ = invalidation_cause::write;
+};
+
+class cache : public std::enable_shared_from_this<cache> {
+ public:
+  // Throws std::invalid_argument when the options cannot work (e.g. a budget smaller
+  // than the version table).
+  explicit cache(qcache::options opts = {});
+  ~cache();
+  cache(const cache&) = delete;
+  cache& operator=(const cache&) = delete;
+
+  qcache::stats stats() const;
+  const qcache::options& options() const noexcept { return opts_; }
+
+  // Drops every entry and invalidates every result being computed. Counted as a flush.
+  void flush(invalidation_cause cause = invalidation_cause::manual);
+
+  // Invalidates everything that depends on any of `tags` (see tags.h to build them;
+  // adapters offer friendlier table/row forms).
+  void invalidate(std::span<const tags::tag> tags,
+                  invalidation_cause cause = invalidation_cause::manual);
+
+  // ---- Adapter interface -------------------------------------------------------
+
+  // Returns the stored value for `k` if it exists and none of its dependencies moved;
+  // nullptr otherwise. Counts a hit, or nothing (the caller counts the miss when it
+  // decides to execute).
+  std::shared_ptr<const cached_value> lookup(const key& k);
+
+  // Captures the current versions of `deps` (plus the global tag), before executing.
+  snapshot capture(const dependencies& deps) const;
+
+  // Stores `v` under `k` if `snap` is storable and no captured version moved. Returns
+  // true when stored. Never throws.
+  bool store(const key& k, const snapshot& snap, std::shared_ptr<const cached_value> v) noexcept;
+
+  // Single flight for a miss. The first caller for a key becomes the leader (a ticket
+  // with leader() == true): it executes, stores, then calls done(). Other callers wait
+  // up to options.single_flight_wait, then look the key up again: they get the leader's
+  // stored value if it is still valid (value() != nullptr), or else execute themselves
+  // (leader() == false, value() == nullptr).
+  class flight;
+  class ticket {
+   public:
+    ticket() = default;
+    ticket(ticket&&) noexcept = default;
+    ticket& operator=(ticket&&) noexcept;
+    ~ticket();
+    bool leader() const noexcept { return leader_; }
+    const std::shared_ptr<const cached_value>& value() const noexcept { return value_; }
+    // Leader only: wakes the waiters (after the leader stored its result, or gave up).
+    // Called by the destructor when omitted.
+    void done() noexcept;
+
+   private:
+    friend class cache;
+    cache* cache_ = nullptr;
+    std::shared_ptr<flight> flight_;
+    std::shared_ptr<const cached_value> value_;
+    bool leader_ = false;
+  };
+  ticket join_flight(const key& k, const dependencies& deps);
+
+  // Starts holding `tags` for a write. The returned hold moves their versions now and
+  // again when released.
+  write_hold begin_write(std::span<const tags::tag> tags, invalidation_cause cause);
+
+  void count_miss() noexcept;
+  void count_uncacheable(uncacheable_reason r) noexcept;
+  void count_invalidation(invalidation_cause c, std::uint64_t n = 1) noexcept;
+
+  // Largest value size that may be stored.
+  std::size_t max_entry_bytes() const noexcept { return max_entry_bytes_; }
+
+  // Test hook: called after a miss captured its snapshot and before it stores.
+  // Lets tests pause a reader deterministically. Not for production use.
+  void set_test_hook_before_store(std::function<void()> f);
+  void run_test_hook_before_store();
+
+ private:
+  friend class write_hold;
+  struct impl;
+  std::uint32_t slot_of(tags::tag t) const noexcept;
+  void bump_begin(std::uint32_t slot) noexcept;
+  void bump_end(std::uint32_t slot) noexcept;
+
+  qcache::options opts_;
+  std::size_t max_entry_bytes_ = 0;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace qcache
