@@ -1,1 +1,580 @@
-// placeholder; being written
+// Catalog loading. Invariants:
+//  * A snapshot is fully built before it is published and never changes afterwards.
+//  * Every oid in base_tables / cascade_targets / referencing / family is a loaded
+//    relation's oid; those lists are sorted and free of duplicates, and (except
+//    base_tables of a table-like relation) never contain the relation itself.
+//  * `catalog::current_` always holds a snapshot; refreshes are serialised by
+//    refresh_mu_, so generations increase by exactly one per refresh.
+//
+// All SQL qualifies catalog tables, functions and types with pg_catalog, so a
+// session's search_path cannot redirect them (operators are not qualified: run the
+// catalog queries on a connection whose search_path does not shadow pg_catalog's).
+#include "pg/catalog.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <stdexcept>
+#include <unordered_set>
+
+namespace qcache::pg {
+
+namespace {
+
+// --- result access ----------------------------------------------------------------
+
+[[noreturn]] void bad_shape(const std::string& what) {
+  throw std::runtime_error("qcache catalog: unexpected result from PostgreSQL: " + what);
+}
+
+const std::string& text_at(const row& r, std::size_t i, const char* what) {
+  if (i >= r.size() || !r[i]) bad_shape(std::string(what) + " is missing or NULL");
+  return *r[i];
+}
+
+std::uint64_t u64_at(const row& r, std::size_t i, const char* what) {
+  const std::string& s = text_at(r, i, what);
+  std::uint64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) bad_shape(std::string(what) + " = " + s);
+  return v;
+}
+
+std::uint32_t oid_at(const row& r, std::size_t i, const char* what) {
+  std::uint64_t v = u64_at(r, i, what);
+  if (v > UINT32_MAX) bad_shape(std::string(what) + " out of range");
+  return static_cast<std::uint32_t>(v);
+}
+
+bool bool_at(const row& r, std::size_t i, const char* what) {
+  const std::string& s = text_at(r, i, what);
+  if (s == "t" || s == "true") return true;
+  if (s == "f" || s == "false") return false;
+  bad_shape(std::string(what) + " = " + s);
+}
+
+char char_at(const row& r, std::size_t i, const char* what) {
+  const std::string& s = text_at(r, i, what);
+  if (s.size() != 1) bad_shape(std::string(what) + " = " + s);
+  return s[0];
+}
+
+bool is_system_schema(std::string_view nsp) {
+  return nsp == "pg_catalog" || nsp == "information_schema" || nsp.substr(0, 8) == "pg_toast";
+}
+
+bool is_temp_schema(std::string_view nsp) { return nsp.substr(0, 8) == "pg_temp_"; }
+
+// Volatility order: 'i' < 's' < 'v' (conveniently also the byte order).
+char more_volatile(char a, char b) { return std::max(a, b); }
+
+// --- queries ----------------------------------------------------------------------
+
+constexpr const char* user_schema_filter =
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND pg_catalog.left(n.nspname, 8) <> 'pg_toast'";
+
+const std::string q_namespaces = "SELECT oid, nspname FROM pg_catalog.pg_namespace";
+
+const std::string q_relations =
+    "SELECT c.oid, c.relnamespace, c.relname, c.relkind, c.relpersistence, c.relrowsecurity,"
+    " c.relhastriggers AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t"
+    "   WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgenabled <> 'D'),"
+    " c.relhasrules AND EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r"
+    "   WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN')"
+    " FROM pg_catalog.pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')";
+
+// 20/21/23 = int8/int2/int4, 25 = text, 1043 = varchar (fixed OIDs). Domains are 'o'.
+const std::string q_columns = std::string(
+    "SELECT a.attrelid, a.attname,"
+    " CASE WHEN a.atttypid IN (20, 21, 23) THEN 'i'"
+    "      WHEN a.atttypid IN (25, 1043) AND co.collisdeterministic THEN 't' ELSE 'o' END"
+    " FROM pg_catalog.pg_attribute a"
+    " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation"
+    " WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')"
+    " AND ") + user_schema_filter;
+
+const std::string q_views = std::string(
+    "SELECT r.ev_class, r.ev_action::pg_catalog.text FROM pg_catalog.pg_rewrite r"
+    " JOIN pg_catalog.pg_class c ON c.oid = r.ev_class"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE r.rulename = '_RETURN' AND c.relkind = 'v' AND ") + user_schema_filter;
+
+const std::string q_procs =
+    "SELECT p.oid, p.pronamespace, p.proname, p.provolatile FROM pg_catalog.pg_proc p";
+
+const std::string q_edges =
+    "SELECT 'f', conrelid, confrelid, confupdtype, confdeltype FROM pg_catalog.pg_constraint"
+    " WHERE contype = 'f'"
+    " UNION ALL SELECT 'i', inhrelid, inhparent, NULL, NULL FROM pg_catalog.pg_inherits";
+
+// Nothing here depends on the session's settings (the epoch is numeric text).
+const std::string q_identity =
+    "SELECT pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE'),"
+    " pg_catalog.current_setting('port'),"
+    " EXTRACT(epoch FROM pg_catalog.pg_postmaster_start_time())::pg_catalog.text,"
+    " pg_catalog.pg_is_in_recovery(),"
+    " (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())";
+
+const std::string q_sysid =
+    "SELECT system_identifier::pg_catalog.text FROM pg_catalog.pg_control_system()";
+
+// --- view rule trees ----------------------------------------------------------------
+
+struct rule_refs {
+  std::vector<std::uint32_t> relids;
+  std::vector<std::uint32_t> funcids;
+  bool volatile_expr = false;  // CURRENT_TIMESTAMP & co, nextval via identity, TABLESAMPLE
+};
+
+// Scans a pg_node_tree text (nodeToString output) for relation and function OIDs.
+// Field tokens look like " :relid 16390"; strings inside the tree have their
+// whitespace backslash-escaped, so they cannot fake a field (at worst they would add a
+// dependency, which is harmless).
+rule_refs scan_rule(std::string_view t) {
+  rule_refs out;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    char c = t[i];
+    if (c == '{') {
+      std::string_view rest = t.substr(i + 1);
+      if (rest.starts_with("NEXTVALUEEXPR") || rest.starts_with("TABLESAMPLECLAUSE")) {
+        out.volatile_expr = true;
+      } else if (rest.starts_with("SQLVALUEFUNCTION :op ")) {
+        // SVFOP_CURRENT_DATE (0) .. SVFOP_LOCALTIMESTAMP_N (8) read the clock;
+        // 9..14 (CURRENT_ROLE/USER, SESSION_USER, CURRENT_CATALOG/SCHEMA) are in the key.
+        std::string_view num = rest.substr(21);
+        int op = -1;
+        std::from_chars(num.data(), num.data() + num.size(), op);
+        if (op < 9 || op > 14) out.volatile_expr = true;
+      }
+      continue;
+    }
+    if (c != ':' || i == 0 || t[i - 1] != ' ') continue;
+    std::size_t j = i + 1;
+    while (j < t.size() && (std::islower(static_cast<unsigned char>(t[j])) || t[j] == '_')) ++j;
+    std::string_view field = t.substr(i + 1, j - i - 1);
+    if (j + 1 >= t.size() || t[j] != ' ') continue;
+    bool rel = field == "relid";
+    bool fn = field.ends_with("funcid") || field == "aggfnoid" || field == "winfnoid";
+    if (!rel && !fn) continue;
+    std::uint32_t v = 0;
+    auto [p, ec] = std::from_chars(t.data() + j + 1, t.data() + t.size(), v);
+    if (ec != std::errc() || v == 0) continue;
+    (rel ? out.relids : out.funcids).push_back(v);
+    i = static_cast<std::size_t>(p - t.data()) - 1;
+  }
+  return out;
+}
+
+void sort_unique(std::vector<std::uint32_t>& v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+}
+
+// All nodes reachable from `start` along `edges` (adjacency by oid), excluding start.
+std::vector<std::uint32_t> closure(
+    std::uint32_t start,
+    const std::unordered_map<std::uint32_t, std::vector<std::uint32_t>>& edges) {
+  std::vector<std::uint32_t> out;
+  std::unordered_set<std::uint32_t> seen{start};
+  std::vector<std::uint32_t> todo{start};
+  while (!todo.empty()) {
+    std::uint32_t cur = todo.back();
+    todo.pop_back();
+    auto it = edges.find(cur);
+    if (it == edges.end()) continue;
+    for (std::uint32_t next : it->second) {
+      if (seen.insert(next).second) {
+        out.push_back(next);
+        todo.push_back(next);
+      }
+    }
+  }
+  sort_unique(out);
+  return out;
+}
+
+}  // namespace
+
+// --- snapshot -----------------------------------------------------------------------
+
+char relation::column_class(std::string_view column) const {
+  auto it = columns.find(column);
+  return it == columns.end() ? '\0' : it->second;
+}
+
+const std::string* snapshot::temp_schema(const std::vector<std::string>& schemas) const {
+  for (const std::string& s : schemas)
+    if (is_temp_schema(s)) return &s;
+  return nullptr;
+}
+
+const relation* snapshot::find(const std::string& schema, const std::string& name) const {
+  auto s = by_name_.find(schema);
+  if (s == by_name_.end()) return nullptr;
+  auto r = s->second.find(name);
+  return r == s->second.end() ? nullptr : &relations_[r->second];
+}
+
+const relation* snapshot::resolve(const qualified_name& name,
+                                  const std::vector<std::string>& schemas) const {
+  if (!name.schema.empty()) {
+    if (name.schema == "pg_temp") {
+      const std::string* temp = temp_schema(schemas);
+      return temp ? find(*temp, name.name) : nullptr;
+    }
+    return find(name.schema, name.name);
+  }
+  for (const std::string& s : schemas)
+    if (const relation* r = find(s, name.name)) return r;
+  return nullptr;
+}
+
+const relation* snapshot::by_oid(std::uint32_t oid) const {
+  auto it = by_oid_.find(oid);
+  return it == by_oid_.end() ? nullptr : &relations_[it->second];
+}
+
+char snapshot::proc_volatility(const std::string& schema, const std::string& name) const {
+  auto s = procs_.find(schema);
+  if (s == procs_.end()) return '\0';
+  auto p = s->second.find(name);
+  return p == s->second.end() ? '\0' : p->second;
+}
+
+char snapshot::function_volatility(const qualified_name& name,
+                                   const std::vector<std::string>& schemas) const {
+  if (!name.schema.empty()) {
+    const std::string* schema = &name.schema;
+    if (name.schema == "pg_temp" && !(schema = temp_schema(schemas))) return 'v';
+    char v = proc_volatility(*schema, name.name);
+    return v ? v : 'v';
+  }
+  char most = '\0';
+  for (const std::string& s : schemas) {
+    if (is_temp_schema(s)) continue;  // never searched for unqualified functions
+    if (char v = proc_volatility(s, name.name)) most = more_volatile(most, v);
+  }
+  return most ? most : 'v';
+}
+
+// --- loading ------------------------------------------------------------------------
+
+std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64_t generation) {
+  auto snap = std::make_shared<snapshot>();
+  snapshot& s = *snap;
+  s.generation_ = generation;
+
+  std::unordered_map<std::uint32_t, std::string> nsp;
+  for (const row& r : query(q_namespaces))
+    nsp.emplace(oid_at(r, 0, "pg_namespace.oid"), text_at(r, 1, "nspname"));
+
+  auto rel_rows = query(q_relations);
+  s.relations_.reserve(rel_rows.size());
+  for (const row& r : rel_rows) {
+    relation rel;
+    rel.oid = oid_at(r, 0, "pg_class.oid");
+    auto n = nsp.find(oid_at(r, 1, "relnamespace"));
+    if (n == nsp.end()) continue;  // namespace dropped between the two queries
+    rel.schema = n->second;
+    rel.name = text_at(r, 2, "relname");
+    rel.kind = char_at(r, 3, "relkind");
+    rel.persistence = char_at(r, 4, "relpersistence");
+    rel.rls = bool_at(r, 5, "relrowsecurity");
+    rel.user_triggers = bool_at(r, 6, "user triggers");
+    rel.rules = bool_at(r, 7, "rules");
+    rel.system = is_system_schema(rel.schema);
+    if (rel.kind == 'v' && rel.system) {
+      rel.volatile_view = true;
+      rel.base_tables = {rel.oid};
+    } else if (rel.kind != 'v' && rel.kind != 'c') {
+      rel.base_tables = {rel.oid};
+    }
+    s.by_oid_.emplace(rel.oid, s.relations_.size());
+    s.by_name_[rel.schema].emplace(rel.name, s.relations_.size());
+    s.relations_.push_back(std::move(rel));
+  }
+  auto rel_of = [&s](std::uint32_t oid) -> relation* {
+    auto it = s.by_oid_.find(oid);
+    return it == s.by_oid_.end() ? nullptr : &s.relations_[it->second];
+  };
+
+  for (const row& r : query(q_columns)) {
+    if (relation* rel = rel_of(oid_at(r, 0, "attrelid")))
+      rel->columns.emplace(text_at(r, 1, "attname"), char_at(r, 2, "type class"));
+  }
+
+  std::unordered_map<std::uint32_t, char> proc_vol;
+  for (const row& r : query(q_procs)) {
+    char v = char_at(r, 3, "provolatile");
+    proc_vol.emplace(oid_at(r, 0, "pg_proc.oid"), v);
+    auto n = nsp.find(oid_at(r, 1, "pronamespace"));
+    if (n == nsp.end()) continue;
+    char& slot = s.procs_[n->second].try_emplace(text_at(r, 2, "proname"), 'i').first->second;
+    slot = more_volatile(slot, v);
+  }
+
+  // User views: direct references first, then expand through nested views.
+  struct view_info {
+    std::vector<std::uint32_t> relids;
+    bool volatile_self = false;
+    int state = 0;  // 0 new, 1 expanding, 2 done
+  };
+  std::unordered_map<std::uint32_t, view_info> views;
+  for (const row& r : query(q_views)) {
+    std::uint32_t oid = oid_at(r, 0, "ev_class");
+    rule_refs refs = scan_rule(text_at(r, 1, "ev_action"));
+    view_info& v = views[oid];
+    for (std::uint32_t rel : refs.relids)
+      if (rel != oid) v.relids.push_back(rel);  // PG15 keeps *OLD*/*NEW* entries for itself
+    v.volatile_self = refs.volatile_expr;
+    for (std::uint32_t f : refs.funcids) {
+      auto it = proc_vol.find(f);
+      if (it == proc_vol.end() || it->second != 'i') v.volatile_self = true;
+    }
+  }
+  std::function<void(std::uint32_t)> expand = [&](std::uint32_t oid) {
+    relation* rel = rel_of(oid);
+    auto vi = views.find(oid);
+    if (!rel || vi == views.end() || vi->second.state != 0) return;
+    view_info& v = vi->second;
+    v.state = 1;
+    rel->volatile_view = v.volatile_self;
+    for (std::uint32_t ref : v.relids) {
+      relation* target = rel_of(ref);
+      if (!target) {  // created after the relation query: unknown, so be conservative
+        rel->volatile_view = true;
+        continue;
+      }
+      if (target->kind == 'v' && !target->system) {
+        expand(ref);
+        auto ti = views.find(ref);
+        if (ti == views.end() || ti->second.state != 2) {  // no rule loaded, or a cycle
+          rel->volatile_view = true;
+          continue;
+        }
+      } else if (target->kind == 'v') {
+        rel->volatile_view = true;  // a system view: not expanded
+      }
+      rel->base_tables.insert(rel->base_tables.end(), target->base_tables.begin(),
+                              target->base_tables.end());
+      rel->volatile_view = rel->volatile_view || target->volatile_view;
+    }
+    sort_unique(rel->base_tables);
+    v.state = 2;
+  };
+  for (relation& rel : s.relations_) {
+    if (rel.kind != 'v' || rel.system) continue;
+    if (views.count(rel.oid))
+      expand(rel.oid);
+    else
+      rel.volatile_view = true;  // dropped/replaced between queries: know nothing
+  }
+
+  // FKs and inheritance.
+  std::unordered_map<std::uint32_t, std::vector<std::uint32_t>> cascades, refs, up, down;
+  for (const row& r : query(q_edges)) {
+    char kind = char_at(r, 0, "edge kind");
+    std::uint32_t child = oid_at(r, 1, "edge child"), parent = oid_at(r, 2, "edge parent");
+    if (kind == 'f') {
+      refs[parent].push_back(child);
+      auto changes = [](char action) { return action == 'c' || action == 'n' || action == 'd'; };
+      if (changes(char_at(r, 3, "confupdtype")) || changes(char_at(r, 4, "confdeltype")))
+        cascades[parent].push_back(child);
+    } else {
+      up[child].push_back(parent);
+      down[parent].push_back(child);
+    }
+  }
+  auto known = [&](std::vector<std::uint32_t> v) {
+    std::erase_if(v, [&](std::uint32_t o) { return !rel_of(o); });
+    return v;
+  };
+  for (relation& rel : s.relations_) {
+    if (cascades.count(rel.oid)) rel.cascade_targets = known(closure(rel.oid, cascades));
+    if (refs.count(rel.oid)) rel.referencing = known(closure(rel.oid, refs));
+    if (up.count(rel.oid) || down.count(rel.oid)) {
+      rel.family = known(closure(rel.oid, up));
+      auto d = known(closure(rel.oid, down));
+      rel.family.insert(rel.family.end(), d.begin(), d.end());
+      sort_unique(rel.family);
+    }
+  }
+
+  auto id_rows = query(q_identity);
+  if (id_rows.size() != 1) bad_shape("identity query returned " + std::to_string(id_rows.size()) + " rows");
+  const row& id = id_rows[0];
+  std::string sysid;
+  if (bool_at(id, 0, "pg_control_system privilege")) {
+    auto sys_rows = query(q_sysid);
+    if (sys_rows.size() == 1) sysid = text_at(sys_rows[0], 0, "system_identifier");
+  }
+  s.identity_ = "pg:sysid=" + sysid + ";port=" + text_at(id, 1, "port") +
+                ";start=" + text_at(id, 2, "postmaster start") +
+                ";recovery=" + (bool_at(id, 3, "pg_is_in_recovery") ? "t" : "f") +
+                ";db=" + text_at(id, 4, "database oid");
+  return snap;
+}
+
+std::shared_ptr<catalog> catalog::load(const query_fn& query) {
+  return std::shared_ptr<catalog>(new catalog(load_snapshot(query, 1)));
+}
+
+void catalog::refresh(const query_fn& query) {
+  std::lock_guard lock(refresh_mu_);
+  current_.store(load_snapshot(query, current_.load()->generation() + 1));
+}
+
+// --- session context ----------------------------------------------------------------
+
+namespace {
+
+struct context_column {
+  const char* key;
+  const char* expr;
+};
+
+// Order matters: parse() reads by position. The first four are not settings.
+constexpr context_column context_columns[] = {
+    {"database", "pg_catalog.current_database()"},
+    {"current_user", "current_user"},
+    {"session_user", "session_user"},
+    {"schemas", "pg_catalog.current_schemas(true)::pg_catalog.text"},
+    {"search_path", "pg_catalog.current_setting('search_path')"},
+    {"TimeZone", "pg_catalog.current_setting('TimeZone')"},
+    {"DateStyle", "pg_catalog.current_setting('DateStyle')"},
+    {"IntervalStyle", "pg_catalog.current_setting('IntervalStyle')"},
+    {"extra_float_digits", "pg_catalog.current_setting('extra_float_digits')"},
+    {"bytea_output", "pg_catalog.current_setting('bytea_output')"},
+    {"client_encoding", "pg_catalog.current_setting('client_encoding')"},
+    {"standard_conforming_strings", "pg_catalog.current_setting('standard_conforming_strings')"},
+    {"lc_monetary", "pg_catalog.current_setting('lc_monetary')"},
+    {"lc_numeric", "pg_catalog.current_setting('lc_numeric')"},
+    {"lc_time", "pg_catalog.current_setting('lc_time')"},
+    {"default_text_search_config", "pg_catalog.current_setting('default_text_search_config')"},
+    {"xmlbinary", "pg_catalog.current_setting('xmlbinary')"},
+    {"xmloption", "pg_catalog.current_setting('xmloption')"},
+    {"transform_null_equals", "pg_catalog.current_setting('transform_null_equals')"},
+    {"array_nulls", "pg_catalog.current_setting('array_nulls')"},
+    {"row_security", "pg_catalog.current_setting('row_security')"},
+    {"default_transaction_isolation", "pg_catalog.current_setting('default_transaction_isolation')"},
+    {"transaction_isolation", "pg_catalog.current_setting('transaction_isolation')"},
+    {"default_transaction_read_only", "pg_catalog.current_setting('default_transaction_read_only')"},
+    {"timezone_abbreviations", "pg_catalog.current_setting('timezone_abbreviations')"},
+    {"quote_all_identifiers", "pg_catalog.current_setting('quote_all_identifiers')"},
+    {"gin_fuzzy_search_limit", "pg_catalog.current_setting('gin_fuzzy_search_limit')"},
+    {"lo_compat_privileges", "pg_catalog.current_setting('lo_compat_privileges')"},
+    {"pg_trgm.similarity_threshold",
+     "pg_catalog.current_setting('pg_trgm.similarity_threshold', true)"},
+    {"pg_trgm.word_similarity_threshold",
+     "pg_catalog.current_setting('pg_trgm.word_similarity_threshold', true)"},
+    {"pg_trgm.strict_word_similarity_threshold",
+     "pg_catalog.current_setting('pg_trgm.strict_word_similarity_threshold', true)"},
+};
+constexpr std::size_t n_context_columns = std::size(context_columns);
+
+std::string sql_literal(std::string_view s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
+void append_key(std::string& out, std::string_view name, const std::optional<std::string>& v) {
+  out += name;
+  out += '=';
+  if (!v) {
+    out += "~;";  // NULL: distinct from every length-prefixed value
+    return;
+  }
+  out += std::to_string(v->size());
+  out += ':';
+  out += *v;
+  out += ';';
+}
+
+}  // namespace
+
+std::string session_context::context_query(const std::vector<std::string>& extra_settings) {
+  std::string q = "SELECT ";
+  for (std::size_t i = 0; i < n_context_columns; ++i) {
+    if (i) q += ", ";
+    q += context_columns[i].expr;
+  }
+  for (const std::string& name : extra_settings)
+    q += ", pg_catalog.current_setting(" + sql_literal(name) + ", true)";
+  return q;
+}
+
+session_context session_context::parse(const row& r,
+                                       const std::vector<std::string>& extra_settings) {
+  if (r.size() != n_context_columns + extra_settings.size())
+    throw std::invalid_argument("qcache session context: expected " +
+                                std::to_string(n_context_columns + extra_settings.size()) +
+                                " columns, got " + std::to_string(r.size()));
+  auto get = [&r](std::size_t i) -> const std::string& {
+    if (!r[i])
+      throw std::invalid_argument(std::string("qcache session context: ") +
+                                  context_columns[i].key + " is NULL");
+    return *r[i];
+  };
+  session_context c;
+  c.database = get(0);
+  c.current_user = get(1);
+  c.session_user = get(2);
+  c.schemas = parse_text_array(get(3));
+  c.search_path = get(4);
+  c.row_security = get(20) == "on";
+  c.isolation = get(21);
+  c.transaction_isolation = get(22);
+  c.default_read_only = get(23) == "on";
+  for (std::size_t i = 0; i < n_context_columns; ++i) append_key(c.key_text, context_columns[i].key, r[i]);
+  for (std::size_t i = 0; i < extra_settings.size(); ++i) {
+    // Extra names are user-chosen: length-prefix them too so they cannot collide.
+    c.key_text += "+" + std::to_string(extra_settings[i].size()) + ":";
+    append_key(c.key_text, extra_settings[i], r[n_context_columns + i]);
+  }
+  return c;
+}
+
+std::vector<std::string> parse_text_array(std::string_view t) {
+  auto bad = [&t]() -> std::invalid_argument {
+    return std::invalid_argument("qcache: malformed array literal: " + std::string(t));
+  };
+  if (t.size() < 2 || t.front() != '{' || t.back() != '}') throw bad();
+  std::vector<std::string> out;
+  std::size_t i = 1, end = t.size() - 1;
+  if (i == end) return out;
+  while (true) {
+    std::string elem;
+    if (t[i] == '"') {
+      ++i;
+      while (true) {
+        if (i >= end) throw bad();
+        char c = t[i++];
+        if (c == '"') break;
+        if (c == '\\') {
+          if (i >= end) throw bad();
+          c = t[i++];
+        }
+        elem += c;
+      }
+    } else {
+      std::size_t start = i;
+      while (i < end && t[i] != ',') ++i;
+      elem.assign(t.substr(start, i - start));
+      if (elem == "NULL") elem.clear();
+    }
+    out.push_back(std::move(elem));
+    if (i == end) break;
+    if (t[i] != ',') throw bad();
+    ++i;
+  }
+  return out;
+}
+
+}  // namespace qcache::pg

@@ -1,0 +1,231 @@
+// What qcache knows about a PostgreSQL database's schema: relations and how writes to
+// them spread (views, FK cascades, inheritance/partitions, triggers, rules), function
+// volatility, column type classes, and the identity of the database.
+//
+// Thread safety: a `snapshot` is immutable and safe to use from any number of threads.
+// `catalog` is internally synchronised: current(), generation(), identity() and the
+// value-returning lookups may be called concurrently with each other and with refresh();
+// a refresh publishes a new snapshot atomically, and readers that hold the old one keep
+// a consistent view of it. Pointers returned by snapshot lookups live as long as the
+// snapshot (hold the shared_ptr while you use them). The query_fn is only ever called
+// from the thread that calls load()/refresh(), one statement at a time.
+//
+// The catalog never talks to a driver: it runs a handful of SELECTs through a callback
+// (see query_fn) and builds everything in memory. It is a point-in-time picture: DDL
+// (made through qcache or not) is only seen after refresh().
+//
+// What is loaded (and deliberately not):
+//  * Every relation that can be named in FROM (tables, partitioned tables, views,
+//    materialized views, foreign tables, sequences, composite types), system catalogs
+//    and information_schema included, so names resolve exactly as PostgreSQL does.
+//    Columns are loaded only for relations outside pg_catalog, information_schema and
+//    pg_toast*.
+//  * Views outside the system schemas are expanded from their stored rule tree
+//    (pg_rewrite.ev_action), not pg_depend: since PostgreSQL 14, references to pinned
+//    objects (now(), random(), pg_class, ...) are not recorded in pg_depend. System views
+//    are not expanded: they are marked `system` and `volatile_view` (many read volatile
+//    statistics functions; all change with DDL), so anything built on them is too.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "pg/analyzer.h"  // qualified_name
+
+namespace qcache::pg {
+
+// One result row, in text format; nullopt is SQL NULL.
+using row = std::vector<std::optional<std::string>>;
+// Runs one SQL statement (no parameters) and returns all its rows. May throw: the
+// exception propagates out of catalog::load()/refresh() unchanged.
+using query_fn = std::function<std::vector<row>(const std::string& sql)>;
+
+// Type classes of a column, for comparing values written and values filtered on.
+//  'i'  int2/int4/int8: equal iff the integers are equal.
+//  't'  text/varchar with a deterministic collation: equal iff the bytes are equal.
+//  'o'  anything else (bpchar pads, numeric scales, nondeterministic collations, domains,
+//       floats, ...): no textual equality may be assumed.
+inline constexpr char column_int = 'i';
+inline constexpr char column_text = 't';
+inline constexpr char column_other = 'o';
+
+struct relation {
+  std::uint32_t oid = 0;
+  std::string schema, name;
+  // pg_class.relkind: 'r' table, 'p' partitioned table, 'v' view, 'm' materialized view,
+  // 'f' foreign table (data changes outside PostgreSQL), 'S' sequence (changes with every
+  // nextval), 'c' composite type. Indexes and TOAST tables are not loaded.
+  char kind = 'r';
+  // pg_class.relpersistence: 'p' permanent, 'u' unlogged, 't' temporary (lives in one
+  // session's pg_temp_N; a result read from it must never be shared across sessions).
+  char persistence = 'p';
+  bool system = false;  // in pg_catalog, information_schema or pg_toast*: changes with DDL
+  bool rls = false;     // relrowsecurity: rows visible depend on role and policy inputs
+  // An enabled (tgenabled <> 'D'), non-internal trigger (incl. INSTEAD OF and user
+  // constraint triggers). Triggers PostgreSQL creates for foreign keys do not count.
+  // Writes to such a relation may write anywhere: callers must flush conservatively.
+  bool user_triggers = false;
+  // A rewrite rule other than a view's _RETURN rule (CREATE RULE ... DO ALSO/INSTEAD),
+  // on a table or a view. Same consequence as user_triggers.
+  bool rules = false;
+  // Relations whose rows this one reads. Table-like relations (incl. materialized views,
+  // whose contents change only on REFRESH): {oid}. User views: the non-view relations
+  // their rule reads, expanded through nested views (never contains a view except system
+  // views, which are not expanded). Composite types: {}.
+  std::vector<std::uint32_t> base_tables;
+  // A view that calls (directly or through nested views) a function, operator, aggregate
+  // or window function that is not IMMUTABLE, uses CURRENT_DATE/CURRENT_TIME/LOCALTIME/
+  // CURRENT_TIMESTAMP/LOCALTIMESTAMP, TABLESAMPLE or nextval; every system view. Its
+  // result must not be cached as if deterministic.
+  bool volatile_view = false;
+  // Tables whose rows change when rows of this one are UPDATEd or DELETEd, through foreign
+  // keys with ON UPDATE / ON DELETE CASCADE, SET NULL or SET DEFAULT, transitively
+  // (RESTRICT / NO ACTION never change rows). Excludes this relation. Sorted.
+  // Note: the closure follows FKs only; combine with `family` of each table for
+  // inheritance (partitioned FKs are cloned per partition by PostgreSQL and so appear).
+  std::vector<std::uint32_t> cascade_targets;
+  // Every table with a foreign key to this one, transitively: what TRUNCATE ... CASCADE
+  // also truncates. Excludes this relation. Sorted.
+  std::vector<std::uint32_t> referencing;
+  // Inheritance / partition ancestors and descendants, transitively; excludes this
+  // relation. Sorted. (Reading a parent reads its descendants; writing a child changes
+  // what its ancestors return.) Siblings are not family.
+  std::vector<std::uint32_t> family;
+  // Column name -> type class (column_int / column_text / column_other). Empty for
+  // system relations.
+  std::map<std::string, char, std::less<>> columns;
+
+  // The column's class, or '\0' when there is no such column (or it was not loaded).
+  char column_class(std::string_view column) const;
+};
+
+// An immutable picture of the catalog. Lookups are cheap (hash maps, no locks).
+class snapshot {
+ public:
+  // The relation `name` denotes for a session whose current_schemas(true) is `schemas`
+  // (in order; it lists pg_temp_N when the session has a temp schema, and pg_catalog).
+  // Unqualified names are looked up in that order; qualified names in their schema only,
+  // where schema "pg_temp" means the session's pg_temp_N. nullptr when not found.
+  // The pointer is valid while this snapshot is alive.
+  const relation* resolve(const qualified_name& name,
+                          const std::vector<std::string>& schemas) const;
+  const relation* by_oid(std::uint32_t oid) const;  // nullptr when unknown
+
+  // 'i' immutable, 's' stable, 'v' volatile for the function `name` (any argument types:
+  // the most volatile overload wins). Unqualified: the most volatile across every schema
+  // of `schemas` that has a function of that name (temp schemas are never searched for
+  // functions, as in PostgreSQL). Qualified: that schema only. 'v' when unknown.
+  char function_volatility(const qualified_name& name,
+                           const std::vector<std::string>& schemas) const;
+
+  // Equal for any two connections to the same database of the same running server,
+  // whatever the connection string (unix socket or TCP, host alias, pooler). Made of
+  // pg_control_system().system_identifier (when the role may call it), the server's
+  // port, its postmaster start time, whether it is in recovery, and the database's OID.
+  // It changes when the server restarts or is promoted: a cache keyed by it then starts
+  // cold rather than risk serving results of a different server (a restored copy or a
+  // streaming replica shares the system identifier with its origin).
+  const std::string& identity() const { return identity_; }
+  std::uint64_t generation() const { return generation_; }  // 1 for the first load
+  std::size_t relation_count() const { return relations_.size(); }
+
+ private:
+  friend class catalog;
+  friend std::shared_ptr<const snapshot> load_snapshot(const query_fn&, std::uint64_t);
+  using name_map = std::unordered_map<std::string, std::size_t>;  // name -> relations_ index
+  using proc_map = std::unordered_map<std::string, char>;          // name -> max volatility
+  const std::string* temp_schema(const std::vector<std::string>& schemas) const;
+  const relation* find(const std::string& schema, const std::string& name) const;
+  char proc_volatility(const std::string& schema, const std::string& name) const;
+
+  std::vector<relation> relations_;
+  std::unordered_map<std::uint32_t, std::size_t> by_oid_;
+  std::unordered_map<std::string, name_map> by_name_;   // schema -> name -> index
+  std::unordered_map<std::string, proc_map> procs_;     // schema -> name -> volatility
+  std::string identity_;
+  std::uint64_t generation_ = 0;
+};
+
+class catalog {
+ public:
+  // Reads the catalog through `query` (7 SELECTs). Throws whatever `query` throws, and
+  // std::runtime_error when a result has an unexpected shape.
+  static std::shared_ptr<catalog> load(const query_fn& query);
+
+  // Reads the catalog again and publishes it with generation() + 1. On an exception the
+  // current snapshot stays. Concurrent refreshes are serialised.
+  void refresh(const query_fn& query);
+
+  // The current snapshot; hold it for as long as you use pointers obtained from it.
+  std::shared_ptr<const snapshot> current() const { return current_.load(); }
+  std::uint64_t generation() const { return current()->generation(); }
+  std::string identity() const { return current()->identity(); }
+  char function_volatility(const qualified_name& name,
+                           const std::vector<std::string>& schemas) const {
+    return current()->function_volatility(name, schemas);
+  }
+
+  catalog(const catalog&) = delete;
+  catalog& operator=(const catalog&) = delete;
+
+ private:
+  explicit catalog(std::shared_ptr<const snapshot> s) : current_(std::move(s)) {}
+  std::atomic<std::shared_ptr<const snapshot>> current_;
+  std::mutex refresh_mu_;
+};
+
+// Builds a snapshot from query results (exposed for tests).
+std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64_t generation);
+
+// Everything about a session that must be part of a cache key, read in one round trip.
+struct session_context {
+  // Every value below plus the extra settings, length-prefixed (`name=len:value;`), so
+  // two contexts have the same key_text iff all values are equal.
+  std::string key_text;
+  std::vector<std::string> schemas;  // current_schemas(true), in search order
+  std::string database;              // current_database()
+  std::string current_user;          // effective role (SET ROLE changes it)
+  std::string session_user;          // SET SESSION AUTHORIZATION changes it
+  std::string search_path;           // as set (current_setting('search_path'))
+  std::string isolation;             // default_transaction_isolation, e.g. "read committed"
+  std::string transaction_isolation; // the current transaction's (or the default outside one)
+  bool default_read_only = false;    // default_transaction_read_only
+  bool row_security = true;          // row_security: off makes queries on RLS tables fail
+
+  // ONE statement returning one row with everything above. `extra_settings` are more
+  // GUC names to put in the key (e.g. "app.tenant_id" read by RLS policies; placeholder
+  // variables cannot be enumerated from SQL); an unset one reads as NULL.
+  // The fixed part covers: current_database, current_user, session_user,
+  // current_schemas(true), and the settings that change the value or text of a SELECT:
+  // search_path, TimeZone, DateStyle, IntervalStyle, extra_float_digits, bytea_output,
+  // client_encoding, standard_conforming_strings, lc_monetary, lc_numeric, lc_time,
+  // default_text_search_config, xmlbinary, xmloption, transform_null_equals, array_nulls,
+  // row_security, default_transaction_isolation, transaction_isolation,
+  // default_transaction_read_only, timezone_abbreviations (timestamp input),
+  // quote_all_identifiers (quote_ident, format('%I'), pg_get_*def), gin_fuzzy_search_limit
+  // (GIN scans return a random subset when > 0), lo_compat_privileges (large object
+  // reads), and pg_trgm's similarity thresholds (the % operators), NULL unless loaded.
+  // Deliberately not: planner settings (enable_*, geqo, work_mem: plans, not results),
+  // lc_messages, statement_timeout, backslash_quote, escape_string_warning.
+  static std::string context_query(const std::vector<std::string>& extra_settings = {});
+
+  // Parses the row context_query(extra_settings) returned. Throws std::invalid_argument
+  // when the row does not have its shape.
+  static session_context parse(const row& r,
+                               const std::vector<std::string>& extra_settings = {});
+};
+
+// Parses a one-dimensional PostgreSQL array literal ("{a,\"b c\",NULL}"); NULL elements
+// become empty strings. Throws std::invalid_argument on malformed input.
+std::vector<std::string> parse_text_array(std::string_view text);
+
+}  // namespace qcache::pg
