@@ -355,3 +355,22 @@ void cache::run_test_hook_before_store() {
 }
 
 }  // namespace qcache
+
+#include <qcache/explain.h>
+
+namespace qcache {
+
+std::string explanation::to_string() const {
+  auto join = [](const std::vector<std::string>& v) {
+    std::string r;
+    for (const auto& x : v) r += (r.empty() ? "" : ", ") + x;
+    return r;
+  };
+  std::string s = "kind: " + kind + "\ncacheable: " + (cacheable ? "yes" : "no") + "\n";
+  if (!reason.empty()) s += "reason: " + reason + "\n";
+  if (!error.empty()) s += "error: " + error + "\n";
+  s += "reads: " + join(reads) + "\nwrites: " + join(writes) + "\ntags: " + join(tags) + "\n";
+  return s;
+}
+
+}  // namespace qcache

@@ -1,1 +1,195 @@
-// placeholder
+// The libpqxx adapter: routes every statement through pg::session.
+//
+// Invariants:
+//  * the cached value of a read is the pqxx::result the driver returned, shared and
+//    never modified (libpqxx results are reference-counted, read-only handles);
+//  * bookkeeping queries (catalog, session context) run on the statement's own
+//    transaction, never inside a failed one;
+//  * if qcache's own bookkeeping fails, the statement still runs, under a global write
+//    hold (so it cannot leave anything stale), and the driver's error, if any, reaches
+//    the caller unchanged.
+#include <qcache/pqxx.h>
+
+#include "pg/engine.h"
+
+namespace qcache::pqxx {
+namespace {
+
+class result_value final : public cached_value {
+ public:
+  explicit result_value(::pqxx::result r) : r_(std::move(r)) {
+    std::size_t n = 64 + r_.columns() * 48;
+    const auto rows = r_.size();
+    const auto cols = r_.columns();
+    for (::pqxx::result::size_type i = 0; i < rows; ++i) {
+      n += 16 + cols * 16;  // PGresult's per-row and per-field bookkeeping
+      for (::pqxx::row::size_type j = 0; j < cols; ++j) n += r_[i][j].size() + 1;
+    }
+    bytes_ = n;
+  }
+  std::size_t bytes() const noexcept override { return bytes_; }
+  const ::pqxx::result& result() const noexcept { return r_; }
+
+ private:
+  ::pqxx::result r_;
+  std::size_t bytes_ = 0;
+};
+
+}  // namespace
+
+struct connection::impl {
+  impl(const std::string& options, std::shared_ptr<qcache::cache> c)
+      : raw(options), session(std::move(c)) {}
+  ::pqxx::connection raw;
+  pg::session session;
+  std::unordered_map<std::string, std::string> prepared;
+  ::pqxx::transaction_base* current = nullptr;  // the transaction in use, if any
+};
+
+connection::connection(const std::string& options, std::shared_ptr<qcache::cache> cache) {
+  if (!cache) throw std::invalid_argument("qcache::pqxx::connection: the cache is null");
+  impl_ = std::make_unique<impl>(options, std::move(cache));
+}
+
+connection::~connection() = default;
+
+const std::shared_ptr<qcache::cache>& connection::cache() const noexcept {
+  return impl_->session.shared_cache();
+}
+
+::pqxx::connection& connection::raw() noexcept { return impl_->raw; }
+bool connection::is_open() const noexcept { return impl_->raw.is_open(); }
+
+void connection::prepare(const std::string& name, const std::string& definition) {
+  impl_->raw.prepare(name, definition);
+  impl_->prepared[name] = definition;
+}
+
+void connection::unprepare(const std::string& name) {
+  impl_->raw.unprepare(name);
+  impl_->prepared.erase(name);
+}
+
+const std::string* connection::prepared_sql(const std::string& name) const {
+  auto it = impl_->prepared.find(name);
+  return it == impl_->prepared.end() ? nullptr : &it->second;
+}
+
+namespace {
+
+pg::run_fn runner(::pqxx::transaction_base& tx) {
+  return [&tx](const std::string& q) {
+    ::pqxx::result r = tx.exec(q);
+    std::vector<pg::row> rows;
+    rows.reserve(r.size());
+    for (const auto& row : r) {
+      pg::row out;
+      out.reserve(row.size());
+      for (const auto& f : row) {
+        if (f.is_null()) out.emplace_back(std::nullopt);
+        else out.emplace_back(std::string(f.c_str(), f.size()));
+      }
+      rows.push_back(std::move(out));
+    }
+    return rows;
+  };
+}
+
+// Runs `fn` with a short-lived nontransaction when no transaction is open.
+template <class F>
+auto with_tx(connection& c, ::pqxx::connection& raw, F&& fn) {
+  (void)c;
+  ::pqxx::nontransaction tx(raw);
+  return fn(runner(tx));
+}
+
+}  // namespace
+
+explanation connection::explain(const std::string& sql) {
+  return with_tx(*this, impl_->raw, [&](const pg::run_fn& run) {
+    return impl_->session.explain(sql, run);
+  });
+}
+
+void connection::invalidate_table(const std::string& table) {
+  with_tx(*this, impl_->raw, [&](const pg::run_fn& run) {
+    impl_->session.invalidate_table(table, run);
+    return 0;
+  });
+}
+
+void connection::invalidate_row(const std::string& table, const std::string& column,
+                                const std::string& value) {
+  with_tx(*this, impl_->raw, [&](const pg::run_fn& run) {
+    impl_->session.invalidate_row(table, column, value, run);
+    return 0;
+  });
+}
+
+namespace detail {
+
+::pqxx::result run(connection& c, ::pqxx::transaction_base& tx, char kind,
+                   const std::string& sql, const std::vector<key_param>& params,
+                   const annotated* note, const std::function<::pqxx::result()>& exec) {
+  pg::session& s = c.impl_->session;
+  pg::param ps_small[8];
+  std::vector<pg::param> ps_big;
+  pg::param* ps = ps_small;
+  if (params.size() > 8) {
+    ps_big.resize(params.size());
+    ps = ps_big.data();
+  }
+  for (std::size_t i = 0; i < params.size(); ++i) ps[i] = {params[i].type, params[i].text};
+
+  pg::hints h;
+  if (note) {
+    h.uncacheable = note->is_uncacheable();
+    h.depends_on = note->dependencies();
+  }
+
+  pg::call call;
+  try {
+    call = s.begin(sql, std::span<const pg::param>(ps, params.size()), kind, runner(tx),
+                   note ? &h : nullptr);
+  } catch (const ::pqxx::broken_connection&) {
+    throw;  // the statement cannot run either; this is the driver's own error
+  } catch (...) {
+    // qcache could not do its bookkeeping: run the statement uncached, as a write of
+    // unknown targets, so that nothing cached can survive it.
+    const auto& cache = s.shared_cache();
+    tags::tag g = tags::global();
+    write_hold hold = cache->begin_write(std::span<const tags::tag>(&g, 1),
+                                         invalidation_cause::flush);
+    cache->count_uncacheable(uncacheable_reason::other);
+    ::pqxx::result r = exec();
+    cache->flush(invalidation_cause::flush);
+    return r;
+  }
+  if (call.hit) return static_cast<const result_value&>(*call.hit).result();
+  ::pqxx::result r;
+  try {
+    r = exec();
+  } catch (...) {
+    s.failed(call);
+    throw;
+  }
+  std::shared_ptr<const cached_value> v;
+  if (call.store) {
+    try {
+      v = std::make_shared<result_value>(r);
+    } catch (...) {
+      // Out of memory building the entry: serve the result, store nothing.
+    }
+  }
+  s.succeeded(call, std::move(v));
+  return r;
+}
+
+void on_begin(connection& c, const char* isolation) {
+  c.impl_->session.transaction_begun(isolation);
+}
+void on_commit(connection& c) { c.impl_->session.transaction_committed(); }
+void on_abort(connection& c) { c.impl_->session.transaction_rolled_back(); }
+
+}  // namespace detail
+}  // namespace qcache::pqxx

@@ -190,7 +190,7 @@ class cache : public std::enable_shared_from_this<cache> {
   cache& operator=(const cache&) = delete;
 
   qcache::stats stats() const;
-  const qcache::options& options() const noexcept { return opts_; }
+  const qcache::options& settings() const noexcept { return opts_; }
 
   // Drops every entry and invalidates every result being computed. Counted as a flush.
   void flush(invalidation_cause cause = invalidation_cause::manual);

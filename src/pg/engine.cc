@@ -1,1 +1,1020 @@
-// placeholder; being written
+// The PostgreSQL session engine.
+//
+// Invariants:
+//  * A read is served or stored only when every relation it reads resolved in the
+//    catalog to a table-like relation that is not a system, temporary, foreign,
+//    sequence or row-security relation, it calls only IMMUTABLE functions (STABLE ones
+//    with options.cache_stable_functions), and it is not inside REPEATABLE READ /
+//    SERIALIZABLE or a transaction that wrote one of its relations.
+//  * Every statement that is not a proven read takes a write hold before it is sent:
+//    the tags of every relation it may change (FK cascades, inheritance and partitions
+//    included), or the global tag (a flush) when the targets are unknown, a target has
+//    user triggers or rules, or the statement is DDL or unrecognised. In a transaction
+//    the hold lasts until COMMIT/ROLLBACK; otherwise until the statement returned.
+//  * A predicate read `t.c = v` depends on {table_epoch(t), column_epoch(t,c),
+//    predicate(t,c,v)} and guards table(t). A write to t names the values of c of every
+//    row it may touch before and after (predicate(t,c,v)) or moves column_epoch(t,c);
+//    a write whose rows are unknown moves table_epoch(t). Columns used by predicate reads
+//    are registered per database before the read captures its versions, and a write
+//    reads the registry after taking its hold on table(t) (the guard), so a read that
+//    registers a column after the write looked can never store a pre-write result.
+//  * Any DDL, DO, CALL or unrecognised statement marks the shared catalog stale and bumps
+//    the database's DDL epoch; a write planned under an older epoch flushes when it ends.
+#include "pg/engine.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstring>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace qcache::pg {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string r(s);
+  for (char& c : r)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return r;
+}
+
+std::string trim_lower(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return lower(s);
+}
+
+bool is_time_word(std::string_view s) {
+  if (s.size() > 16) return false;
+  std::string t = trim_lower(s);
+  return t == "now" || t == "today" || t == "tomorrow" || t == "yesterday";
+}
+
+// PostgreSQL's integer input: optional whitespace, sign, digits, whitespace.
+std::optional<std::string> canonical_int(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  if (!s.empty() && s.front() == '+') s.remove_prefix(1);
+  if (s.empty()) return std::nullopt;
+  long long v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return std::to_string(v);
+}
+
+// The value `v` denotes for a column of class `cls`, as a canonical string, or nullopt
+// when equality cannot be decided textually (fail closed: the caller falls back).
+std::optional<std::string> canonical(const eq_value& v, char cls, std::span<const param> params) {
+  std::string_view text;
+  switch (v.k) {
+    case eq_value::kind::param: {
+      if (v.param < 1 || static_cast<std::size_t>(v.param) > params.size()) return std::nullopt;
+      const param& p = params[v.param - 1];
+      if (p.type == param_type::null || p.type == param_type::binary) return std::nullopt;
+      text = p.text;
+      break;
+    }
+    case eq_value::kind::integer:
+      if (cls != column_int) return std::nullopt;
+      text = v.text;
+      break;
+    case eq_value::kind::string:
+      text = v.text;
+      break;
+    default:
+      return std::nullopt;
+  }
+  if (cls == column_int) return canonical_int(text);
+  if (cls == column_text) {
+    if (std::memchr(text.data(), 0, text.size())) return std::nullopt;
+    return std::string(text);
+  }
+  return std::nullopt;
+}
+
+std::string oid_text(std::uint32_t oid) { return std::to_string(oid); }
+
+// Volatile functions of pg_catalog that change no table (sequences, session state and
+// randomness only). Any other volatile function may write: the statement flushes.
+bool may_write(const qualified_name& f, char volatility) {
+  if (volatility != 'v') return false;
+  if (!f.schema.empty() && f.schema != "pg_catalog") return true;
+  static const char* safe[] = {
+      "random", "setseed", "nextval", "setval", "currval", "lastval", "gen_random_uuid",
+      "clock_timestamp", "timeofday", "txid_current", "txid_current_if_assigned",
+      "pg_current_xact_id", "pg_current_xact_id_if_assigned", "pg_sleep", "pg_sleep_for",
+      "pg_sleep_until", "set_config", "pg_notify", "pg_advisory_lock", "pg_advisory_unlock",
+      "pg_advisory_xact_lock", "pg_try_advisory_lock", "pg_try_advisory_xact_lock",
+      "pg_advisory_lock_shared", "pg_advisory_unlock_shared", "pg_advisory_unlock_all",
+      "pg_backend_pid", "pg_cancel_backend", "pg_terminate_backend", "now",
+      "statement_timestamp", "transaction_timestamp", "pg_stat_get_activity",
+      "pg_current_snapshot", "txid_current_snapshot", "pg_stat_clear_snapshot",
+      "pg_stat_reset", "pg_stat_reset_shared", "pg_stat_reset_single_table_counters",
+      "pg_get_serial_sequence", "current_setting", "pg_stat_get_backend_idset"};
+  std::string n = lower(f.name);
+  for (const char* x : safe)
+    if (n == x) return false;
+  return true;
+}
+
+}  // namespace
+
+// ---- Shared per-database state ------------------------------------------------------
+
+struct database {
+  std::string identity;
+  std::shared_ptr<catalog> cat;
+  std::atomic<bool> catalog_stale{false};
+  std::atomic<std::uint64_t> ddl_epoch{0};
+  std::mutex refresh_mu;
+
+  mutable std::shared_mutex mu;
+  std::unordered_map<std::uint32_t, std::vector<std::string>> predicate_columns;
+
+  bool has_predicate_column(std::uint32_t oid, const std::string& c) const {
+    std::shared_lock lock(mu);
+    auto it = predicate_columns.find(oid);
+    return it != predicate_columns.end() &&
+           std::find(it->second.begin(), it->second.end(), c) != it->second.end();
+  }
+  void add_predicate_column(std::uint32_t oid, const std::string& c) {
+    if (has_predicate_column(oid, c)) return;
+    std::unique_lock lock(mu);
+    auto& v = predicate_columns[oid];
+    if (std::find(v.begin(), v.end(), c) == v.end() && v.size() < 64) v.push_back(c);
+  }
+  std::vector<std::string> predicate_columns_of(std::uint32_t oid) const {
+    std::shared_lock lock(mu);
+    auto it = predicate_columns.find(oid);
+    return it == predicate_columns.end() ? std::vector<std::string>{} : it->second;
+  }
+  // True when reads on `oid` may use predicates on columns beyond `known` (the registry
+  // is capped: past the cap, predicate reads on new columns fall back to table tags).
+};
+
+namespace {
+
+std::mutex g_databases_mu;
+std::unordered_map<std::string, std::weak_ptr<database>> g_databases;
+
+std::shared_ptr<database> database_for(std::shared_ptr<catalog> loaded) {
+  std::string id = loaded->identity();
+  std::lock_guard lock(g_databases_mu);
+  auto& w = g_databases[id];
+  if (auto db = w.lock()) return db;
+  auto db = std::make_shared<database>();
+  db->identity = id;
+  db->cat = std::move(loaded);
+  w = db;
+  return db;
+}
+
+}  // namespace
+
+// ---- Plans --------------------------------------------------------------------------
+
+enum class action : std::uint8_t {
+  empty,
+  read_cacheable,
+  read_uncacheable,
+  write,          // known targets (may still flush: `flush`)
+  ddl,            // flush + catalog refresh
+  unknown,        // flush + catalog refresh + context refresh
+  harmless,       // runs as is (LISTEN, LOCK, VACUUM...)
+  txn_begin,
+  txn_commit,
+  txn_rollback,
+  rollback_to,
+  savepoint,
+  txn_set,
+  session_change,
+};
+
+struct pred_dep {
+  std::string table;   // oid text
+  std::uint32_t oid = 0;
+  std::string column;
+  char cls = column_other;
+  std::vector<eq_value> values;
+};
+
+struct write_target {
+  std::uint32_t oid = 0;
+  std::string table;   // oid text
+  write_ref ref;       // as analysed
+  std::vector<std::string> closure;  // oid texts of relations whose T/E tags move too
+};
+
+struct plan {
+  std::uint64_t catalog_generation = 0;
+  std::uint32_t context_id = 0;
+  action act = action::empty;
+  uncacheable_reason reason = uncacheable_reason::other;
+  std::shared_ptr<const analysis> a;
+  std::string isolation;  // txn_begin / txn_set
+  bool session_default_change = false;  // txn_set of SESSION CHARACTERISTICS
+  // Reads (for read_cacheable; read_oids also for the transaction-local check).
+  std::vector<std::uint32_t> read_oids;
+  std::vector<tags::tag> fixed_tags;
+  std::vector<tags::tag> guards;
+  std::vector<pred_dep> preds;
+  std::vector<std::string> read_names;
+  // Writes.
+  std::vector<write_target> writes;
+  std::vector<tags::tag> write_fixed_tags;
+  std::vector<std::uint32_t> written_oids;
+  std::vector<std::string> write_names;
+  bool flush = false;
+  std::string flush_reason;
+  bool dirties_context = false;  // set_config() and friends
+};
+
+// ---- Session state -----------------------------------------------------------------
+
+struct session::state {
+  std::shared_ptr<database> db;
+  std::shared_ptr<const snapshot> snap;  // the catalog snapshot plans were built with
+  session_context ctx;
+  std::uint32_t context_id = 0;
+  bool context_dirty = true;
+  key_builder kb;
+  std::unordered_map<std::string, std::shared_ptr<const plan>> plans;
+
+  struct txn {
+    bool active = false;
+    bool failed = false;
+    bool bypass = false;  // REPEATABLE READ / SERIALIZABLE
+    bool wrote_unknown = false;
+    bool ddl = false;
+    bool flush_on_end = false;
+    bool context_changed = false;
+    std::uint64_t ddl_epoch = 0;
+    std::unordered_set<std::uint32_t> written;
+    write_hold hold;
+  } tx;
+};
+
+session::session(std::shared_ptr<cache> c) : cache_(std::move(c)), st_(std::make_unique<state>()) {}
+session::~session() {
+  // A connection that goes away mid-transaction: the server rolls back; release holds.
+  st_->tx.hold.release(false);
+}
+
+bool session::in_transaction() const noexcept { return st_->tx.active; }
+
+namespace {
+
+void ensure_catalog(session::state& st, const run_fn& run) {
+  if (!st.db) {
+    st.db = database_for(catalog::load(run));
+  }
+  database& db = *st.db;
+  if (db.catalog_stale.load(std::memory_order_acquire)) {
+    std::lock_guard lock(db.refresh_mu);
+    if (db.catalog_stale.exchange(false, std::memory_order_acq_rel)) {
+      try {
+        db.cat->refresh(run);
+      } catch (...) {
+        db.catalog_stale.store(true, std::memory_order_release);
+        throw;
+      }
+    }
+  }
+  st.snap = db.cat->current();
+}
+
+void ensure_context(session::state& st, const run_fn& run) {
+  if (!st.context_dirty) return;
+  auto rows = run(session_context::context_query());
+  if (rows.size() != 1) throw std::runtime_error("qcache: session context query returned no row");
+  st.ctx = session_context::parse(rows[0]);
+  st.context_id = intern_context(st.db->identity + '\x1f' + st.ctx.key_text);
+  st.context_dirty = false;
+}
+
+}  // namespace
+
+// Builds the plan for `a` under the current catalog snapshot and context.
+std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const analysis> a,
+                                              const qcache::options& opts) {
+  auto p = std::make_shared<plan>();
+  p->a = a;
+  p->catalog_generation = st.snap->generation();
+  p->context_id = st.context_id;
+  const snapshot& cat = *st.snap;
+  const auto& schemas = st.ctx.schemas;
+  const std::string& dbid = st.db->identity;
+
+  if (!a->ok) {
+    p->act = action::unknown;
+    p->reason = uncacheable_reason::parse_error;
+    p->flush = true;
+    p->flush_reason = "parse error";
+    return p;
+  }
+  if (a->statements.empty()) {
+    p->act = action::empty;
+    return p;
+  }
+  if (a->statements.size() > 1) {
+    bool all_reads = std::all_of(a->statements.begin(), a->statements.end(),
+                                 [](const statement& s) { return s.kind == stmt_kind::read; });
+    p->act = all_reads ? action::read_uncacheable : action::unknown;
+    p->reason = uncacheable_reason::multi_statement;
+    p->flush = !all_reads;
+    p->flush_reason = "multi-statement string";
+    return p;
+  }
+  const statement& s = a->statements[0];
+  auto rel_name = [](const relation& r) { return r.schema + "." + r.name; };
+
+  // Writes and DDL first: they decide the hold.
+  auto add_table_tags = [&](std::vector<tags::tag>& out, const relation& r) {
+    std::string id = oid_text(r.oid);
+    out.push_back(tags::table(dbid, id));
+    out.push_back(tags::table_epoch(dbid, id));
+  };
+
+  switch (s.kind) {
+    case stmt_kind::txn_begin:
+      p->act = action::txn_begin;
+      p->isolation = s.isolation;
+      return p;
+    case stmt_kind::txn_commit: p->act = action::txn_commit; return p;
+    case stmt_kind::txn_rollback: p->act = action::txn_rollback; return p;
+    case stmt_kind::savepoint:
+    case stmt_kind::release: p->act = action::savepoint; return p;
+    case stmt_kind::rollback_to: p->act = action::rollback_to; return p;
+    case stmt_kind::txn_set:
+      p->act = action::txn_set;
+      p->isolation = s.isolation;
+      p->session_default_change = s.node != "TransactionStmt" && s.node != "VariableSetStmt"
+                                      ? true
+                                      : lower(s.variable).find("session") != std::string::npos;
+      return p;
+    case stmt_kind::session_set:
+    case stmt_kind::session_reset: p->act = action::session_change; return p;
+    case stmt_kind::copy_to:
+      p->act = action::read_uncacheable;
+      p->reason = uncacheable_reason::not_a_read;
+      return p;
+    case stmt_kind::ddl:
+      p->act = action::ddl;
+      p->flush = true;
+      p->flush_reason = "DDL";
+      return p;
+    case stmt_kind::other: {
+      static const char* harmless[] = {"ListenStmt", "UnlistenStmt", "NotifyStmt", "LockStmt",
+                                       "VacuumStmt", "CheckPointStmt", "DeallocateStmt",
+                                       "PrepareStmt", "VariableShowStmt"};
+      for (const char* h : harmless)
+        if (s.node == h) {
+          p->act = action::harmless;
+          return p;
+        }
+      p->act = action::unknown;
+      p->flush = true;
+      p->flush_reason = s.node;
+      return p;
+    }
+    case stmt_kind::write: {
+      p->act = action::write;
+      for (const write_ref& w : s.writes) {
+        const relation* r = cat.resolve(w.table, schemas);
+        if (!r) {
+          p->flush = true;
+          p->flush_reason = "unresolved write target " + w.table.name;
+          continue;
+        }
+        p->write_names.push_back(rel_name(*r));
+        if (r->user_triggers || r->rules) {
+          p->flush = true;
+          p->flush_reason = "triggers or rules on " + rel_name(*r);
+        }
+        if (r->system || r->kind == 'S' || r->kind == 'f') {
+          // Writing a catalog or a foreign table: anything may change.
+          p->flush = true;
+          p->flush_reason = "write to " + rel_name(*r);
+        }
+        write_target t;
+        t.oid = r->oid;
+        t.table = oid_text(r->oid);
+        t.ref = w;
+        std::vector<const relation*> closure;
+        auto add_closure = [&](std::uint32_t oid) {
+          const relation* x = cat.by_oid(oid);
+          if (!x) {
+            p->flush = true;
+            p->flush_reason = "unknown relation in closure";
+            return;
+          }
+          if (x->user_triggers || x->rules) {
+            p->flush = true;
+            p->flush_reason = "triggers or rules on " + rel_name(*x);
+          }
+          closure.push_back(x);
+          for (std::uint32_t f : x->family) {
+            const relation* y = cat.by_oid(f);
+            if (y) {
+              closure.push_back(y);
+              if (y->user_triggers || y->rules) {
+                p->flush = true;
+                p->flush_reason = "triggers or rules on " + rel_name(*y);
+              }
+            }
+          }
+        };
+        if (r->kind == 'v') {
+          // An updatable view writes its base tables; their tags move wholesale.
+          for (std::uint32_t b : r->base_tables) add_closure(b);
+          t.ref.where.clear();
+          t.ref.set.clear();
+          t.ref.rows_known = false;
+          t.ref.op = write_op::merge;  // rows unknown
+        }
+        for (std::uint32_t f : r->family) add_closure(f);
+        bool updates = w.op == write_op::update || w.op == write_op::del ||
+                       w.op == write_op::merge ||
+                       (w.op == write_op::insert && w.on_conflict == write_ref::conflict::update);
+        if (updates)
+          for (std::uint32_t c : r->cascade_targets) add_closure(c);
+        if (w.op == write_op::truncate && w.cascade)
+          for (std::uint32_t c : r->referencing) add_closure(c);
+        for (const relation* x : closure) {
+          add_table_tags(p->write_fixed_tags, *x);
+          p->written_oids.push_back(x->oid);
+          p->write_names.push_back(rel_name(*x));
+        }
+        p->write_fixed_tags.push_back(tags::table(dbid, t.table));
+        p->written_oids.push_back(r->oid);
+        p->writes.push_back(std::move(t));
+      }
+      // A write statement may also call functions; a user function may write anywhere.
+      for (const qualified_name& f : s.functions) {
+        if (may_write(f, cat.function_volatility(f, schemas))) {
+          p->flush = true;
+          p->flush_reason = "volatile function " + f.name;
+        }
+        if (lower(f.name) == "set_config") p->dirties_context = true;
+      }
+      return p;
+    }
+    case stmt_kind::read:
+      break;
+  }
+
+  // A read.
+  if (s.node == "VariableShowStmt") {
+    p->act = action::read_uncacheable;
+    p->reason = uncacheable_reason::other;
+    return p;
+  }
+  p->act = action::read_cacheable;
+  auto refuse = [&](uncacheable_reason r) {
+    if (p->act == action::read_cacheable) {
+      p->act = action::read_uncacheable;
+      p->reason = r;
+    }
+  };
+  if (s.locking) refuse(uncacheable_reason::locking);
+  if (s.time_literal) refuse(uncacheable_reason::time_literal);
+  if (s.tablesample) refuse(uncacheable_reason::volatile_function);
+  for (const std::string& vf : s.value_functions) {
+    (void)vf;
+    if (!opts.cache_stable_functions) refuse(uncacheable_reason::stable_function);
+  }
+  for (const qualified_name& f : s.functions) {
+    char v = cat.function_volatility(f, schemas);
+    if (v == 'v') refuse(uncacheable_reason::volatile_function);
+    else if (v == 's' && !opts.cache_stable_functions) refuse(uncacheable_reason::stable_function);
+    if (lower(f.name) == "set_config") p->dirties_context = true;
+    if (may_write(f, v)) {
+      // SELECT f() where f is a volatile user function: it may write anything.
+      p->act = action::unknown;
+      p->reason = uncacheable_reason::volatile_function;
+      p->flush = true;
+      p->flush_reason = "volatile function " + f.name + " may write";
+      return p;
+    }
+  }
+  p->fixed_tags.push_back(tags::database(dbid));
+  for (const read_ref& rr : s.reads) {
+    const relation* r = cat.resolve(rr.table, schemas);
+    if (!r) {
+      refuse(uncacheable_reason::unknown_relation);
+      continue;
+    }
+    p->read_names.push_back(rel_name(*r));
+    if (r->system || r->kind == 'S' || r->kind == 'f' || r->kind == 'c' ||
+        r->persistence == 't') {
+      refuse(uncacheable_reason::system_relation);
+      continue;
+    }
+    if (r->rls) refuse(uncacheable_reason::row_security);
+    if (r->kind == 'v') {
+      if (r->volatile_view) refuse(uncacheable_reason::volatile_function);
+      for (std::uint32_t b : r->base_tables) {
+        const relation* x = cat.by_oid(b);
+        if (!x || x->system || x->kind == 'S' || x->kind == 'f' || x->persistence == 't') {
+          refuse(uncacheable_reason::system_relation);
+          continue;
+        }
+        if (x->rls) refuse(uncacheable_reason::row_security);
+        p->fixed_tags.push_back(tags::table(dbid, oid_text(x->oid)));
+        p->read_oids.push_back(x->oid);
+      }
+      continue;
+    }
+    p->read_oids.push_back(r->oid);
+    std::string id = oid_text(r->oid);
+    // Pick the first equality conjunct on a column whose values compare textually.
+    const eq_conjunct* use = nullptr;
+    char cls = column_other;
+    for (const eq_conjunct& c : rr.conjuncts) {
+      char k = r->column_class(c.column);
+      if (k == column_int || k == column_text) {
+        use = &c;
+        cls = k;
+        break;
+      }
+    }
+    if (use) {
+      pred_dep d;
+      d.table = id;
+      d.oid = r->oid;
+      d.column = use->column;
+      d.cls = cls;
+      d.values = use->values;
+      p->preds.push_back(std::move(d));
+    } else {
+      p->fixed_tags.push_back(tags::table(dbid, id));
+    }
+  }
+  return p;
+}
+
+namespace {
+
+// Tags a write moves for one call (fixed closure + per-target table/predicate tags).
+void write_tags(const plan& p, const database& db, std::span<const param> params,
+                std::vector<tags::tag>& out) {
+  const std::string& dbid = db.identity;
+  out.insert(out.end(), p.write_fixed_tags.begin(), p.write_fixed_tags.end());
+  out.push_back(tags::database(dbid));
+  if (p.flush) out.push_back(tags::global());
+  for (const write_target& t : p.writes) {
+    const write_ref& w = t.ref;
+    bool rows_named = w.op == write_op::update || w.op == write_op::del ||
+                      (w.op == write_op::insert && w.rows_known &&
+                       w.on_conflict != write_ref::conflict::update);
+    if (!rows_named) {
+      out.push_back(tags::table_epoch(dbid, t.table));
+      continue;
+    }
+    std::vector<std::string> cols = db.predicate_columns_of(t.oid);
+    // Column classes come from the catalog snapshot current when the plan was built.
+    std::shared_ptr<const snapshot> snap = db.cat->current();
+    const relation* r = snap->by_oid(t.oid);
+    for (const std::string& c : cols) {
+      char cls = r ? r->column_class(c) : column_other;
+      std::vector<std::string> values;
+      bool known = cls == column_int || cls == column_text;
+      auto add_value = [&](const eq_value& v) {
+        auto cv = canonical(v, cls, params);
+        if (!cv) known = false;
+        else values.push_back(std::move(*cv));
+      };
+      if (known && (w.op == write_op::update || w.op == write_op::del)) {
+        auto it = std::find_if(w.where.begin(), w.where.end(),
+                               [&](const eq_conjunct& e) { return e.column == c; });
+        if (it == w.where.end()) known = false;
+        else
+          for (const eq_value& v : it->values) add_value(v);
+        if (known && w.op == write_op::update) {
+          for (const auto& [col, val] : w.set) {
+            if (col != c) continue;
+            if (!val) known = false;
+            else add_value(*val);
+          }
+        }
+      } else if (known) {  // INSERT ... VALUES
+        auto it = std::find(w.columns.begin(), w.columns.end(), c);
+        if (it == w.columns.end()) known = false;
+        else {
+          std::size_t idx = static_cast<std::size_t>(it - w.columns.begin());
+          for (const auto& row : w.rows) {
+            if (idx >= row.size() || !row[idx]) { known = false; break; }
+            add_value(*row[idx]);
+          }
+        }
+      }
+      if (known)
+        for (const std::string& v : values) out.push_back(tags::predicate(dbid, t.table, c, v));
+      else
+        out.push_back(tags::column_epoch(dbid, t.table, c));
+    }
+  }
+}
+
+bool params_have_time_word(std::span<const param> params) {
+  for (const param& x : params)
+    if ((x.type == param_type::text || x.type == param_type::other ||
+         x.type == param_type::date) && is_time_word(x.text))
+      return true;
+  return false;
+}
+
+}  // namespace
+
+call session::begin(std::string_view sql, std::span<const param> params, char kind,
+                    const run_fn& run, const hints* h) {
+  call c;
+  state& st = *st_;
+  cache& ch = *cache_;
+  state::txn& tx = st.tx;
+
+  if (tx.active && tx.failed) {
+    // The server refuses everything but ROLLBACK now; let it say so unchanged.
+    auto a = analyze(sql);
+    if (a->ok && a->statements.size() == 1) {
+      stmt_kind k = a->statements[0].kind;
+      if (k == stmt_kind::txn_rollback || k == stmt_kind::rollback_to ||
+          k == stmt_kind::txn_commit) {
+        auto p = std::make_shared<plan>();
+        p->act = k == stmt_kind::rollback_to ? action::rollback_to
+                 : k == stmt_kind::txn_commit ? action::txn_commit
+                                               : action::txn_rollback;
+        c.p = std::move(p);
+      }
+    }
+    ch.count_uncacheable(uncacheable_reason::transaction_local);
+    return c;
+  }
+
+  ensure_catalog(st, run);
+  ensure_context(st, run);
+
+  std::string sql_s(sql);
+  std::shared_ptr<const plan> p;
+  auto it = st.plans.find(sql_s);
+  if (it != st.plans.end() && it->second->catalog_generation == st.snap->generation() &&
+      it->second->context_id == st.context_id) {
+    p = it->second;
+  } else {
+    p = build_plan(st, analyze(sql), ch.settings());
+    if (st.plans.size() > 4096) st.plans.clear();
+    st.plans[sql_s] = p;
+  }
+  c.p = p;
+
+  switch (p->act) {
+    case action::read_cacheable: {
+      if (h && h->uncacheable) {
+        ch.count_uncacheable(uncacheable_reason::annotated);
+        return c;
+      }
+      if (tx.active) {
+        if (tx.bypass) {
+          ch.count_uncacheable(uncacheable_reason::isolation);
+          return c;
+        }
+        bool local = tx.wrote_unknown;
+        for (std::uint32_t o : p->read_oids) local = local || tx.written.count(o);
+        if (local) {
+          ch.count_uncacheable(uncacheable_reason::transaction_local);
+          return c;
+        }
+      }
+      st.kb.start(st.context_id, kind, sql);
+      for (const param& x : params) st.kb.add(x.type, x.text);
+      st.kb.finish_into(c.k);
+      if (auto v = ch.lookup(c.k)) {
+        c.hit = std::move(v);
+        return c;
+      }
+      // Miss: dependencies for these parameter values.
+      dependencies deps;
+      deps.tags = p->fixed_tags;
+      deps.guards = p->guards;
+      const std::string& dbid = st.db->identity;
+      for (const pred_dep& d : p->preds) {
+        std::vector<std::string> values;
+        bool ok = true;
+        for (const eq_value& v : d.values) {
+          auto cv = canonical(v, d.cls, params);
+          if (!cv) { ok = false; break; }
+          values.push_back(std::move(*cv));
+        }
+        if (ok) {
+          st.db->add_predicate_column(d.oid, d.column);
+          ok = st.db->has_predicate_column(d.oid, d.column);  // the registry is capped
+        }
+        if (ok) {
+          deps.tags.push_back(tags::table_epoch(dbid, d.table));
+          deps.tags.push_back(tags::column_epoch(dbid, d.table, d.column));
+          for (const std::string& v : values)
+            deps.tags.push_back(tags::predicate(dbid, d.table, d.column, v));
+          deps.guards.push_back(tags::table(dbid, d.table));
+        } else {
+          deps.tags.push_back(tags::table(dbid, d.table));
+        }
+      }
+      if (h) {
+        for (const auto& dep : h->depends_on) {
+          if (dep.empty()) continue;
+          qualified_name qn;
+          auto dot = dep[0].find('.');
+          if (dot == std::string::npos) qn.name = dep[0];
+          else { qn.schema = dep[0].substr(0, dot); qn.name = dep[0].substr(dot + 1); }
+          const relation* r = st.snap->resolve(qn, st.ctx.schemas);
+          std::string id = r ? oid_text(r->oid) : "name:" + dep[0];
+          if (dep.size() >= 3) {
+            deps.tags.push_back(tags::predicate(dbid, id, dep[1], dep[2]));
+            deps.tags.push_back(tags::table_epoch(dbid, id));
+          } else {
+            deps.tags.push_back(tags::table(dbid, id));
+          }
+        }
+      }
+      if (params_have_time_word(params)) {
+        ch.count_uncacheable(uncacheable_reason::time_literal);
+        ch.count_miss();
+        return c;
+      }
+      c.flight = ch.join_flight(c.k, deps);
+      if (!c.flight.leader() && c.flight.value()) {
+        c.hit = c.flight.value();
+        return c;
+      }
+      c.snap = ch.capture(deps);
+      ch.count_miss();
+      c.store = true;
+      return c;
+    }
+    case action::read_uncacheable:
+      ch.count_uncacheable(p->reason);
+      return c;
+    case action::write:
+    case action::ddl:
+    case action::unknown: {
+      if (p->act == action::unknown && p->reason == uncacheable_reason::parse_error)
+        ch.count_uncacheable(uncacheable_reason::parse_error);
+      std::vector<tags::tag> t;
+      write_tags(*p, *st.db, params, t);
+      if (p->act != action::write) {
+        t.push_back(tags::global());
+        st.db->ddl_epoch.fetch_add(1, std::memory_order_acq_rel);
+      }
+      invalidation_cause cause = p->act == action::ddl ? invalidation_cause::ddl
+                                 : p->flush            ? invalidation_cause::flush
+                                                       : invalidation_cause::write;
+      if (tx.active) {
+        if (tx.hold.empty()) tx.hold = ch.begin_write(t, cause);
+        else {
+          tx.hold.add(t);
+          ch.count_invalidation(cause);
+        }
+        tx.written.insert(p->written_oids.begin(), p->written_oids.end());
+        if (p->flush || p->act != action::write) tx.wrote_unknown = true;
+        if (p->act != action::write) tx.ddl = true;
+        if (p->flush) tx.flush_on_end = true;
+      } else {
+        c.statement_hold = ch.begin_write(t, cause);
+        tx.ddl_epoch = st.db->ddl_epoch.load(std::memory_order_acquire);
+      }
+      return c;
+    }
+    default:
+      return c;
+  }
+}
+
+void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
+  state& st = *st_;
+  cache& ch = *cache_;
+  if (c.store && value) ch.store(c.k, c.snap, std::move(value));
+  c.store = false;
+  c.flight.done();
+  if (!c.p) return;
+  const plan& p = *c.p;
+  state::txn& tx = st.tx;
+  switch (p.act) {
+    case action::write:
+    case action::ddl:
+    case action::unknown:
+      if (p.act == action::unknown && p.a && p.a->ok && p.a->statements.size() > 1) {
+        // Follow transaction control inside a multi-statement string. If it leaves a
+        // transaction open, that transaction keeps the (global) hold until it ends.
+        bool was_active = tx.active;
+        for (const statement& s : p.a->statements) {
+          if (s.kind == stmt_kind::txn_begin) transaction_begun(s.isolation);
+          else if (s.kind == stmt_kind::txn_commit) transaction_committed();
+          else if (s.kind == stmt_kind::txn_rollback) transaction_rolled_back();
+        }
+        if (!was_active && tx.active) {
+          tx.hold = std::move(c.statement_hold);
+          tx.wrote_unknown = tx.flush_on_end = true;
+          tx.context_changed = true;
+          st.context_dirty = true;
+          break;
+        }
+      }
+      if (p.dirties_context) st.context_dirty = true;
+      if (!tx.active) {
+        bool flush = p.flush || p.act != action::write ||
+                     st.db->ddl_epoch.load(std::memory_order_acquire) != tx.ddl_epoch;
+        if (p.act != action::write) {
+          st.db->catalog_stale.store(true, std::memory_order_release);
+          st.context_dirty = true;
+        }
+        if (flush) ch.flush(p.act == action::ddl ? invalidation_cause::ddl : invalidation_cause::flush);
+        c.statement_hold.release(false);
+      }
+      break;
+    case action::read_uncacheable:
+    case action::read_cacheable:
+      if (p.dirties_context) {
+        st.context_dirty = true;
+        if (tx.active) tx.context_changed = true;
+      }
+      break;
+    case action::txn_begin: transaction_begun(p.isolation); break;
+    case action::txn_commit: transaction_committed(); break;
+    case action::txn_rollback: transaction_rolled_back(); break;
+    case action::rollback_to: tx.failed = false; break;
+    case action::txn_set:
+      if (tx.active && !p.isolation.empty() && p.isolation != "read committed" &&
+          p.isolation != "read uncommitted")
+        tx.bypass = true;
+      st.context_dirty = true;
+      break;
+    case action::session_change:
+      st.context_dirty = true;
+      if (tx.active) tx.context_changed = true;
+      break;
+    default:
+      break;
+  }
+}
+
+void session::failed(call& c) noexcept {
+  state& st = *st_;
+  c.store = false;
+  c.flight.done();
+  if (!c.p) return;
+  const plan& p = *c.p;
+  state::txn& tx = st.tx;
+  if (p.act == action::txn_commit || p.act == action::txn_rollback) {
+    // A failed COMMIT (e.g. a serialization failure) ends the transaction too.
+    transaction_rolled_back();
+    return;
+  }
+  if (p.act == action::write || p.act == action::ddl || p.act == action::unknown) {
+    if (!tx.active) {
+      if (p.act != action::write) {
+        st.db->catalog_stale.store(true, std::memory_order_release);
+        st.context_dirty = true;
+      }
+      c.statement_hold.release(false);
+    }
+  }
+  if (p.act == action::unknown || p.act == action::session_change) st.context_dirty = true;
+  if (tx.active) tx.failed = true;
+}
+
+void session::transaction_begun(std::string_view isolation) {
+  state& st = *st_;
+  state::txn& tx = st.tx;
+  if (tx.active) return;  // BEGIN inside a transaction is a warning in PostgreSQL
+  tx.active = true;
+  tx.failed = false;
+  tx.wrote_unknown = tx.ddl = tx.flush_on_end = tx.context_changed = false;
+  tx.written.clear();
+  std::string iso = isolation.empty() ? st.ctx.isolation : lower(isolation);
+  tx.bypass = !(iso.empty() || iso == "read committed" || iso == "read uncommitted");
+  tx.ddl_epoch = st.db ? st.db->ddl_epoch.load(std::memory_order_acquire) : 0;
+}
+
+namespace {
+void end_transaction(session::state& st, cache& ch, bool commit) {
+  auto& tx = st.tx;
+  if (!tx.active) return;
+  bool epoch_moved = st.db && st.db->ddl_epoch.load(std::memory_order_acquire) != tx.ddl_epoch &&
+                     !tx.hold.empty();
+  if (tx.ddl && st.db) {
+    st.db->catalog_stale.store(true, std::memory_order_release);
+  }
+  if (tx.ddl || tx.context_changed || tx.wrote_unknown) st.context_dirty = true;
+  if (tx.flush_on_end || tx.ddl || epoch_moved)
+    ch.flush(tx.ddl ? invalidation_cause::ddl : invalidation_cause::flush);
+  tx.hold.release(commit);
+  tx.active = false;
+  tx.failed = false;
+  tx.bypass = false;
+  tx.written.clear();
+}
+}  // namespace
+
+void session::transaction_committed() { end_transaction(*st_, *cache_, true); }
+void session::transaction_rolled_back() { end_transaction(*st_, *cache_, false); }
+
+void session::invalidate_table(std::string_view table, const run_fn& run) {
+  state& st = *st_;
+  ensure_catalog(st, run);
+  ensure_context(st, run);
+  qualified_name qn;
+  auto dot = table.find('.');
+  if (dot == std::string_view::npos) qn.name = std::string(table);
+  else { qn.schema = std::string(table.substr(0, dot)); qn.name = std::string(table.substr(dot + 1)); }
+  const relation* r = st.snap->resolve(qn, st.ctx.schemas);
+  const std::string& dbid = st.db->identity;
+  std::vector<tags::tag> t;
+  if (!r) {
+    t.push_back(tags::table(dbid, "name:" + std::string(table)));
+  } else {
+    std::vector<std::uint32_t> oids{r->oid};
+    oids.insert(oids.end(), r->family.begin(), r->family.end());
+    for (std::uint32_t o : oids) {
+      t.push_back(tags::table(dbid, oid_text(o)));
+      t.push_back(tags::table_epoch(dbid, oid_text(o)));
+    }
+  }
+  cache_->invalidate(t, invalidation_cause::manual);
+}
+
+void session::invalidate_row(std::string_view table, std::string_view column,
+                             std::string_view value, const run_fn& run) {
+  state& st = *st_;
+  ensure_catalog(st, run);
+  ensure_context(st, run);
+  qualified_name qn;
+  auto dot = table.find('.');
+  if (dot == std::string_view::npos) qn.name = std::string(table);
+  else { qn.schema = std::string(table.substr(0, dot)); qn.name = std::string(table.substr(dot + 1)); }
+  const relation* r = st.snap->resolve(qn, st.ctx.schemas);
+  const std::string& dbid = st.db->identity;
+  std::vector<tags::tag> t;
+  if (!r) {
+    t.push_back(tags::table(dbid, "name:" + std::string(table)));
+    t.push_back(tags::predicate(dbid, "name:" + std::string(table), column, value));
+  } else {
+    std::string id = oid_text(r->oid);
+    t.push_back(tags::table(dbid, id));
+    char cls = r->column_class(column);
+    eq_value v;
+    v.k = eq_value::kind::string;
+    v.text = std::string(value);
+    auto cv = canonical(v, cls, {});
+    if (cv) t.push_back(tags::predicate(dbid, id, column, *cv));
+    else t.push_back(tags::column_epoch(dbid, id, column));
+    for (std::uint32_t o : r->family) {
+      t.push_back(tags::table(dbid, oid_text(o)));
+      t.push_back(tags::table_epoch(dbid, oid_text(o)));
+    }
+  }
+  cache_->invalidate(t, invalidation_cause::manual);
+}
+
+explanation session::explain(std::string_view sql, const run_fn& run) {
+  state& st = *st_;
+  ensure_catalog(st, run);
+  ensure_context(st, run);
+  auto a = analyze(sql);
+  explanation e;
+  if (!a->ok) {
+    e.kind = "error";
+    e.error = a->error;
+    e.reason = "parse_error: runs uncached and flushes (a statement qcache cannot read may write)";
+    return e;
+  }
+  auto p = build_plan(st, a, cache_->settings());
+  e.kind = a->statements.size() == 1 ? to_string(a->statements[0].kind)
+                                     : (a->statements.empty() ? "empty" : "multi");
+  e.cacheable = p->act == action::read_cacheable;
+  if (!e.cacheable) {
+    if (p->act == action::read_uncacheable) e.reason = to_string(p->reason);
+    else if (p->flush) e.reason = "not_a_read; flushes: " + p->flush_reason;
+    else e.reason = "not_a_read";
+  }
+  e.reads = p->read_names;
+  e.writes = p->write_names;
+  for (const pred_dep& d : p->preds) {
+    std::string vals;
+    for (const eq_value& v : d.values) {
+      if (!vals.empty()) vals += ",";
+      vals += v.k == eq_value::kind::param ? "$" + std::to_string(v.param) : v.text;
+    }
+    const relation* r = st.snap->by_oid(d.oid);
+    e.tags.push_back("predicate " + (r ? r->schema + "." + r->name : d.table) + "." + d.column +
+                     " = " + vals);
+  }
+  for (const std::string& n : p->read_names) e.tags.push_back("reads " + n);
+  if (p->flush) e.tags.push_back("flush (" + p->flush_reason + ")");
+  for (const std::string& n : p->write_names) e.tags.push_back("invalidates " + n);
+  return e;
+}
+
+}  // namespace qcache::pg

@@ -1,0 +1,106 @@
+// The PostgreSQL session engine: decides, for each statement a connection runs, whether
+// it may be served from the cache, what it depends on, and what it invalidates. Shared by
+// every PostgreSQL adapter (libpqxx, SOCI's postgresql backend).
+//
+// Thread safety: a pg::session belongs to one connection and is used by one thread at a
+// time, like the connection. Everything it shares (the cache, the catalog, the
+// predicate-column registry) is internally synchronised.
+//
+// How an adapter uses it, for every statement text `sql` with parameters `params`:
+//
+//   auto run = [&](const std::string& q) { ... run q uncached on this connection, in
+//                                              the current transaction, return rows ... };
+//   pg::call c = session.begin(sql, params, kind, run);
+//   if (c.hit) return c.hit;                      // served from the cache
+//   try { result = execute(sql, params); } catch (...) { session.failed(c); throw; }
+//   session.succeeded(c, make_value(result));    // stores / releases / tracks state
+//
+// Driver errors pass through unchanged: begin() only runs its own bookkeeping queries
+// (catalog, session context) when it needs them, and never runs them inside a failed
+// transaction.
+#pragma once
+
+#include <qcache/cache.h>
+#include <qcache/explain.h>
+
+#include "pg/analyzer.h"
+#include "pg/catalog.h"
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace qcache::pg {
+
+// Runs one bookkeeping statement uncached on the adapter's connection, in its current
+// transaction, and returns all rows as text (catalog.h's query_fn).
+using run_fn = query_fn;
+
+// One parameter as the driver will send it.
+struct param {
+  param_type type = param_type::null;
+  std::string_view text;  // the text the driver sends (or raw bytes for binary)
+};
+
+// Per-statement annotations from the application (qcache::annotation).
+struct hints {
+  bool uncacheable = false;
+  std::vector<std::vector<std::string>> depends_on;  // {table} or {table, column, value}
+};
+
+struct plan;  // memoized analysis of one SQL text for one catalog generation
+
+// The decision for one call, returned by session::begin.
+struct call {
+  std::shared_ptr<const cached_value> hit;  // non-null: serve this, do not execute
+  bool store = false;                       // store the result on success
+  key k;
+  qcache::snapshot snap;
+  cache::ticket flight;
+  write_hold statement_hold;  // held for an autocommit write, released after it
+  std::shared_ptr<const plan> p;
+};
+
+class session {
+ public:
+  explicit session(std::shared_ptr<cache> c);
+  ~session();
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  // `kind` distinguishes entry points whose results differ for the same SQL.
+  call begin(std::string_view sql, std::span<const param> params, char kind, const run_fn& run,
+             const hints* h = nullptr);
+  // After the statement succeeded. `value` may be null when the adapter cannot or need
+  // not build one (writes, or a result that is not fully drained).
+  void succeeded(call& c, std::shared_ptr<const cached_value> value);
+  // After the statement threw. Nothing is stored; the error is the caller's to rethrow.
+  void failed(call& c) noexcept;
+
+  // The adapter's own transaction objects report their boundaries here (libpqxx's
+  // work sends BEGIN/COMMIT itself). `isolation` as in SQL, lower-case, empty = default.
+  void transaction_begun(std::string_view isolation = {});
+  void transaction_committed();
+  void transaction_rolled_back();
+  bool in_transaction() const noexcept;
+
+  // Manual invalidation and annotations.
+  void invalidate_table(std::string_view table, const run_fn& run);
+  void invalidate_row(std::string_view table, std::string_view column, std::string_view value,
+                      const run_fn& run);
+  explanation explain(std::string_view sql, const run_fn& run);
+
+  const std::shared_ptr<cache>& shared_cache() const noexcept { return cache_; }
+
+  struct state;  // engine.cc only
+
+ private:
+  std::shared_ptr<cache> cache_;
+  std::unique_ptr<state> st_;
+};
+
+}  // namespace qcache::pg
