@@ -1,1 +1,1187 @@
-// placeholder; being written
+// Statement analysis on libpg_query's JSON parse tree.
+//
+// Invariants:
+// * Every pg_query_* call runs on the parser thread (parser_thread.h); the JSON walk runs
+//   there too, so a miss costs one hop. Memo hits never leave the caller's thread.
+// * Literal values are never taken from the JSON alone: libpg_query 15-4.0.0 emits 0,
+//   negative integers and false as `{}`. Integer and string literals are decoded from the
+//   SQL text at the node's location and cross-checked with the JSON where it has a value;
+//   anything that cannot be decoded exactly becomes eq_value::kind::other, which makes the
+//   conjunct unusable (fail closed).
+// * A conjunct is only recorded when it is a real restriction of that one occurrence: a
+//   top-level AND term of the WHERE clause (never ON, never under OR/NOT), on a column that
+//   names the occurrence unambiguously.
+// * CTE names are scoped per WITH list (non-recursive: a CTE sees only earlier siblings);
+//   schema-qualified names and DML targets are never CTE references.
+//
+// JSON is read with Boost.JSON in header-only mode (boost/json/src.hpp). That header defines
+// non-inline symbols, so it must be included by exactly one translation unit: this one.
+#include "pg/analyzer.h"
+
+#include <pg_query.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/json/src.hpp>
+#include <cctype>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "parser_thread.h"
+
+namespace qcache::pg {
+
+const char* to_string(stmt_kind k) {
+  switch (k) {
+    case stmt_kind::read: return "read";
+    case stmt_kind::write: return "write";
+    case stmt_kind::ddl: return "ddl";
+    case stmt_kind::txn_begin: return "txn_begin";
+    case stmt_kind::txn_commit: return "txn_commit";
+    case stmt_kind::txn_rollback: return "txn_rollback";
+    case stmt_kind::savepoint: return "savepoint";
+    case stmt_kind::release: return "release";
+    case stmt_kind::rollback_to: return "rollback_to";
+    case stmt_kind::txn_set: return "txn_set";
+    case stmt_kind::session_set: return "session_set";
+    case stmt_kind::session_reset: return "session_reset";
+    case stmt_kind::copy_to: return "copy_to";
+    case stmt_kind::other: return "other";
+  }
+  return "?";
+}
+
+namespace {
+
+namespace json = boost::json;
+
+// Deeper trees are rejected (ok == false) instead of risking the parser thread's stack.
+constexpr int kMaxWalkDepth = 20000;
+
+struct too_deep : std::runtime_error {
+  too_deep() : std::runtime_error("statement is nested too deeply to analyze") {}
+};
+
+// ---- small JSON helpers ----------------------------------------------------------------
+
+const json::object* obj(const json::value* v) { return v ? v->if_object() : nullptr; }
+const json::object* field_obj(const json::object& o, std::string_view k) {
+  return obj(o.if_contains(k));
+}
+const json::array* field_arr(const json::object& o, std::string_view k) {
+  const json::value* v = o.if_contains(k);
+  return v ? v->if_array() : nullptr;
+}
+std::string_view field_str(const json::object& o, std::string_view k) {
+  const json::value* v = o.if_contains(k);
+  if (v == nullptr || !v->is_string()) return {};
+  const json::string& s = v->get_string();
+  return {s.data(), s.size()};
+}
+bool field_bool(const json::object& o, std::string_view k) {
+  const json::value* v = o.if_contains(k);
+  return v != nullptr && v->is_bool() && v->get_bool();
+}
+std::int64_t field_int(const json::object& o, std::string_view k, std::int64_t dflt) {
+  const json::value* v = o.if_contains(k);
+  if (v == nullptr) return dflt;
+  if (v->is_int64()) return v->get_int64();
+  if (v->is_uint64()) return static_cast<std::int64_t>(v->get_uint64());
+  return dflt;
+}
+bool nonempty(const json::array* a) { return a != nullptr && !a->empty(); }
+
+// {"Type": {...}} -> ("Type", inner); anything else -> ("", nullptr).
+std::pair<std::string_view, const json::object*> as_node(const json::value& v) {
+  const json::object* o = v.if_object();
+  if (o == nullptr || o->size() != 1) return {{}, nullptr};
+  const auto& kv = *o->begin();
+  std::string_view key(kv.key().data(), kv.key().size());
+  if (key.empty() || !std::isupper(static_cast<unsigned char>(key[0]))) return {{}, nullptr};
+  return {key, kv.value().if_object()};
+}
+const json::object* node_of(const json::value* v, std::string_view type) {
+  if (v == nullptr) return nullptr;
+  auto [t, o] = as_node(*v);
+  return t == type ? o : nullptr;
+}
+// A RangeVar, wrapped (node lists) or unwrapped (typed fields).
+const json::object* as_range_var(const json::value* v) {
+  if (v == nullptr) return nullptr;
+  if (const json::object* o = node_of(v, "RangeVar")) return o;
+  const json::object* o = v->if_object();
+  return o != nullptr && o->contains("relname") ? o : nullptr;
+}
+std::string_view string_node(const json::value& v) {
+  auto [t, o] = as_node(v);
+  return t == "String" && o ? field_str(*o, "sval") : std::string_view{};
+}
+
+qualified_name range_var_name(const json::object& rv) {
+  return {std::string(field_str(rv, "schemaname")), std::string(field_str(rv, "relname"))};
+}
+std::string_view range_var_refname(const json::object& rv) {
+  if (const json::object* a = field_obj(rv, "alias")) return field_str(*a, "aliasname");
+  return field_str(rv, "relname");
+}
+bool range_var_has_alias(const json::object& rv) { return rv.contains("alias"); }
+
+std::string lower(std::string_view s) {
+  std::string r(s);
+  for (char& c : r) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return r;
+}
+
+// A list of String nodes (possibly wrapped in {"List":{"items":[...]}}), or nullopt.
+std::optional<std::vector<std::string_view>> string_list(const json::value& v) {
+  const json::array* items = nullptr;
+  if (const json::object* l = node_of(&v, "List")) {
+    items = field_arr(*l, "items");
+  } else {
+    items = v.if_array();
+  }
+  if (items == nullptr) return std::nullopt;
+  std::vector<std::string_view> out;
+  for (const json::value& i : *items) {
+    auto [t, o] = as_node(i);
+    if (t != "String" || o == nullptr) return std::nullopt;
+    out.push_back(field_str(*o, "sval"));
+  }
+  return out;
+}
+
+qualified_name name_from_parts(const std::vector<std::string_view>& parts) {
+  qualified_name q;
+  if (parts.empty()) return q;
+  q.name = std::string(parts.back());
+  if (parts.size() >= 2) q.schema = std::string(parts[parts.size() - 2]);
+  return q;
+}
+
+// ---- literal decoding from the SQL text --------------------------------------------------
+
+bool is_ident_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' ||
+         static_cast<unsigned char>(c) >= 0x80;
+}
+
+// Integer literal at `loc`: [-][ws]digits, not followed by an identifier char or '.'.
+std::optional<std::string> integer_at(std::string_view sql, std::size_t loc) {
+  if (loc >= sql.size()) return std::nullopt;
+  std::string out;
+  std::size_t i = loc;
+  if (sql[i] == '-') {
+    out += '-';
+    ++i;
+    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i]))) ++i;
+  }
+  std::size_t start = i;
+  while (i < sql.size() && std::isdigit(static_cast<unsigned char>(sql[i]))) ++i;
+  if (i == start) return std::nullopt;
+  if (i < sql.size() && (is_ident_char(sql[i]) || sql[i] == '.')) return std::nullopt;
+  out.append(sql.substr(start, i - start));
+  return out;
+}
+
+void append_utf8(std::string& out, std::uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// String literal at `loc`: '...', E'...', N'...', $tag$...$tag$. The result is checked
+// against the JSON value by the caller, so continuation lines and exotic forms (U&'...')
+// simply fail.
+std::optional<std::string> string_at(std::string_view sql, std::size_t loc) {
+  if (loc >= sql.size()) return std::nullopt;
+  std::size_t i = loc;
+  bool escapes = false;
+  if ((sql[i] == 'E' || sql[i] == 'e') && i + 1 < sql.size() && sql[i + 1] == '\'') {
+    escapes = true;
+    ++i;
+  } else if ((sql[i] == 'N' || sql[i] == 'n') && i + 1 < sql.size() && sql[i + 1] == '\'') {
+    ++i;
+  }
+  std::string out;
+  if (sql[i] == '$') {
+    std::size_t close = sql.find('$', i + 1);
+    if (close == std::string_view::npos) return std::nullopt;
+    std::string_view tag = sql.substr(i, close - i + 1);
+    for (char c : tag.substr(1, tag.size() - 2)) {
+      if (!is_ident_char(c) || c == '$') return std::nullopt;
+    }
+    std::size_t body = close + 1;
+    std::size_t end = sql.find(tag, body);
+    if (end == std::string_view::npos) return std::nullopt;
+    return std::string(sql.substr(body, end - body));
+  }
+  if (sql[i] != '\'') return std::nullopt;
+  ++i;
+  for (;;) {
+    if (i >= sql.size()) return std::nullopt;
+    char c = sql[i];
+    if (c == '\'') {
+      if (i + 1 < sql.size() && sql[i + 1] == '\'') {
+        out += '\'';
+        i += 2;
+        continue;
+      }
+      return out;
+    }
+    if (escapes && c == '\\') {
+      if (i + 1 >= sql.size()) return std::nullopt;
+      char e = sql[i + 1];
+      i += 2;
+      switch (e) {
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'x': {
+          int v = 0, n = 0;
+          while (n < 2 && i < sql.size() && hex_value(sql[i]) >= 0) v = v * 16 + hex_value(sql[i++]), ++n;
+          if (n == 0 || v == 0) return std::nullopt;
+          out += static_cast<char>(v);
+          break;
+        }
+        case 'u':
+        case 'U': {
+          int digits = e == 'u' ? 4 : 8;
+          std::uint32_t v = 0;
+          for (int n = 0; n < digits; ++n) {
+            if (i >= sql.size() || hex_value(sql[i]) < 0) return std::nullopt;
+            v = v * 16 + static_cast<std::uint32_t>(hex_value(sql[i++]));
+          }
+          if (v == 0 || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return std::nullopt;
+          append_utf8(out, v);
+          break;
+        }
+        default:
+          if (e >= '0' && e <= '7') {
+            int v = e - '0', n = 1;
+            while (n < 3 && i < sql.size() && sql[i] >= '0' && sql[i] <= '7') v = v * 8 + (sql[i++] - '0'), ++n;
+            if (v == 0 || v > 0xFF) return std::nullopt;
+            out += static_cast<char>(v);
+          } else {
+            out += e;  // \\, \', \" and any other character stand for themselves
+          }
+      }
+      continue;
+    }
+    out += c;
+    ++i;
+  }
+}
+
+// ---- the walker ---------------------------------------------------------------------------
+
+bool is_time_word(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  std::string l = lower(s);
+  return l == "now" || l == "today" || l == "tomorrow" || l == "yesterday";
+}
+
+// One FROM item of the outermost SELECT, for conjunct attribution.
+struct from_leaf {
+  std::string refname;         // alias, or relation name when unaliased
+  const json::object* rv = nullptr;  // the RangeVar when this leaf is an eligible relation
+  std::string schema;          // for schema.table.column qualification (unaliased only)
+  bool aliased = false;
+};
+
+class walker {
+ public:
+  walker(std::string_view sql, statement& st) : sql_(sql), st_(st) {}
+
+  void top(std::string_view type, const json::object& o);
+
+ private:
+  enum class rv_mode { read, ddl };
+
+  void walk(const json::value& v);
+  void walk_fields(const json::object& o, std::initializer_list<std::string_view> skip);
+  void node(std::string_view type, const json::object& o);
+  void range_var(const json::object& rv);
+  bool is_cte(const json::object& rv) const;
+  void with_clause(const json::object& w);
+  void select(const json::object& o);
+  void insert(const json::object& o);
+  void update(const json::object& o);
+  void del(const json::object& o);
+  void merge(const json::object& o);
+  void func_call(const json::object& o);
+  void a_const(const json::object& o);
+  write_ref& add_write(const json::object& rv, write_op op);
+
+  std::optional<eq_value> value(const json::value& v) const;
+  // Equality conjuncts of `where`'s top-level AND, each with the column's qualifier parts.
+  struct raw_conjunct {
+    std::vector<std::string_view> qualifier;
+    eq_conjunct c;
+  };
+  std::vector<raw_conjunct> conjuncts(const json::value* where) const;
+  void flatten_and(const json::value& e, std::vector<const json::value*>& out) const;
+  std::optional<raw_conjunct> conjunct(const json::value& e) const;
+  void collect_from(const json::value& item, std::vector<from_leaf>& leaves) const;
+  void attribute_select_conjuncts(const json::object& select);
+  static std::vector<eq_conjunct> target_conjuncts(const std::vector<raw_conjunct>& all,
+                                                   const json::object& rv, bool allow_unqualified);
+
+  std::string_view sql_;
+  statement& st_;
+  std::vector<std::vector<std::string>> scopes_;
+  rv_mode mode_ = rv_mode::read;
+  int depth_ = 0;
+  bool top_stmt_ = true;  // the statement being handled is the top-level one
+  std::unordered_map<const json::object*, std::size_t> read_index_;
+};
+
+void walker::walk(const json::value& v) {
+  if (++depth_ > kMaxWalkDepth) throw too_deep();
+  if (const json::array* a = v.if_array()) {
+    for (const json::value& e : *a) walk(e);
+  } else if (const json::object* o = v.if_object()) {
+    auto [type, inner] = as_node(v);
+    if (inner != nullptr) {
+      node(type, *inner);
+    } else if (o->contains("relname")) {
+      range_var(*o);  // unwrapped RangeVar in a typed field
+    } else {
+      walk_fields(*o, {});
+    }
+  }
+  --depth_;
+}
+
+void walker::walk_fields(const json::object& o, std::initializer_list<std::string_view> skip) {
+  for (const auto& kv : o) {
+    std::string_view k(kv.key().data(), kv.key().size());
+    if (std::find(skip.begin(), skip.end(), k) != skip.end()) continue;
+    walk(kv.value());
+  }
+}
+
+bool walker::is_cte(const json::object& rv) const {
+  if (rv.contains("schemaname") || rv.contains("catalogname")) return false;
+  std::string_view name = field_str(rv, "relname");
+  for (const auto& frame : scopes_) {
+    for (const auto& n : frame) {
+      if (n == name) return true;
+    }
+  }
+  return false;
+}
+
+void walker::range_var(const json::object& rv) {
+  if (is_cte(rv)) return;
+  qualified_name q = range_var_name(rv);
+  if (mode_ == rv_mode::ddl) {
+    if (std::find(st_.ddl_targets.begin(), st_.ddl_targets.end(), q) == st_.ddl_targets.end()) {
+      st_.ddl_targets.push_back(std::move(q));
+    }
+    return;
+  }
+  read_index_[&rv] = st_.reads.size();
+  st_.reads.push_back(read_ref{std::move(q), {}});
+}
+
+write_ref& walker::add_write(const json::object& rv, write_op op) {
+  write_ref w;
+  w.table = range_var_name(rv);
+  w.op = op;
+  w.only = rv.contains("inh") ? !field_bool(rv, "inh") : true;
+  st_.writes.push_back(std::move(w));
+  return st_.writes.back();
+}
+
+void walker::with_clause(const json::object& w) {
+  bool recursive = field_bool(w, "recursive");
+  scopes_.emplace_back();
+  std::size_t frame = scopes_.size() - 1;
+  const json::array* ctes = field_arr(w, "ctes");
+  if (ctes == nullptr) return;
+  if (recursive) {
+    for (const json::value& c : *ctes) {
+      if (const json::object* cte = node_of(&c, "CommonTableExpr")) {
+        scopes_[frame].emplace_back(field_str(*cte, "ctename"));
+      }
+    }
+  }
+  for (const json::value& c : *ctes) {
+    const json::object* cte = node_of(&c, "CommonTableExpr");
+    if (cte == nullptr) continue;
+    if (const json::value* q = cte->if_contains("ctequery")) walk(*q);
+    if (!recursive) scopes_[frame].emplace_back(field_str(*cte, "ctename"));
+  }
+}
+
+void walker::node(std::string_view type, const json::object& o) {
+  if (type == "RangeVar") return range_var(o);
+  if (type == "SelectStmt") return select(o);
+  if (type == "InsertStmt") return insert(o);
+  if (type == "UpdateStmt") return update(o);
+  if (type == "DeleteStmt") return del(o);
+  if (type == "MergeStmt") return merge(o);
+  if (type == "FuncCall") return func_call(o);
+  if (type == "A_Const") return a_const(o);
+  if (type == "ColumnRef" || type == "String") return;
+  if (type == "ParamRef") {
+    int n = static_cast<int>(field_int(o, "number", 0));
+    st_.has_params = true;
+    st_.max_param = std::max(st_.max_param, n);
+    return;
+  }
+  if (type == "SQLValueFunction") {
+    std::string_view op = field_str(o, "op");
+    if (op.substr(0, 6) == "SVFOP_") op.remove_prefix(6);
+    if (op.size() > 2 && op.substr(op.size() - 2) == "_N") op.remove_suffix(2);
+    if (std::find(st_.value_functions.begin(), st_.value_functions.end(), op) ==
+        st_.value_functions.end()) {
+      st_.value_functions.emplace_back(op);
+    }
+    return;
+  }
+  if (type == "LockingClause") {
+    st_.locking = true;  // lockedRels name FROM items already seen; they are not reads
+    return;
+  }
+  if (type == "RangeTableSample") st_.tablesample = true;
+  walk_fields(o, {});
+}
+
+void walker::func_call(const json::object& o) {
+  if (const json::array* parts = field_arr(o, "funcname")) {
+    std::vector<std::string_view> names;
+    for (const json::value& p : *parts) names.push_back(string_node(p));
+    qualified_name q = name_from_parts(names);
+    if (std::find(st_.functions.begin(), st_.functions.end(), q) == st_.functions.end()) {
+      st_.functions.push_back(std::move(q));
+    }
+  }
+  walk_fields(o, {"funcname"});
+}
+
+void walker::a_const(const json::object& o) {
+  if (const json::object* s = field_obj(o, "sval")) {
+    if (is_time_word(field_str(*s, "sval"))) st_.time_literal = true;
+  }
+}
+
+void walker::select(const json::object& o) {
+  bool top = std::exchange(top_stmt_, false);
+  std::size_t saved_scopes = scopes_.size();
+  rv_mode saved_mode = std::exchange(mode_, rv_mode::read);
+  if (const json::object* w = field_obj(o, "withClause")) with_clause(*w);
+  if (const json::object* into = field_obj(o, "intoClause")) {
+    if (const json::object* rel = as_range_var(into->if_contains("rel"))) {
+      add_write(*rel, write_op::select_into).only = false;
+    }
+  }
+  walk_fields(o, {"withClause", "intoClause"});
+  if (top) attribute_select_conjuncts(o);
+  scopes_.resize(saved_scopes);
+  mode_ = saved_mode;
+}
+
+void walker::insert(const json::object& o) {
+  bool top = std::exchange(top_stmt_, false);
+  std::size_t saved_scopes = scopes_.size();
+  rv_mode saved_mode = std::exchange(mode_, rv_mode::read);
+  if (const json::object* w = field_obj(o, "withClause")) with_clause(*w);
+  std::size_t wi = st_.writes.size();
+  if (const json::object* rel = as_range_var(o.if_contains("relation"))) {
+    add_write(*rel, write_op::insert).only = false;
+  }
+  if (top && nonempty(field_arr(o, "returningList"))) st_.has_returning = true;
+  walk_fields(o, {"withClause", "relation"});
+  if (wi < st_.writes.size()) {
+    write_ref& w = st_.writes[wi];
+    if (const json::array* cols = field_arr(o, "cols")) {
+      for (const json::value& c : *cols) {
+        auto [t, rt] = as_node(c);
+        w.columns.emplace_back(rt ? field_str(*rt, "name") : std::string_view{});
+        if (rt == nullptr || nonempty(field_arr(*rt, "indirection"))) w.columns.back().clear();
+      }
+    }
+    const json::object* sel = node_of(o.if_contains("selectStmt"), "SelectStmt");
+    const json::array* values = sel ? field_arr(*sel, "valuesLists") : nullptr;
+    bool all_plain = std::all_of(w.columns.begin(), w.columns.end(),
+                                 [](const std::string& c) { return !c.empty(); });
+    if (values != nullptr && !w.columns.empty() && all_plain && !sel->contains("withClause")) {
+      w.rows_known = true;
+      for (const json::value& row : *values) {
+        const json::object* l = node_of(&row, "List");
+        const json::array* items = l ? field_arr(*l, "items") : nullptr;
+        if (items == nullptr || items->size() != w.columns.size()) {
+          w.rows_known = false;
+          w.rows.clear();
+          break;
+        }
+        std::vector<std::optional<eq_value>> r;
+        for (const json::value& item : *items) r.push_back(value(item));
+        w.rows.push_back(std::move(r));
+      }
+    }
+    if (const json::object* oc = field_obj(o, "onConflictClause")) {
+      std::string_view action = field_str(*oc, "action");
+      w.on_conflict = action == "ONCONFLICT_UPDATE"    ? write_ref::conflict::update
+                      : action == "ONCONFLICT_NOTHING" ? write_ref::conflict::nothing
+                                                       : write_ref::conflict::none;
+      if (const json::object* infer = field_obj(*oc, "infer")) {
+        if (const json::array* elems = field_arr(*infer, "indexElems")) {
+          for (const json::value& e : *elems) {
+            auto [t, ie] = as_node(e);
+            if (ie != nullptr && ie->contains("name")) w.conflict_columns.emplace_back(field_str(*ie, "name"));
+          }
+        }
+      }
+    }
+  }
+  scopes_.resize(saved_scopes);
+  mode_ = saved_mode;
+}
+
+void walker::update(const json::object& o) {
+  bool top = std::exchange(top_stmt_, false);
+  std::size_t saved_scopes = scopes_.size();
+  rv_mode saved_mode = std::exchange(mode_, rv_mode::read);
+  if (const json::object* w = field_obj(o, "withClause")) with_clause(*w);
+  std::size_t wi = st_.writes.size();
+  const json::object* rel = as_range_var(o.if_contains("relation"));
+  if (rel != nullptr) add_write(*rel, write_op::update);
+  if (top && nonempty(field_arr(o, "returningList"))) st_.has_returning = true;
+  walk_fields(o, {"withClause", "relation"});
+  if (rel != nullptr) {
+    write_ref& w = st_.writes[wi];
+    if (const json::array* targets = field_arr(o, "targetList")) {
+      for (const json::value& t : *targets) {
+        auto [type, rt] = as_node(t);
+        if (rt == nullptr) continue;
+        std::optional<eq_value> v;
+        const json::value* val = rt->if_contains("val");
+        if (val != nullptr && !nonempty(field_arr(*rt, "indirection"))) v = value(*val);
+        w.set.emplace_back(std::string(field_str(*rt, "name")), std::move(v));
+      }
+    }
+    bool alone = !nonempty(field_arr(o, "fromClause"));
+    w.where = target_conjuncts(conjuncts(o.if_contains("whereClause")), *rel, alone);
+  }
+  scopes_.resize(saved_scopes);
+  mode_ = saved_mode;
+}
+
+void walker::del(const json::object& o) {
+  bool top = std::exchange(top_stmt_, false);
+  std::size_t saved_scopes = scopes_.size();
+  rv_mode saved_mode = std::exchange(mode_, rv_mode::read);
+  if (const json::object* w = field_obj(o, "withClause")) with_clause(*w);
+  std::size_t wi = st_.writes.size();
+  const json::object* rel = as_range_var(o.if_contains("relation"));
+  if (rel != nullptr) add_write(*rel, write_op::del);
+  if (top && nonempty(field_arr(o, "returningList"))) st_.has_returning = true;
+  walk_fields(o, {"withClause", "relation"});
+  if (rel != nullptr) {
+    bool alone = !nonempty(field_arr(o, "usingClause"));
+    st_.writes[wi].where = target_conjuncts(conjuncts(o.if_contains("whereClause")), *rel, alone);
+  }
+  scopes_.resize(saved_scopes);
+  mode_ = saved_mode;
+}
+
+void walker::merge(const json::object& o) {
+  top_stmt_ = false;
+  std::size_t saved_scopes = scopes_.size();
+  rv_mode saved_mode = std::exchange(mode_, rv_mode::read);
+  if (const json::object* w = field_obj(o, "withClause")) with_clause(*w);
+  if (const json::object* rel = as_range_var(o.if_contains("relation"))) {
+    add_write(*rel, write_op::merge);
+  }
+  walk_fields(o, {"withClause", "relation"});
+  scopes_.resize(saved_scopes);
+  mode_ = saved_mode;
+}
+
+// ---- conjuncts ----------------------------------------------------------------------------
+
+std::optional<eq_value> walker::value(const json::value& v) const {
+  auto [type, o] = as_node(v);
+  if (o == nullptr) return std::nullopt;
+  if (type == "TypeCast") {
+    const json::value* arg = o->if_contains("arg");
+    return arg ? value(*arg) : std::nullopt;
+  }
+  if (type == "ParamRef") {
+    eq_value r;
+    r.k = eq_value::kind::param;
+    r.param = static_cast<int>(field_int(*o, "number", 0));
+    if (r.param <= 0) return std::nullopt;
+    return r;
+  }
+  if (type != "A_Const") return std::nullopt;
+  std::int64_t loc = field_int(*o, "location", -1);
+  if (loc < 0) return std::nullopt;
+  if (const json::object* iv = field_obj(*o, "ival")) {
+    std::optional<std::string> text = integer_at(sql_, static_cast<std::size_t>(loc));
+    if (!text) return std::nullopt;
+    // The JSON has the value only when it is positive; check it agrees with the text.
+    bool negative = (*text)[0] == '-';
+    std::string digits = text->substr(negative ? text->find_first_not_of("- \t\r\n\f\v") : 0);
+    digits.erase(0, std::min(digits.find_first_not_of('0'), digits.size() - 1));
+    if (iv->contains("ival") ? negative || digits != std::to_string(field_int(*iv, "ival", 0))
+                             : !negative && digits != "0") {
+      return std::nullopt;
+    }
+    eq_value r;
+    r.k = eq_value::kind::integer;
+    r.text = std::move(*text);
+    return r;
+  }
+  if (const json::object* sv = field_obj(*o, "sval")) {
+    std::optional<std::string> text = string_at(sql_, static_cast<std::size_t>(loc));
+    if (!text || *text != field_str(*sv, "sval")) return std::nullopt;
+    eq_value r;
+    r.k = eq_value::kind::string;
+    r.text = std::move(*text);
+    return r;
+  }
+  return std::nullopt;
+}
+
+void walker::flatten_and(const json::value& e, std::vector<const json::value*>& out) const {
+  auto [type, o] = as_node(e);
+  if (type == "BoolExpr" && o != nullptr && field_str(*o, "boolop") == "AND_EXPR") {
+    if (const json::array* args = field_arr(*o, "args")) {
+      for (const json::value& a : *args) flatten_and(a, out);
+    }
+    return;
+  }
+  out.push_back(&e);
+}
+
+std::optional<walker::raw_conjunct> walker::conjunct(const json::value& e) const {
+  auto [type, o] = as_node(e);
+  if (type != "A_Expr" || o == nullptr) return std::nullopt;
+  const json::array* name = field_arr(*o, "name");
+  if (name == nullptr || name->size() != 1 || string_node((*name)[0]) != "=") return std::nullopt;
+  std::string_view kind = field_str(*o, "kind");
+  const json::value* l = o->if_contains("lexpr");
+  const json::value* r = o->if_contains("rexpr");
+  if (l == nullptr || r == nullptr) return std::nullopt;
+  auto column_parts = [](const json::value& v) -> std::optional<std::vector<std::string_view>> {
+    const json::object* cr = node_of(&v, "ColumnRef");
+    if (cr == nullptr) return std::nullopt;
+    const json::array* fields = field_arr(*cr, "fields");
+    if (fields == nullptr) return std::nullopt;
+    return string_list(*fields);  // fails on A_Star
+  };
+  raw_conjunct out;
+  std::optional<std::vector<std::string_view>> col = column_parts(*l);
+  if (kind == "AEXPR_OP") {
+    const json::value* v = r;
+    if (!col) {
+      col = column_parts(*r);
+      v = l;
+    }
+    if (!col) return std::nullopt;
+    std::optional<eq_value> val = value(*v);
+    if (!val) return std::nullopt;
+    out.c.values.push_back(std::move(*val));
+  } else if (kind == "AEXPR_IN") {
+    if (!col) return std::nullopt;
+    const json::object* list = node_of(r, "List");
+    const json::array* items = list ? field_arr(*list, "items") : nullptr;
+    if (items == nullptr || items->empty()) return std::nullopt;
+    for (const json::value& item : *items) {
+      std::optional<eq_value> val = value(item);
+      if (!val) return std::nullopt;
+      out.c.values.push_back(std::move(*val));
+    }
+  } else {
+    return std::nullopt;
+  }
+  if (col->empty() || col->size() > 3) return std::nullopt;
+  out.c.column = std::string(col->back());
+  col->pop_back();
+  out.qualifier = std::move(*col);
+  return out;
+}
+
+std::vector<walker::raw_conjunct> walker::conjuncts(const json::value* where) const {
+  std::vector<raw_conjunct> out;
+  if (where == nullptr) return out;
+  std::vector<const json::value*> terms;
+  flatten_and(*where, terms);
+  for (const json::value* t : terms) {
+    if (auto c = conjunct(*t)) out.push_back(std::move(*c));
+  }
+  return out;
+}
+
+// Does `qualifier` (the column's qualifier parts) name the relation `rv`?
+bool qualifier_names(const std::vector<std::string_view>& qualifier, const json::object& rv) {
+  if (qualifier.size() == 1) return qualifier[0] == range_var_refname(rv);
+  if (qualifier.size() == 2 && !range_var_has_alias(rv)) {
+    return rv.contains("schemaname") && qualifier[0] == field_str(rv, "schemaname") &&
+           qualifier[1] == field_str(rv, "relname");
+  }
+  return false;
+}
+
+std::vector<eq_conjunct> walker::target_conjuncts(const std::vector<raw_conjunct>& all,
+                                                  const json::object& rv, bool allow_unqualified) {
+  std::vector<eq_conjunct> out;
+  for (const raw_conjunct& c : all) {
+    if (c.qualifier.empty() ? allow_unqualified : qualifier_names(c.qualifier, rv)) {
+      out.push_back(c.c);
+    }
+  }
+  return out;
+}
+
+void walker::collect_from(const json::value& item, std::vector<from_leaf>& leaves) const {
+  auto [type, o] = as_node(item);
+  if (o == nullptr) {
+    leaves.push_back({});  // unknown shape: an anonymous leaf blocks unqualified columns
+    return;
+  }
+  if (type == "RangeVar") {
+    from_leaf l;
+    l.refname = std::string(range_var_refname(*o));
+    l.aliased = range_var_has_alias(*o);
+    l.schema = std::string(field_str(*o, "schemaname"));
+    l.rv = o;
+    leaves.push_back(std::move(l));
+    return;
+  }
+  if (type == "JoinExpr" && !o->contains("alias")) {
+    if (const json::value* l = o->if_contains("larg")) collect_from(*l, leaves);
+    if (const json::value* r = o->if_contains("rarg")) collect_from(*r, leaves);
+    return;
+  }
+  // Subqueries, functions, samples, aliased joins: they name a FROM item but not a
+  // relation occurrence whose rows the WHERE restricts one to one.
+  from_leaf l;
+  if (const json::object* a = field_obj(*o, "alias")) l.refname = std::string(field_str(*a, "aliasname"));
+  leaves.push_back(std::move(l));
+}
+
+void walker::attribute_select_conjuncts(const json::object& select) {
+  if (field_str(select, "op") != "SETOP_NONE" && select.contains("op")) return;
+  const json::array* from = field_arr(select, "fromClause");
+  if (from == nullptr) return;
+  std::vector<raw_conjunct> all = conjuncts(select.if_contains("whereClause"));
+  if (all.empty()) return;
+  std::vector<from_leaf> leaves;
+  for (const json::value& item : *from) collect_from(item, leaves);
+  for (raw_conjunct& c : all) {
+    const from_leaf* match = nullptr;
+    int matches = 0;
+    if (c.qualifier.empty()) {
+      if (leaves.size() == 1) match = &leaves[0], matches = 1;
+    } else {
+      for (const from_leaf& l : leaves) {
+        bool names = c.qualifier.size() == 1
+                         ? c.qualifier[0] == l.refname
+                         : !l.aliased && l.rv != nullptr && !l.schema.empty() &&
+                               c.qualifier[0] == l.schema && c.qualifier[1] == l.refname;
+        if (names) match = &l, ++matches;
+      }
+    }
+    if (matches != 1 || match->rv == nullptr) continue;
+    auto it = read_index_.find(match->rv);
+    if (it == read_index_.end()) continue;  // a CTE reference
+    st_.reads[it->second].conjuncts.push_back(std::move(c.c));
+  }
+}
+
+// ---- statement classification --------------------------------------------------------------
+
+bool is_ddl_node(std::string_view type) {
+  if (type.substr(0, 6) == "Create" || type.substr(0, 5) == "Alter" || type.substr(0, 4) == "Drop") {
+    return true;
+  }
+  static constexpr std::array<std::string_view, 13> kDdl = {
+      "RenameStmt",     "GrantStmt",         "GrantRoleStmt",       "CommentStmt",
+      "RefreshMatViewStmt", "IndexStmt",     "ViewStmt",            "RuleStmt",
+      "DefineStmt",     "CompositeTypeStmt", "SecLabelStmt",        "ImportForeignSchemaStmt",
+      "ReassignOwnedStmt"};
+  return std::find(kDdl.begin(), kDdl.end(), type) != kDdl.end();
+}
+
+std::string isolation_of(const json::array* options, bool& read_only) {
+  std::string iso;
+  if (options == nullptr) return iso;
+  for (const json::value& opt : *options) {
+    const json::object* d = node_of(&opt, "DefElem");
+    if (d == nullptr) continue;
+    std::string_view name = field_str(*d, "defname");
+    const json::object* arg = node_of(d->if_contains("arg"), "A_Const");
+    if (arg == nullptr) continue;
+    if (name == "transaction_isolation") {
+      if (const json::object* s = field_obj(*arg, "sval")) iso = lower(field_str(*s, "sval"));
+    } else if (name == "transaction_read_only") {
+      // READ WRITE is 0, which this libpg_query emits as "ival":{} (see the invariants).
+      if (const json::object* i = field_obj(*arg, "ival")) read_only = field_int(*i, "ival", 0) != 0;
+    }
+  }
+  return iso;
+}
+
+void walker::top(std::string_view type, const json::object& o) {
+  st_.node = std::string(type);
+  if (type == "SelectStmt") {
+    node(type, o);
+    st_.kind = st_.writes.empty() ? stmt_kind::read : stmt_kind::write;
+    return;
+  }
+  if (type == "InsertStmt" || type == "UpdateStmt" || type == "DeleteStmt" || type == "MergeStmt") {
+    node(type, o);
+    st_.kind = stmt_kind::write;
+    return;
+  }
+  if (type == "TruncateStmt") {
+    st_.kind = stmt_kind::write;
+    bool cascade = field_str(o, "behavior") == "DROP_CASCADE";
+    if (const json::array* rels = field_arr(o, "relations")) {
+      for (const json::value& r : *rels) {
+        if (const json::object* rv = as_range_var(&r)) add_write(*rv, write_op::truncate).cascade = cascade;
+      }
+    }
+    return;
+  }
+  if (type == "CopyStmt") {
+    bool from = field_bool(o, "is_from");
+    if (const json::object* rv = as_range_var(o.if_contains("relation"))) {
+      if (from) {
+        add_write(*rv, write_op::copy_from);
+      } else {
+        range_var(*rv);
+      }
+    }
+    top_stmt_ = false;
+    walk_fields(o, {"relation"});
+    st_.kind = from || !st_.writes.empty() ? stmt_kind::write : stmt_kind::copy_to;
+    return;
+  }
+  if (type == "VariableShowStmt") {
+    st_.kind = stmt_kind::read;
+    st_.variable = lower(field_str(o, "name"));
+    return;
+  }
+  if (type == "TransactionStmt") {
+    std::string_view k = field_str(o, "kind");
+    if (k == "TRANS_STMT_BEGIN" || k == "TRANS_STMT_START") {
+      st_.kind = stmt_kind::txn_begin;
+      st_.isolation = isolation_of(field_arr(o, "options"), st_.read_only);
+    } else if (k == "TRANS_STMT_COMMIT" || k == "TRANS_STMT_COMMIT_PREPARED") {
+      st_.kind = stmt_kind::txn_commit;
+    } else if (k == "TRANS_STMT_ROLLBACK") {
+      st_.kind = stmt_kind::txn_rollback;
+    } else if (k == "TRANS_STMT_SAVEPOINT") {
+      st_.kind = stmt_kind::savepoint;
+    } else if (k == "TRANS_STMT_RELEASE") {
+      st_.kind = stmt_kind::release;
+    } else if (k == "TRANS_STMT_ROLLBACK_TO") {
+      st_.kind = stmt_kind::rollback_to;
+    } else {
+      st_.kind = stmt_kind::other;  // PREPARE TRANSACTION, ROLLBACK PREPARED
+    }
+    return;
+  }
+  if (type == "VariableSetStmt") {
+    std::string_view k = field_str(o, "kind");
+    std::string_view name = field_str(o, "name");
+    st_.local = field_bool(o, "is_local");
+    if (k == "VAR_SET_MULTI" &&
+        (name.substr(0, 11) == "TRANSACTION" || name == "SESSION CHARACTERISTICS")) {
+      st_.kind = stmt_kind::txn_set;
+      st_.isolation = isolation_of(field_arr(o, "args"), st_.read_only);
+    } else if (k == "VAR_RESET_ALL") {
+      st_.kind = stmt_kind::session_reset;
+    } else {
+      st_.kind = stmt_kind::session_set;
+      st_.variable = lower(name);
+    }
+    return;
+  }
+  if (type == "DiscardStmt") {
+    st_.kind = stmt_kind::session_reset;
+    return;
+  }
+  if (is_ddl_node(type)) {
+    st_.kind = stmt_kind::ddl;
+    mode_ = rv_mode::ddl;
+    if (type == "DropStmt") {
+      static constexpr std::array<std::string_view, 6> kRelations = {
+          "OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_SEQUENCE", "OBJECT_FOREIGN_TABLE",
+          "OBJECT_INDEX"};
+      std::string_view rt = field_str(o, "removeType");
+      const json::array* objects = field_arr(o, "objects");
+      if (objects != nullptr && std::find(kRelations.begin(), kRelations.end(), rt) != kRelations.end()) {
+        for (const json::value& obj : *objects) {
+          if (auto parts = string_list(obj)) st_.ddl_targets.push_back(name_from_parts(*parts));
+        }
+      }
+      return;
+    }
+    if (type == "CommentStmt") {
+      std::string_view ot = field_str(o, "objtype");
+      const json::value* object = o.if_contains("object");
+      std::optional<std::vector<std::string_view>> parts;
+      if (object != nullptr) parts = string_list(*object);
+      if (parts && (ot == "OBJECT_TABLE" || ot == "OBJECT_VIEW" || ot == "OBJECT_MATVIEW" ||
+                    ot == "OBJECT_FOREIGN_TABLE")) {
+        st_.ddl_targets.push_back(name_from_parts(*parts));
+      } else if (parts && ot == "OBJECT_COLUMN" && parts->size() >= 2) {
+        parts->pop_back();
+        st_.ddl_targets.push_back(name_from_parts(*parts));
+      }
+      return;
+    }
+    top_stmt_ = false;
+    walk_fields(o, {});
+    return;
+  }
+  // Everything else (DO, CALL, EXECUTE, PREPARE, EXPLAIN, LOCK, VACUUM, LISTEN, NOTIFY, ...).
+  // Relations and functions they mention are still reported, for information.
+  st_.kind = stmt_kind::other;
+  top_stmt_ = false;
+  walk_fields(o, {});
+}
+
+analysis analyze_json(std::string_view sql, const char* tree) {
+  analysis out;
+  json::monotonic_resource mr;
+  json::parse_options opts;
+  opts.max_depth = 1'000'000;
+  opts.allow_invalid_utf8 = true;
+  boost::system::error_code ec;
+  json::value root = json::parse(tree, ec, &mr, opts);
+  if (ec) {
+    out.error = "cannot read libpg_query output: " + ec.message();
+    return out;
+  }
+  const json::object* r = root.if_object();
+  const json::array* stmts = r ? field_arr(*r, "stmts") : nullptr;
+  if (stmts != nullptr) {
+    for (const json::value& raw : *stmts) {
+      const json::object* wrapper = raw.if_object();
+      const json::value* stmt = wrapper ? wrapper->if_contains("stmt") : nullptr;
+      auto [type, o] = stmt ? as_node(*stmt) : std::pair<std::string_view, const json::object*>{};
+      statement st;
+      if (o != nullptr) {
+        walker w(sql, st);
+        w.top(type, *o);
+      }
+      out.statements.push_back(std::move(st));
+    }
+  }
+  out.ok = true;
+  return out;
+}
+
+// libpg_query turns its tree into JSON recursively, so a long left-deep chain
+// (`1+1+...`, `x::t::t...`) overflows even the parser thread's 64 MiB stack at ~500k levels
+// (about 130 bytes of stack per level, measured). Tree depth is bounded by the number of
+// tokens that can nest (operator characters, and identifiers/keywords not followed by `(`),
+// so statements short enough that this cannot reach kMaxNestingTokens skip the count, and
+// longer ones are refused before parsing when the count exceeds it.
+constexpr std::size_t kMaxNestingTokens = 128u << 10;
+
+std::size_t nesting_token_bound(std::string_view sql) {
+  std::size_t count = 0, i = 0, n = sql.size();
+  auto skip_quoted = [&](char q, bool backslash) {
+    ++i;
+    while (i < n) {
+      if (backslash && sql[i] == '\\') {
+        i += 2;
+      } else if (sql[i] == q) {
+        if (i + 1 < n && sql[i + 1] == q) {
+          i += 2;
+        } else {
+          ++i;
+          return;
+        }
+      } else {
+        ++i;
+      }
+    }
+  };
+  while (i < n) {
+    char c = sql[i];
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      ++i;
+    } else if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+      std::size_t e = sql.find('\n', i);
+      i = e == std::string_view::npos ? n : e + 1;
+    } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+      int level = 0;
+      while (i < n) {
+        if (sql[i] == '/' && i + 1 < n && sql[i + 1] == '*') {
+          ++level, i += 2;
+        } else if (sql[i] == '*' && i + 1 < n && sql[i + 1] == '/') {
+          i += 2;
+          if (--level == 0) break;
+        } else {
+          ++i;
+        }
+      }
+    } else if (c == '\'') {
+      skip_quoted('\'', false);
+    } else if (c == '"') {
+      skip_quoted('"', false);
+      ++count;
+    } else if (c == '$') {
+      std::size_t j = i + 1;
+      while (j < n && std::isdigit(static_cast<unsigned char>(sql[j]))) ++j;
+      if (j > i + 1) {
+        i = j;  // $n parameter
+        continue;
+      }
+      j = i + 1;
+      while (j < n && is_ident_char(sql[j]) && sql[j] != '$') ++j;
+      if (j < n && sql[j] == '$') {
+        std::string_view tag = sql.substr(i, j - i + 1);
+        std::size_t e = sql.find(tag, j + 1);
+        i = e == std::string_view::npos ? n : e + tag.size();
+      } else {
+        ++i, ++count;
+      }
+    } else if (std::isdigit(static_cast<unsigned char>(c)) || c == '.') {
+      ++i;
+      while (i < n && (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '.')) ++i;
+    } else if (is_ident_char(c)) {
+      std::size_t start = i;
+      while (i < n && is_ident_char(sql[i])) ++i;
+      std::string word = lower(sql.substr(start, i - start));
+      if (word == "e" && i < n && sql[i] == '\'') {
+        skip_quoted('\'', true);
+        continue;
+      }
+      std::size_t j = i;
+      while (j < n && std::isspace(static_cast<unsigned char>(sql[j]))) ++j;
+      bool call = j < n && sql[j] == '(';
+      if (!call && word != "null" && word != "default" && word != "true" && word != "false") ++count;
+    } else {
+      if (std::strchr("+-*/<>=~!@#%^&|`?:", c) != nullptr) ++count;
+      ++i;
+    }
+  }
+  return count;
+}
+
+// Runs on the parser thread.
+analysis parse_and_analyze(std::string_view sql) {
+  if (sql.size() > kMaxNestingTokens && nesting_token_bound(sql) > kMaxNestingTokens) {
+    analysis out;
+    out.error = "statement is too large or too deeply nested to analyze";
+    return out;
+  }
+  std::string text(sql);  // libpg_query needs a NUL-terminated string
+  PgQueryParseResult res = pg_query_parse(text.c_str());
+  analysis out;
+  try {
+    if (res.error != nullptr) {
+      out.error = res.error->message ? res.error->message : "parse error";
+    } else {
+      out = analyze_json(sql, res.parse_tree);
+    }
+  } catch (const std::exception& e) {
+    out = analysis{};
+    out.error = e.what();
+  }
+  pg_query_free_parse_result(res);
+  return out;
+}
+
+// ---- memo ---------------------------------------------------------------------------------
+
+// Bounded per shard by entries and by SQL bytes; a full shard is cleared (entries still held
+// by callers stay valid: they are shared_ptrs).
+constexpr std::size_t kShards = 16;
+constexpr std::size_t kMaxEntriesPerShard = 20000 / kShards;
+constexpr std::size_t kMaxBytesPerShard = 4u << 20;
+constexpr std::size_t kMaxMemoSql = 64u << 10;  // longer statements are analysed every time
+
+struct prehashed {
+  std::string_view sql;
+  std::size_t hash;
+};
+struct memo_hash {
+  using is_transparent = void;
+  std::size_t operator()(const prehashed& p) const noexcept { return p.hash; }
+  std::size_t operator()(const std::string& s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+struct memo_eq {
+  using is_transparent = void;
+  bool operator()(const std::string& a, const std::string& b) const noexcept { return a == b; }
+  bool operator()(const prehashed& a, const std::string& b) const noexcept { return a.sql == b; }
+  bool operator()(const std::string& a, const prehashed& b) const noexcept { return a == b.sql; }
+};
+
+struct memo_shard {
+  std::mutex mu;
+  std::unordered_map<std::string, std::shared_ptr<const analysis>, memo_hash, memo_eq> map;
+  std::size_t bytes = 0;
+};
+
+memo_shard* memo_shards() {
+  static auto* shards = new std::array<memo_shard, kShards>();  // leaked: used until exit
+  return shards->data();
+}
+
+}  // namespace
+
+analysis analyze_uncached(std::string_view sql) {
+  return detail::run_on_parser_thread([sql] { return parse_and_analyze(sql); });
+}
+
+std::shared_ptr<const analysis> analyze(std::string_view sql) {
+  if (sql.size() > kMaxMemoSql) return std::make_shared<const analysis>(analyze_uncached(sql));
+  std::size_t h = std::hash<std::string_view>{}(sql);
+  // The low bits pick the bucket inside the map; use high bits for the shard.
+  memo_shard& shard = memo_shards()[(h >> 56) % kShards];
+  {
+    std::lock_guard lock(shard.mu);
+    auto it = shard.map.find(prehashed{sql, h});
+    if (it != shard.map.end()) return it->second;
+  }
+  auto result = std::make_shared<const analysis>(analyze_uncached(sql));
+  std::lock_guard lock(shard.mu);
+  if (shard.map.size() >= kMaxEntriesPerShard || shard.bytes + sql.size() > kMaxBytesPerShard) {
+    shard.map.clear();
+    shard.bytes = 0;
+  }
+  auto [it, inserted] = shard.map.try_emplace(std::string(sql), result);
+  if (inserted) shard.bytes += sql.size();
+  return it->second;  // a concurrent miss may have won: everyone shares its result
+}
+
+}  // namespace qcache::pg
