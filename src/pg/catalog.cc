@@ -4,7 +4,8 @@
 //    relation's oid; those lists are sorted and free of duplicates, and (except
 //    base_tables of a table-like relation) never contain the relation itself.
 //  * `catalog::current_` always holds a snapshot; refreshes are serialised by
-//    refresh_mu_, so generations increase by exactly one per refresh.
+//    refresh_mu_, so generations increase by exactly one per refresh; generation_ is
+//    stored after current_, so a reader that sees generation g gets a snapshot >= g.
 //
 // All SQL qualifies catalog tables, functions and types with pg_catalog, so a
 // session's search_path cannot redirect them (operators are not qualified: run the
@@ -85,22 +86,26 @@ const std::string q_relations =
     " FROM pg_catalog.pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')";
 
 // 20/21/23 = int8/int2/int4, 25 = text, 1043 = varchar (fixed OIDs). Domains are 'o'.
-const std::string q_columns = std::string(
-    "SELECT a.attrelid, a.attname,"
-    " CASE WHEN a.atttypid IN (20, 21, 23) THEN 'i'"
-    "      WHEN a.atttypid IN (25, 1043) AND co.collisdeterministic THEN 't' ELSE 'o' END"
-    " FROM pg_catalog.pg_attribute a"
-    " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
-    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-    " LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation"
-    " WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')"
-    " AND ") + user_schema_filter;
+const std::string q_columns =
+    std::string(
+        "SELECT a.attrelid, a.attname,"
+        " CASE WHEN a.atttypid IN (20, 21, 23) THEN 'i'"
+        "      WHEN a.atttypid IN (25, 1043) AND co.collisdeterministic THEN 't' ELSE 'o' END"
+        " FROM pg_catalog.pg_attribute a"
+        " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation"
+        " WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')"
+        " AND ") +
+    user_schema_filter;
 
-const std::string q_views = std::string(
-    "SELECT r.ev_class, r.ev_action::pg_catalog.text FROM pg_catalog.pg_rewrite r"
-    " JOIN pg_catalog.pg_class c ON c.oid = r.ev_class"
-    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE r.rulename = '_RETURN' AND c.relkind = 'v' AND ") + user_schema_filter;
+const std::string q_views =
+    std::string(
+        "SELECT r.ev_class, r.ev_action::pg_catalog.text FROM pg_catalog.pg_rewrite r"
+        " JOIN pg_catalog.pg_class c ON c.oid = r.ev_class"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE r.rulename = '_RETURN' AND c.relkind = 'v' AND ") +
+    user_schema_filter;
 
 const std::string q_procs =
     "SELECT p.oid, p.pronamespace, p.proname, p.provolatile FROM pg_catalog.pg_proc p";
@@ -404,7 +409,8 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
   }
 
   auto id_rows = query(q_identity);
-  if (id_rows.size() != 1) bad_shape("identity query returned " + std::to_string(id_rows.size()) + " rows");
+  if (id_rows.size() != 1)
+    bad_shape("identity query returned " + std::to_string(id_rows.size()) + " rows");
   const row& id = id_rows[0];
   std::string sysid;
   if (bool_at(id, 0, "pg_control_system privilege")) {
@@ -424,7 +430,13 @@ std::shared_ptr<catalog> catalog::load(const query_fn& query) {
 
 void catalog::refresh(const query_fn& query) {
   std::lock_guard lock(refresh_mu_);
-  current_.store(load_snapshot(query, current_.load()->generation() + 1));
+  auto next = load_snapshot(query, generation() + 1);
+  std::uint64_t gen = next->generation();
+  {
+    std::lock_guard publish(current_mu_);
+    current_ = std::move(next);
+  }
+  generation_.store(gen, std::memory_order_release);
 }
 
 // --- session context ----------------------------------------------------------------
@@ -459,9 +471,11 @@ constexpr context_column context_columns[] = {
     {"transform_null_equals", "pg_catalog.current_setting('transform_null_equals')"},
     {"array_nulls", "pg_catalog.current_setting('array_nulls')"},
     {"row_security", "pg_catalog.current_setting('row_security')"},
-    {"default_transaction_isolation", "pg_catalog.current_setting('default_transaction_isolation')"},
+    {"default_transaction_isolation",
+     "pg_catalog.current_setting('default_transaction_isolation')"},
     {"transaction_isolation", "pg_catalog.current_setting('transaction_isolation')"},
-    {"default_transaction_read_only", "pg_catalog.current_setting('default_transaction_read_only')"},
+    {"default_transaction_read_only",
+     "pg_catalog.current_setting('default_transaction_read_only')"},
     {"timezone_abbreviations", "pg_catalog.current_setting('timezone_abbreviations')"},
     {"quote_all_identifiers", "pg_catalog.current_setting('quote_all_identifiers')"},
     {"gin_fuzzy_search_limit", "pg_catalog.current_setting('gin_fuzzy_search_limit')"},
@@ -518,8 +532,8 @@ session_context session_context::parse(const row& r,
                                 " columns, got " + std::to_string(r.size()));
   auto get = [&r](std::size_t i) -> const std::string& {
     if (!r[i])
-      throw std::invalid_argument(std::string("qcache session context: ") +
-                                  context_columns[i].key + " is NULL");
+      throw std::invalid_argument(std::string("qcache session context: ") + context_columns[i].key +
+                                  " is NULL");
     return *r[i];
   };
   session_context c;
@@ -532,7 +546,8 @@ session_context session_context::parse(const row& r,
   c.isolation = get(21);
   c.transaction_isolation = get(22);
   c.default_read_only = get(23) == "on";
-  for (std::size_t i = 0; i < n_context_columns; ++i) append_key(c.key_text, context_columns[i].key, r[i]);
+  for (std::size_t i = 0; i < n_context_columns; ++i)
+    append_key(c.key_text, context_columns[i].key, r[i]);
   for (std::size_t i = 0; i < extra_settings.size(); ++i) {
     // Extra names are user-chosen: length-prefix them too so they cannot collide.
     c.key_text += "+" + std::to_string(extra_settings[i].size()) + ":";
