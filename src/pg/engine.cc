@@ -563,7 +563,6 @@ void write_tags(const plan& p, const database& db, std::span<const param> params
                 std::vector<tags::tag>& out) {
   const std::string& dbid = db.identity;
   out.insert(out.end(), p.write_fixed_tags.begin(), p.write_fixed_tags.end());
-  out.push_back(tags::database(dbid));
   if (p.flush) out.push_back(tags::global());
   for (const write_target& t : p.writes) {
     const write_ref& w = t.ref;

@@ -90,11 +90,11 @@ void add_param(std::vector<key_param>& out, const T& v) {
     out.push_back({qcache::param_type::binary, v.str()});
   } else if constexpr (std::is_same_v<D, std::string> || std::is_same_v<D, std::string_view>) {
     out.push_back({qcache::param_type::text, std::string(v)});
+  } else if constexpr (std::is_array_v<std::remove_reference_t<T>>) {
+    out.push_back({qcache::param_type::text, std::string(v)});
   } else if constexpr (std::is_same_v<D, const char*> || std::is_same_v<D, char*>) {
     if (v == nullptr) out.push_back({qcache::param_type::null, {}});
     else out.push_back({qcache::param_type::text, std::string(v)});
-  } else if constexpr (std::is_array_v<std::remove_reference_t<T>>) {
-    out.push_back({qcache::param_type::text, ::pqxx::to_string(v)});
   } else {
     if (::pqxx::string_traits<D>::is_null(v)) {
       out.push_back({qcache::param_type::null, {}});
