@@ -241,7 +241,13 @@ struct session::state {
   std::uint32_t context_id = 0;
   bool context_dirty = true;
   key_builder kb;
-  std::unordered_map<std::string, std::shared_ptr<const plan>> plans;
+  struct sv_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view v) const noexcept {
+      return std::hash<std::string_view>{}(v);
+    }
+  };
+  std::unordered_map<std::string, std::shared_ptr<const plan>, sv_hash, std::equal_to<>> plans;
 
   struct txn {
     bool active = false;
@@ -283,7 +289,7 @@ void ensure_catalog(session::state& st, const run_fn& run) {
       }
     }
   }
-  st.snap = db.cat->current();
+  if (!st.snap || st.snap->generation() != db.cat->generation()) st.snap = db.cat->current();
 }
 
 void ensure_context(session::state& st, const run_fn& run) {
@@ -656,16 +662,15 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
   ensure_catalog(st, run);
   ensure_context(st, run);
 
-  std::string sql_s(sql);
   std::shared_ptr<const plan> p;
-  auto it = st.plans.find(sql_s);
+  auto it = st.plans.find(sql);
   if (it != st.plans.end() && it->second->catalog_generation == st.snap->generation() &&
       it->second->context_id == st.context_id) {
     p = it->second;
   } else {
     p = build_plan(st, analyze(sql), ch.settings());
     if (st.plans.size() > 4096) st.plans.clear();
-    st.plans[sql_s] = p;
+    st.plans.insert_or_assign(std::string(sql), p);
   }
   c.p = p;
 
