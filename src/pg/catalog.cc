@@ -82,7 +82,7 @@ const std::string q_relations =
     " c.relhastriggers AND EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t"
     "   WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgenabled <> 'D'),"
     " c.relhasrules AND EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r"
-    "   WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN')"
+    "   WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN' AND r.ev_enabled <> 'D')"
     " FROM pg_catalog.pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')";
 
 // 20/21/23 = int8/int2/int4, 25 = text, 1043 = varchar (fixed OIDs). Domains are 'o'.

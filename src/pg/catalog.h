@@ -80,8 +80,8 @@ struct relation {
   // constraint triggers). Triggers PostgreSQL creates for foreign keys do not count.
   // Writes to such a relation may write anywhere: callers must flush conservatively.
   bool user_triggers = false;
-  // A rewrite rule other than a view's _RETURN rule (CREATE RULE ... DO ALSO/INSTEAD),
-  // on a table or a view. Same consequence as user_triggers.
+  // An enabled rewrite rule other than a view's _RETURN rule (CREATE RULE ... DO
+  // ALSO/INSTEAD), on a table or a view. Same consequence as user_triggers.
   bool rules = false;
   // Relations whose rows this one reads. Table-like relations (incl. materialized views,
   // whose contents change only on REFRESH): {oid}. User views: the non-view relations

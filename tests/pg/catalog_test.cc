@@ -42,6 +42,108 @@ std::string snapshot_identity(pqxx::connection& c) {
   return load_snapshot(query_on(c), 1)->identity();
 }
 
+// Every object the catalog tests look at. @a, @b: the two test schemas; @p: the unique
+// prefix; @role: a role without privileges.
+constexpr const char* setup_sql = R"sql(
+CREATE SCHEMA @a; CREATE SCHEMA @b;
+
+-- name resolution
+CREATE TABLE @a.t (id int PRIMARY KEY);
+CREATE TABLE @b.t (id int PRIMARY KEY);
+CREATE TABLE @b.only_b (id int);
+CREATE TEMP TABLE @p_tmp (id int);
+CREATE TABLE @a.@p_tmp (id int);
+
+-- views
+CREATE TABLE @a.t1 (id int, x int);
+CREATE TABLE @b.t2 (id int, y text);
+CREATE TABLE @a.t3 (id int);
+CREATE VIEW @a.v1 AS SELECT t1.id, t2.y FROM @a.t1 JOIN @b.t2 ON t1.id = t2.id;
+CREATE VIEW @a.v2 AS SELECT v1.* FROM @a.v1 WHERE v1.id IN (SELECT id FROM @a.t3);
+CREATE VIEW @a.v_lower AS SELECT lower(y) AS l, id + 1 AS n FROM @b.t2;
+CREATE VIEW @a.v_now AS SELECT now() AS n, id FROM @a.t1;
+CREATE VIEW @a.v_ts AS SELECT id FROM @a.t1 WHERE CURRENT_TIMESTAMP > '2000-01-01';
+CREATE VIEW @a.v_user AS SELECT id, current_user AS u FROM @a.t1;
+CREATE VIEW @a.v_random AS SELECT id FROM @a.t1 ORDER BY random();
+CREATE VIEW @a.v_on_now AS SELECT * FROM @a.v_now;
+CREATE FUNCTION @a.f_default(int) RETURNS int LANGUAGE sql AS 'SELECT $1';
+CREATE FUNCTION @a.f_imm(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1';
+CREATE FUNCTION @a.f_over(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1';
+CREATE FUNCTION @a.f_over(text) RETURNS text LANGUAGE sql STABLE AS 'SELECT $1';
+CREATE FUNCTION @a.f_two(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1';
+CREATE FUNCTION @b.f_two(int) RETURNS int LANGUAGE sql STABLE AS 'SELECT $1';
+CREATE VIEW @a.v_fn AS SELECT @a.f_default(id) FROM @a.t1;
+CREATE VIEW @a.v_fn_imm AS SELECT @a.f_imm(id) FROM @a.t1;
+CREATE VIEW @a.v_pg_class AS SELECT relname FROM pg_catalog.pg_class;
+CREATE VIEW @a.v_activity AS SELECT pid FROM pg_catalog.pg_stat_activity;
+CREATE VIEW @a.v_sample AS SELECT id FROM @a.t1 TABLESAMPLE BERNOULLI (50);
+CREATE VIEW @a.v_stable_fn AS SELECT @b.f_two(id) FROM @a.t1;
+CREATE VIEW @a.v_cte AS WITH x AS (SELECT id FROM @a.t3)
+  SELECT nullif(x.id, 0) AS id, t2.y FROM x JOIN @b.t2 USING (id);
+CREATE MATERIALIZED VIEW @a.mv AS SELECT now() AS n, id FROM @a.t1;
+CREATE VIEW @a.v_mv AS SELECT id FROM @a.mv;
+
+-- FK cascades
+CREATE TABLE @a.p (id int PRIMARY KEY);
+CREATE TABLE @a.c_cascade (id int PRIMARY KEY, p int REFERENCES @a.p ON DELETE CASCADE);
+CREATE TABLE @a.c_setnull (id int PRIMARY KEY, p int REFERENCES @a.p ON DELETE SET NULL);
+CREATE TABLE @a.c_updcascade (p int REFERENCES @a.p ON UPDATE CASCADE);
+CREATE TABLE @a.c_noaction (id int PRIMARY KEY, p int REFERENCES @a.p);
+CREATE TABLE @a.c_restrict (p int REFERENCES @a.p ON DELETE RESTRICT ON UPDATE RESTRICT);
+CREATE TABLE @a.g_cascade (c int REFERENCES @a.c_cascade ON DELETE CASCADE);
+CREATE TABLE @a.g_default (c int DEFAULT 0 REFERENCES @a.c_setnull ON DELETE SET DEFAULT);
+CREATE TABLE @a.g_noaction (c int REFERENCES @a.c_noaction ON DELETE CASCADE);
+CREATE TABLE @a.tree (id int PRIMARY KEY, parent int REFERENCES @a.tree ON DELETE CASCADE);
+CREATE TABLE @a.tree_tag (node int REFERENCES @a.tree ON DELETE SET NULL);
+
+-- partitions and inheritance
+CREATE TABLE @a.pt (k int PRIMARY KEY) PARTITION BY RANGE (k);
+CREATE TABLE @a.pt_1 PARTITION OF @a.pt FOR VALUES FROM (0) TO (10);
+CREATE TABLE @a.pt_2 PARTITION OF @a.pt FOR VALUES FROM (10) TO (20) PARTITION BY RANGE (k);
+CREATE TABLE @a.pt_2a PARTITION OF @a.pt_2 FOR VALUES FROM (10) TO (15);
+CREATE TABLE @a.pt_ref (k int REFERENCES @a.pt ON DELETE CASCADE);
+CREATE TABLE @a.pc (p int REFERENCES @a.p ON DELETE CASCADE) PARTITION BY LIST (p);
+CREATE TABLE @a.pc_1 PARTITION OF @a.pc FOR VALUES IN (1);
+CREATE TABLE @a.ih_parent (id int);
+CREATE TABLE @a.ih_child (extra int) INHERITS (@a.ih_parent);
+CREATE TABLE @a.ih_grandchild () INHERITS (@a.ih_child);
+
+-- triggers, rules, RLS
+CREATE TABLE @a.log (msg text);
+CREATE FUNCTION @a.trg() RETURNS trigger LANGUAGE plpgsql AS
+  'BEGIN INSERT INTO @a.log VALUES (TG_OP); RETURN NULL; END';
+CREATE TABLE @a.trg_t (id int);
+CREATE TRIGGER tr AFTER INSERT ON @a.trg_t FOR EACH ROW EXECUTE FUNCTION @a.trg();
+CREATE TABLE @a.trg_trunc (id int);
+CREATE TRIGGER tr AFTER TRUNCATE ON @a.trg_trunc EXECUTE FUNCTION @a.trg();
+CREATE TABLE @a.trg_off (id int);
+CREATE TRIGGER tr AFTER DELETE ON @a.trg_off FOR EACH ROW EXECUTE FUNCTION @a.trg();
+ALTER TABLE @a.trg_off DISABLE TRIGGER tr;
+CREATE FUNCTION @a.instead() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+CREATE VIEW @a.v_trg AS SELECT id FROM @a.t1;
+CREATE TRIGGER tr INSTEAD OF INSERT ON @a.v_trg FOR EACH ROW EXECUTE FUNCTION @a.instead();
+CREATE TABLE @a.deferred_unique (id int UNIQUE DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE @a.ruled (id int);
+CREATE RULE r AS ON INSERT TO @a.ruled DO ALSO INSERT INTO @a.log VALUES ('x');
+CREATE TABLE @a.rule_off (id int);
+CREATE RULE r AS ON INSERT TO @a.rule_off DO ALSO INSERT INTO @a.log VALUES ('x');
+ALTER TABLE @a.rule_off DISABLE RULE r;
+CREATE VIEW @a.v_ruled AS SELECT id FROM @a.t3;
+CREATE RULE r AS ON INSERT TO @a.v_ruled DO INSTEAD INSERT INTO @a.t3 VALUES (NEW.id);
+CREATE TABLE @a.secure (id int, owner text);
+ALTER TABLE @a.secure ENABLE ROW LEVEL SECURITY;
+
+-- column type classes
+CREATE DOMAIN @a.posint AS int CHECK (VALUE > 0);
+CREATE COLLATION @a.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE @a.cols (s smallint, i int, l bigint, bs bigserial, tx text, vc varchar(10),
+  ch char(3), num numeric, f float8, c_coll text COLLATE "C", ci text COLLATE @a.ci,
+  d @a.posint, nm name, "Mixed Case" int, dropped int);
+ALTER TABLE @a.cols DROP COLUMN dropped;
+
+CREATE ROLE @role NOLOGIN;
+)sql";
+
 class CatalogTest : public ::testing::Test {
  protected:
   static inline std::unique_ptr<pqxx::connection> conn_;
@@ -49,6 +151,16 @@ class CatalogTest : public ::testing::Test {
   static inline std::shared_ptr<catalog> cat_;
   static inline std::vector<std::string> schemas_;  // current_schemas(true) of conn_
 
+  // `sql` with @a, @b, @p and @role replaced by this run's names.
+  static std::string with_names(std::string sql) {
+    for (auto [from, to] : {std::pair<std::string, std::string>{"@role", role_},
+                            {"@a", a_},
+                            {"@b", b_},
+                            {"@p", prefix_}})
+      for (std::size_t i = 0; (i = sql.find(from, i)) != std::string::npos; i += to.size())
+        sql.replace(i, from.size(), to);
+    return sql;
+  }
   static void exec(const std::string& sql) {
     pqxx::nontransaction tx(*conn_);
     tx.exec(sql);
@@ -67,248 +179,17 @@ class CatalogTest : public ::testing::Test {
     a_ = prefix_ + "_a";
     b_ = prefix_ + "_b";
     role_ = prefix_ + "_role";
-    const std::string& a = a_;
-    const std::string& b = b_;
-    exec("CREATE SCHEMA " + a + "; CREATE SCHEMA " + b);
-    exec(
-        // name resolution
-        "CREATE TABLE " + a +
-        ".t (id int PRIMARY KEY);"
-        "CREATE TABLE " +
-        b +
-        ".t (id int PRIMARY KEY);"
-        "CREATE TABLE " +
-        b +
-        ".only_b (id int);"
-        "CREATE TEMP TABLE " +
-        prefix_ +
-        "_tmp (id int);"
-        "CREATE TABLE " +
-        a + "." + prefix_ +
-        "_tmp (id int);"
-        // views
-        "CREATE TABLE " +
-        a +
-        ".t1 (id int, x int);"
-        "CREATE TABLE " +
-        b +
-        ".t2 (id int, y text);"
-        "CREATE TABLE " +
-        a +
-        ".t3 (id int);"
-        "CREATE VIEW " +
-        a + ".v1 AS SELECT t1.id, t2.y FROM " + a + ".t1 JOIN " + b +
-        ".t2 ON t1.id = t2.id;"
-        "CREATE VIEW " +
-        a + ".v2 AS SELECT v1.* FROM " + a + ".v1 WHERE v1.id IN (SELECT id FROM " + a +
-        ".t3);"
-        "CREATE VIEW " +
-        a + ".v_lower AS SELECT lower(y) AS l, id + 1 AS n FROM " + b +
-        ".t2;"
-        "CREATE VIEW " +
-        a + ".v_now AS SELECT now() AS n, id FROM " + a +
-        ".t1;"
-        "CREATE VIEW " +
-        a + ".v_ts AS SELECT id FROM " + a +
-        ".t1 WHERE CURRENT_TIMESTAMP > '2000-01-01';"
-        "CREATE VIEW " +
-        a + ".v_user AS SELECT id, current_user AS u FROM " + a +
-        ".t1;"
-        "CREATE VIEW " +
-        a + ".v_random AS SELECT id FROM " + a +
-        ".t1 ORDER BY random();"
-        "CREATE VIEW " +
-        a + ".v_on_now AS SELECT * FROM " + a +
-        ".v_now;"
-        "CREATE FUNCTION " +
-        a +
-        ".f_default(int) RETURNS int LANGUAGE sql AS 'SELECT $1';"
-        "CREATE FUNCTION " +
-        a +
-        ".f_imm(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1';"
-        "CREATE FUNCTION " +
-        a +
-        ".f_over(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1';"
-        "CREATE FUNCTION " +
-        a +
-        ".f_over(text) RETURNS text LANGUAGE sql STABLE AS 'SELECT $1';"
-        "CREATE FUNCTION " +
-        a +
-        ".f_two(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1';"
-        "CREATE FUNCTION " +
-        b +
-        ".f_two(int) RETURNS int LANGUAGE sql STABLE AS 'SELECT $1';"
-        "CREATE VIEW " +
-        a + ".v_fn AS SELECT " + a + ".f_default(id) FROM " + a +
-        ".t1;"
-        "CREATE VIEW " +
-        a + ".v_fn_imm AS SELECT " + a + ".f_imm(id) FROM " + a +
-        ".t1;"
-        "CREATE VIEW " +
-        a +
-        ".v_pg_class AS SELECT relname FROM pg_catalog.pg_class;"
-        "CREATE VIEW " +
-        a +
-        ".v_activity AS SELECT pid FROM pg_catalog.pg_stat_activity;"
-        "CREATE MATERIALIZED VIEW " +
-        a + ".mv AS SELECT now() AS n, id FROM " + a +
-        ".t1;"
-        "CREATE VIEW " +
-        a + ".v_mv AS SELECT id FROM " + a +
-        ".mv;"
-        // FK cascades
-        "CREATE TABLE " +
-        a +
-        ".p (id int PRIMARY KEY);"
-        "CREATE TABLE " +
-        a + ".c_cascade (id int PRIMARY KEY, p int REFERENCES " + a +
-        ".p ON DELETE CASCADE);"
-        "CREATE TABLE " +
-        a + ".c_setnull (id int PRIMARY KEY, p int REFERENCES " + a +
-        ".p ON DELETE SET NULL);"
-        "CREATE TABLE " +
-        a + ".c_updcascade (p int REFERENCES " + a +
-        ".p ON UPDATE CASCADE);"
-        "CREATE TABLE " +
-        a + ".c_noaction (id int PRIMARY KEY, p int REFERENCES " + a +
-        ".p);"
-        "CREATE TABLE " +
-        a + ".c_restrict (p int REFERENCES " + a +
-        ".p ON DELETE RESTRICT ON UPDATE RESTRICT);"
-        "CREATE TABLE " +
-        a + ".g_cascade (c int REFERENCES " + a +
-        ".c_cascade ON DELETE CASCADE);"
-        "CREATE TABLE " +
-        a + ".g_default (c int DEFAULT 0 REFERENCES " + a +
-        ".c_setnull ON DELETE SET DEFAULT);"
-        "CREATE TABLE " +
-        a + ".g_noaction (c int REFERENCES " + a +
-        ".c_noaction ON DELETE CASCADE);"
-        "CREATE TABLE " +
-        a + ".tree (id int PRIMARY KEY, parent int REFERENCES " + a +
-        ".tree ON DELETE CASCADE);"
-        "CREATE TABLE " +
-        a + ".tree_tag (node int REFERENCES " + a +
-        ".tree ON DELETE SET NULL);"
-        // partitions and inheritance
-        "CREATE TABLE " +
-        a +
-        ".pt (k int PRIMARY KEY) PARTITION BY RANGE (k);"
-        "CREATE TABLE " +
-        a + ".pt_1 PARTITION OF " + a +
-        ".pt FOR VALUES FROM (0) TO (10);"
-        "CREATE TABLE " +
-        a + ".pt_2 PARTITION OF " + a +
-        ".pt FOR VALUES FROM (10) TO (20) PARTITION BY RANGE (k);"
-        "CREATE TABLE " +
-        a + ".pt_2a PARTITION OF " + a +
-        ".pt_2 FOR VALUES FROM (10) TO (15);"
-        "CREATE TABLE " +
-        a + ".pt_ref (k int REFERENCES " + a +
-        ".pt ON DELETE CASCADE);"
-        "CREATE TABLE " +
-        a + ".pc (p int REFERENCES " + a +
-        ".p ON DELETE CASCADE) PARTITION BY LIST (p);"
-        "CREATE TABLE " +
-        a + ".pc_1 PARTITION OF " + a +
-        ".pc FOR VALUES IN (1);"
-        "CREATE TABLE " +
-        a +
-        ".ih_parent (id int);"
-        "CREATE TABLE " +
-        a + ".ih_child (extra int) INHERITS (" + a +
-        ".ih_parent);"
-        "CREATE TABLE " +
-        a + ".ih_grandchild () INHERITS (" + a +
-        ".ih_child);"
-        // triggers, rules, RLS
-        "CREATE TABLE " +
-        a +
-        ".log (msg text);"
-        "CREATE FUNCTION " +
-        a +
-        ".trg() RETURNS trigger LANGUAGE plpgsql AS "
-        "'BEGIN INSERT INTO " +
-        a +
-        ".log VALUES (TG_OP); RETURN NULL; END';"
-        "CREATE TABLE " +
-        a +
-        ".trg_t (id int);"
-        "CREATE TRIGGER tr AFTER INSERT ON " +
-        a + ".trg_t FOR EACH ROW EXECUTE FUNCTION " + a +
-        ".trg();"
-        "CREATE TABLE " +
-        a +
-        ".trg_trunc (id int);"
-        "CREATE TRIGGER tr AFTER TRUNCATE ON " +
-        a + ".trg_trunc EXECUTE FUNCTION " + a +
-        ".trg();"
-        "CREATE TABLE " +
-        a +
-        ".trg_off (id int);"
-        "CREATE TRIGGER tr AFTER DELETE ON " +
-        a + ".trg_off FOR EACH ROW EXECUTE FUNCTION " + a +
-        ".trg();"
-        "ALTER TABLE " +
-        a +
-        ".trg_off DISABLE TRIGGER tr;"
-        "CREATE FUNCTION " +
-        a +
-        ".instead() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';"
-        "CREATE VIEW " +
-        a + ".v_trg AS SELECT id FROM " + a +
-        ".t1;"
-        "CREATE TRIGGER tr INSTEAD OF INSERT ON " +
-        a + ".v_trg FOR EACH ROW EXECUTE FUNCTION " + a +
-        ".instead();"
-        "CREATE TABLE " +
-        a +
-        ".ruled (id int);"
-        "CREATE VIEW " +
-        a + ".v_ruled AS SELECT id FROM " + a +
-        ".t3;"
-        "CREATE RULE r AS ON INSERT TO " +
-        a + ".v_ruled DO INSTEAD INSERT INTO " + a +
-        ".t3 VALUES (NEW.id);"
-        "CREATE RULE r AS ON INSERT TO " +
-        a + ".ruled DO ALSO INSERT INTO " + a +
-        ".log VALUES ('x');"
-        "CREATE TABLE " +
-        a +
-        ".secure (id int, owner text);"
-        "ALTER TABLE " +
-        a +
-        ".secure ENABLE ROW LEVEL SECURITY;"
-        // column type classes
-        "CREATE DOMAIN " +
-        a +
-        ".posint AS int CHECK (VALUE > 0);"
-        "CREATE COLLATION " +
-        a +
-        ".ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);"
-        "CREATE TABLE " +
-        a +
-        ".cols (s smallint, i int, l bigint, bs bigserial, tx text, vc varchar(10),"
-        " ch char(3), num numeric, f float8, c_coll text COLLATE \"C\", ci text COLLATE " +
-        a + ".ci, d " + a +
-        ".posint, nm name, \"Mixed Case\" int, dropped int);"
-        "ALTER TABLE " +
-        a +
-        ".cols DROP COLUMN dropped;"
-        "CREATE ROLE " +
-        role_ + " NOLOGIN;");
-    exec("SET search_path = " + a + ", " + b + ", public");
+    exec(with_names(setup_sql));
+    exec(with_names("SET search_path = @a, @b, public"));
     schemas_ = parse_text_array(one("SELECT current_schemas(true)::text"));
     cat_ = catalog::load(query_on(*conn_));
   }
 
   static void TearDownTestSuite() {
     if (!conn_) return;
-    exec("DROP SCHEMA IF EXISTS " + a_ + " CASCADE; DROP SCHEMA IF EXISTS " + b_ +
-         " CASCADE; DROP TABLE IF EXISTS pg_temp." + prefix_ +
-         "_tmp;"
-         "DROP ROLE IF EXISTS " +
-         role_);
+    exec(
+        with_names("DROP SCHEMA IF EXISTS @a CASCADE; DROP SCHEMA IF EXISTS @b CASCADE;"
+                   "DROP TABLE IF EXISTS pg_temp.@p_tmp; DROP ROLE IF EXISTS @role"));
     conn_.reset();
     cat_.reset();
   }
@@ -368,7 +249,8 @@ TEST_F(CatalogTest, SystemCatalogsResolveAndAreMarkedSystem) {
 }
 
 TEST_F(CatalogTest, TempTablesComeFirstAndOnlyForTheirSession) {
-  ASSERT_TRUE(schemas_.size() > 0 && schemas_[0].starts_with("pg_temp_")) << schemas_[0];
+  ASSERT_FALSE(schemas_.empty());
+  ASSERT_TRUE(schemas_[0].starts_with("pg_temp_")) << schemas_[0];
   const relation& tmp = rel("", prefix_ + "_tmp");
   EXPECT_EQ(tmp.persistence, 't');
   EXPECT_EQ(tmp.schema, schemas_[0]);
@@ -412,7 +294,14 @@ TEST_F(CatalogTest, ViewsReadingTheClockOrRandomAreVolatile) {
   EXPECT_TRUE(rel(a_, "v_ts").volatile_view);
   EXPECT_TRUE(rel(a_, "v_random").volatile_view);
   EXPECT_TRUE(rel(a_, "v_on_now").volatile_view);
+  EXPECT_TRUE(rel(a_, "v_sample").volatile_view) << "TABLESAMPLE";
+  EXPECT_TRUE(rel(a_, "v_stable_fn").volatile_view) << "STABLE is not IMMUTABLE";
   EXPECT_EQ(rel(a_, "v_on_now").base_tables, oids{oid(a_, "t1")});
+}
+
+TEST_F(CatalogTest, ViewsWithCtesExpandTheirCtes) {
+  EXPECT_EQ(rel(a_, "v_cte").base_tables, sorted({oid(a_, "t3"), oid(b_, "t2")}));
+  EXPECT_FALSE(rel(a_, "v_cte").volatile_view);
 }
 
 TEST_F(CatalogTest, ViewOnUserFunctionWithoutVolatilityIsVolatile) {
@@ -499,13 +388,15 @@ TEST_F(CatalogTest, UserTriggersCountButForeignKeyTriggersDoNot) {
   EXPECT_TRUE(rel(a_, "trg_trunc").user_triggers);
   EXPECT_TRUE(rel(a_, "v_trg").user_triggers);  // INSTEAD OF on a view
   EXPECT_FALSE(rel(a_, "trg_off").user_triggers) << "disabled";
-  for (const char* t : {"p", "c_cascade", "g_cascade", "pt", "pt_1", "pt_ref", "t"})
+  for (const char* t :
+       {"p", "c_cascade", "g_cascade", "pt", "pt_1", "pt_ref", "t", "deferred_unique"})
     EXPECT_FALSE(rel(a_, t).user_triggers) << t;
 }
 
 TEST_F(CatalogTest, RulesOtherThanViewDefinitionsCount) {
   EXPECT_TRUE(rel(a_, "ruled").rules);
   EXPECT_TRUE(rel(a_, "v_ruled").rules);
+  EXPECT_FALSE(rel(a_, "rule_off").rules) << "disabled";
   EXPECT_EQ(rel(a_, "v_ruled").base_tables, oids{oid(a_, "t3")});
   EXPECT_FALSE(rel(a_, "v1").rules);
   EXPECT_FALSE(rel(a_, "log").rules);
