@@ -43,7 +43,7 @@ struct connection::impl {
   ::pqxx::connection raw;
   pg::session session;
   std::unordered_map<std::string, std::string> prepared;
-  ::pqxx::transaction_base* current = nullptr;  // the transaction in use, if any
+  int backend_pid = 0;  // the server session the engine's state describes
 };
 
 connection::connection(const std::string& options, std::shared_ptr<qcache::cache> cache) {
@@ -132,6 +132,12 @@ namespace detail {
                    const std::string& sql, const std::vector<key_param>& params,
                    const annotated* note, const std::function<::pqxx::result()>& exec) {
   pg::session& s = c.impl_->session;
+  const int pid = c.impl_->raw.backendpid();
+  if (pid != c.impl_->backend_pid) {
+    // libpqxx may reconnect behind our back: a new server session has default settings.
+    if (c.impl_->backend_pid != 0) s.connection_reset();
+    c.impl_->backend_pid = pid;
+  }
   pg::param ps_small[8];
   std::vector<pg::param> ps_big;
   pg::param* ps = ps_small;

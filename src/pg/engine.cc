@@ -257,6 +257,7 @@ struct session::state {
     bool ddl = false;
     bool flush_on_end = false;
     bool context_changed = false;
+    bool isolation_pending = false;
     std::uint64_t ddl_epoch = 0;
     std::unordered_set<std::uint32_t> written;
     write_hold hold;
@@ -270,6 +271,18 @@ session::~session() {
 }
 
 bool session::in_transaction() const noexcept { return st_->tx.active; }
+
+void session::connection_reset() {
+  // A new server session: its settings are the defaults again, and the server may be a
+  // different one (identity). Whatever transaction we tracked is gone.
+  state& st = *st_;
+  st.tx.hold.release(false);
+  st.tx = state::txn{};
+  st.context_dirty = true;
+  st.db.reset();
+  st.snap.reset();
+  st.plans.clear();
+}
 
 namespace {
 
@@ -661,6 +674,11 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
 
   ensure_catalog(st, run);
   ensure_context(st, run);
+  if (tx.active && tx.isolation_pending && !st.context_dirty) {
+    const std::string& iso = st.ctx.transaction_isolation;
+    tx.isolation_pending = false;
+    tx.bypass = !(iso == "read committed" || iso == "read uncommitted");
+  }
 
   std::shared_ptr<const plan> p;
   auto it = st.plans.find(sql);
@@ -897,8 +915,16 @@ void session::transaction_begun(std::string_view isolation) {
   tx.failed = false;
   tx.wrote_unknown = tx.ddl = tx.flush_on_end = tx.context_changed = false;
   tx.written.clear();
-  std::string iso = isolation.empty() ? st.ctx.isolation : lower(isolation);
-  tx.bypass = !(iso.empty() || iso == "read committed" || iso == "read uncommitted");
+  if (isolation.empty() && (st.context_dirty || !st.db)) {
+    // The session default is not known yet: bypass until the first statement of the
+    // transaction reads the context (transaction_isolation is then exact).
+    tx.isolation_pending = true;
+    tx.bypass = true;
+  } else {
+    std::string iso = isolation.empty() ? st.ctx.isolation : lower(isolation);
+    tx.isolation_pending = false;
+    tx.bypass = !(iso.empty() || iso == "read committed" || iso == "read uncommitted");
+  }
   tx.ddl_epoch = st.db ? st.db->ddl_epoch.load(std::memory_order_acquire) : 0;
 }
 

@@ -87,6 +87,9 @@ class session {
   void transaction_committed();
   void transaction_rolled_back();
   bool in_transaction() const noexcept;
+  // The adapter saw a new server session (reconnection): forget the context, catalog
+  // binding and transaction state.
+  void connection_reset();
 
   // Manual invalidation and annotations.
   void invalidate_table(std::string_view table, const run_fn& run);
