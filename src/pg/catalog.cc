@@ -312,7 +312,9 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
   }
 
   std::unordered_map<std::uint32_t, char> proc_vol;
-  for (const row& r : query(q_procs)) {
+  auto proc_rows = query(q_procs);
+  proc_vol.reserve(proc_rows.size());
+  for (const row& r : proc_rows) {
     char v = char_at(r, 3, "provolatile");
     proc_vol.emplace(oid_at(r, 0, "pg_proc.oid"), v);
     auto n = nsp.find(oid_at(r, 1, "pronamespace"));
