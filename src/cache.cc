@@ -13,6 +13,7 @@
 #include "versions.h"
 
 #include <algorithm>
+#include <bit>
 #include <condition_variable>
 #include <mutex>
 #include <stdexcept>
@@ -80,6 +81,7 @@ int my_stripe() noexcept {
 class cache::flight {
  public:
   std::string key;
+  std::uint64_t slot = 0;  // the key's hash.low: its place in the flights map
   std::mutex mu;
   std::condition_variable cv;
   bool done = false;
@@ -247,7 +249,7 @@ void cache::ticket::done() noexcept {
   leader_ = false;
   {
     std::lock_guard lock(cache_->impl_->flights_mu);
-    auto it = cache_->impl_->flights.find(hash_bytes(flight_->key).low);
+    auto it = cache_->impl_->flights.find(flight_->slot);
     if (it != cache_->impl_->flights.end() && it->second == flight_)
       cache_->impl_->flights.erase(it);
   }
@@ -269,6 +271,7 @@ cache::ticket cache::join_flight(const key& k, const dependencies&) {
     if (it == impl_->flights.end()) {
       f = std::make_shared<flight>();
       f->key = k.bytes;
+      f->slot = k.hash.low;
       impl_->flights.emplace(k.hash.low, f);
       t.flight_ = std::move(f);
       t.leader_ = true;

@@ -96,7 +96,7 @@ struct stats {
   std::uint64_t stores = 0;              // results stored
   std::uint64_t stores_dropped_stale = 0;  // results not stored: a dependency moved meanwhile
   std::uint64_t stale_rejected = 0;     // entries found but not served: a dependency moved
-  std::uint64_t single_flight_waits = 0;  // misses served by another caller's query
+  std::uint64_t single_flight_waits = 0;  // misses that waited for another caller's query
   std::uint64_t evictions = 0;
   std::uint64_t invalidations = 0;      // sum of by_cause
   std::uint64_t invalidations_by_cause[static_cast<int>(invalidation_cause::count_)] = {};
