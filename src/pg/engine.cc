@@ -872,6 +872,8 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
           p.isolation != "read uncommitted")
         tx.bypass = true;
       st.context_dirty = true;
+      // The key holds transaction_isolation: read it again once the transaction ends.
+      if (tx.active) tx.context_changed = true;
       break;
     case action::session_change:
       st.context_dirty = true;
