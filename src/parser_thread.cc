@@ -13,10 +13,12 @@
 #include <cstdlib>
 #include <deque>
 #include <mutex>
+#include <new>
 
 namespace qcache::detail {
 namespace {
 
+// libpg_query's JSON output recurses once per tree level (~130 bytes each); see analyzer.cc.
 constexpr std::size_t kParserStackBytes = 64u << 20;
 
 thread_local bool t_is_parser_thread = false;

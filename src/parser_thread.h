@@ -2,10 +2,10 @@
 //
 // libpg_query allocates a pthread key for every thread that ever parses and never
 // releases it; after ~1024 distinct threads pthread_key_create fails process-wide. So every
-// parse in qcache runs here: one long-lived thread with a 16 MiB stack (deeply nested SQL
-// must fail with a parser error, not overflow the stack), started on first use, running jobs
-// one at a time in submission order. pg_query_exit() is never called (it crashes when a
-// thread that called it parses again or exits).
+// parse in qcache runs here: one long-lived thread with a 64 MiB stack (deeply nested SQL
+// must fail with a parser error, not overflow the stack; the memory is only reserved), started on
+// first use, running jobs one at a time in submission order. pg_query_exit() is never called (it
+// crashes when a thread that called it parses again or exits).
 //
 // Thread safety: run_on_parser_thread() may be called from any thread, concurrently. A job
 // that itself calls run_on_parser_thread() runs the inner job inline (no deadlock). After

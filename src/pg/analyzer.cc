@@ -37,20 +37,34 @@ namespace qcache::pg {
 
 const char* to_string(stmt_kind k) {
   switch (k) {
-    case stmt_kind::read: return "read";
-    case stmt_kind::write: return "write";
-    case stmt_kind::ddl: return "ddl";
-    case stmt_kind::txn_begin: return "txn_begin";
-    case stmt_kind::txn_commit: return "txn_commit";
-    case stmt_kind::txn_rollback: return "txn_rollback";
-    case stmt_kind::savepoint: return "savepoint";
-    case stmt_kind::release: return "release";
-    case stmt_kind::rollback_to: return "rollback_to";
-    case stmt_kind::txn_set: return "txn_set";
-    case stmt_kind::session_set: return "session_set";
-    case stmt_kind::session_reset: return "session_reset";
-    case stmt_kind::copy_to: return "copy_to";
-    case stmt_kind::other: return "other";
+    case stmt_kind::read:
+      return "read";
+    case stmt_kind::write:
+      return "write";
+    case stmt_kind::ddl:
+      return "ddl";
+    case stmt_kind::txn_begin:
+      return "txn_begin";
+    case stmt_kind::txn_commit:
+      return "txn_commit";
+    case stmt_kind::txn_rollback:
+      return "txn_rollback";
+    case stmt_kind::savepoint:
+      return "savepoint";
+    case stmt_kind::release:
+      return "release";
+    case stmt_kind::rollback_to:
+      return "rollback_to";
+    case stmt_kind::txn_set:
+      return "txn_set";
+    case stmt_kind::session_set:
+      return "session_set";
+    case stmt_kind::session_reset:
+      return "session_reset";
+    case stmt_kind::copy_to:
+      return "copy_to";
+    case stmt_kind::other:
+      return "other";
   }
   return "?";
 }
@@ -59,8 +73,14 @@ namespace {
 
 namespace json = boost::json;
 
-// Deeper trees are rejected (ok == false) instead of risking the parser thread's stack.
-constexpr int kMaxWalkDepth = 20000;
+// Trees whose walk would use more stack than this are rejected (ok == false) instead of
+// risking the parser thread's stack (64 MiB, see parser_thread.cc). Measured by address, so
+// it holds whatever the frame sizes are (sanitizer builds use several times more).
+constexpr std::uintptr_t kMaxWalkStackBytes = 40u << 20;
+
+std::uintptr_t frame_address() {
+  return reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+}
 
 struct too_deep : std::runtime_error {
   too_deep() : std::runtime_error("statement is nested too deeply to analyze") {}
@@ -256,14 +276,25 @@ std::optional<std::string> string_at(std::string_view sql, std::size_t loc) {
       char e = sql[i + 1];
       i += 2;
       switch (e) {
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'x': {
           int v = 0, n = 0;
-          while (n < 2 && i < sql.size() && hex_value(sql[i]) >= 0) v = v * 16 + hex_value(sql[i++]), ++n;
+          while (n < 2 && i < sql.size() && hex_value(sql[i]) >= 0)
+            v = v * 16 + hex_value(sql[i++]), ++n;
           if (n == 0 || v == 0) return std::nullopt;
           out += static_cast<char>(v);
           break;
@@ -283,7 +314,8 @@ std::optional<std::string> string_at(std::string_view sql, std::size_t loc) {
         default:
           if (e >= '0' && e <= '7') {
             int v = e - '0', n = 1;
-            while (n < 3 && i < sql.size() && sql[i] >= '0' && sql[i] <= '7') v = v * 8 + (sql[i++] - '0'), ++n;
+            while (n < 3 && i < sql.size() && sql[i] >= '0' && sql[i] <= '7')
+              v = v * 8 + (sql[i++] - '0'), ++n;
             if (v == 0 || v > 0xFF) return std::nullopt;
             out += static_cast<char>(v);
           } else {
@@ -308,15 +340,15 @@ bool is_time_word(std::string_view s) {
 
 // One FROM item of the outermost SELECT, for conjunct attribution.
 struct from_leaf {
-  std::string refname;         // alias, or relation name when unaliased
+  std::string refname;               // alias, or relation name when unaliased
   const json::object* rv = nullptr;  // the RangeVar when this leaf is an eligible relation
-  std::string schema;          // for schema.table.column qualification (unaliased only)
+  std::string schema;                // for schema.table.column qualification (unaliased only)
   bool aliased = false;
 };
 
 class walker {
  public:
-  walker(std::string_view sql, statement& st) : sql_(sql), st_(st) {}
+  walker(std::string_view sql, statement& st) : sql_(sql), st_(st), stack_base_(frame_address()) {}
 
   void top(std::string_view type, const json::object& o);
 
@@ -356,13 +388,14 @@ class walker {
   statement& st_;
   std::vector<std::vector<std::string>> scopes_;
   rv_mode mode_ = rv_mode::read;
-  int depth_ = 0;
-  bool top_stmt_ = true;  // the statement being handled is the top-level one
+  std::uintptr_t stack_base_;  // the stack grows down from here
+  bool top_stmt_ = true;       // the statement being handled is the top-level one
   std::unordered_map<const json::object*, std::size_t> read_index_;
 };
 
 void walker::walk(const json::value& v) {
-  if (++depth_ > kMaxWalkDepth) throw too_deep();
+  std::uintptr_t here = frame_address();
+  if (here < stack_base_ && stack_base_ - here > kMaxWalkStackBytes) throw too_deep();
   if (const json::array* a = v.if_array()) {
     for (const json::value& e : *a) walk(e);
   } else if (const json::object* o = v.if_object()) {
@@ -375,7 +408,6 @@ void walker::walk(const json::value& v) {
       walk_fields(*o, {});
     }
   }
-  --depth_;
 }
 
 void walker::walk_fields(const json::object& o, std::initializer_list<std::string_view> skip) {
@@ -556,7 +588,8 @@ void walker::insert(const json::object& o) {
         if (const json::array* elems = field_arr(*infer, "indexElems")) {
           for (const json::value& e : *elems) {
             auto [t, ie] = as_node(e);
-            if (ie != nullptr && ie->contains("name")) w.conflict_columns.emplace_back(field_str(*ie, "name"));
+            if (ie != nullptr && ie->contains("name"))
+              w.conflict_columns.emplace_back(field_str(*ie, "name"));
           }
         }
       }
@@ -786,7 +819,8 @@ void walker::collect_from(const json::value& item, std::vector<from_leaf>& leave
   // Subqueries, functions, samples, aliased joins: they name a FROM item but not a
   // relation occurrence whose rows the WHERE restricts one to one.
   from_leaf l;
-  if (const json::object* a = field_obj(*o, "alias")) l.refname = std::string(field_str(*a, "aliasname"));
+  if (const json::object* a = field_obj(*o, "alias"))
+    l.refname = std::string(field_str(*a, "aliasname"));
   leaves.push_back(std::move(l));
 }
 
@@ -822,13 +856,14 @@ void walker::attribute_select_conjuncts(const json::object& select) {
 // ---- statement classification --------------------------------------------------------------
 
 bool is_ddl_node(std::string_view type) {
-  if (type.substr(0, 6) == "Create" || type.substr(0, 5) == "Alter" || type.substr(0, 4) == "Drop") {
+  if (type.substr(0, 6) == "Create" || type.substr(0, 5) == "Alter" ||
+      type.substr(0, 4) == "Drop") {
     return true;
   }
   static constexpr std::array<std::string_view, 13> kDdl = {
-      "RenameStmt",     "GrantStmt",         "GrantRoleStmt",       "CommentStmt",
-      "RefreshMatViewStmt", "IndexStmt",     "ViewStmt",            "RuleStmt",
-      "DefineStmt",     "CompositeTypeStmt", "SecLabelStmt",        "ImportForeignSchemaStmt",
+      "RenameStmt",         "GrantStmt",         "GrantRoleStmt", "CommentStmt",
+      "RefreshMatViewStmt", "IndexStmt",         "ViewStmt",      "RuleStmt",
+      "DefineStmt",         "CompositeTypeStmt", "SecLabelStmt",  "ImportForeignSchemaStmt",
       "ReassignOwnedStmt"};
   return std::find(kDdl.begin(), kDdl.end(), type) != kDdl.end();
 }
@@ -846,7 +881,8 @@ std::string isolation_of(const json::array* options, bool& read_only) {
       if (const json::object* s = field_obj(*arg, "sval")) iso = lower(field_str(*s, "sval"));
     } else if (name == "transaction_read_only") {
       // READ WRITE is 0, which this libpg_query emits as "ival":{} (see the invariants).
-      if (const json::object* i = field_obj(*arg, "ival")) read_only = field_int(*i, "ival", 0) != 0;
+      if (const json::object* i = field_obj(*arg, "ival"))
+        read_only = field_int(*i, "ival", 0) != 0;
     }
   }
   return iso;
@@ -869,7 +905,8 @@ void walker::top(std::string_view type, const json::object& o) {
     bool cascade = field_str(o, "behavior") == "DROP_CASCADE";
     if (const json::array* rels = field_arr(o, "relations")) {
       for (const json::value& r : *rels) {
-        if (const json::object* rv = as_range_var(&r)) add_write(*rv, write_op::truncate).cascade = cascade;
+        if (const json::object* rv = as_range_var(&r))
+          add_write(*rv, write_op::truncate).cascade = cascade;
       }
     }
     return;
@@ -938,11 +975,12 @@ void walker::top(std::string_view type, const json::object& o) {
     mode_ = rv_mode::ddl;
     if (type == "DropStmt") {
       static constexpr std::array<std::string_view, 6> kRelations = {
-          "OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_SEQUENCE", "OBJECT_FOREIGN_TABLE",
-          "OBJECT_INDEX"};
+          "OBJECT_TABLE",    "OBJECT_VIEW",          "OBJECT_MATVIEW",
+          "OBJECT_SEQUENCE", "OBJECT_FOREIGN_TABLE", "OBJECT_INDEX"};
       std::string_view rt = field_str(o, "removeType");
       const json::array* objects = field_arr(o, "objects");
-      if (objects != nullptr && std::find(kRelations.begin(), kRelations.end(), rt) != kRelations.end()) {
+      if (objects != nullptr &&
+          std::find(kRelations.begin(), kRelations.end(), rt) != kRelations.end()) {
         for (const json::value& obj : *objects) {
           if (auto parts = string_list(obj)) st_.ddl_targets.push_back(name_from_parts(*parts));
         }
@@ -978,10 +1016,16 @@ analysis analyze_json(std::string_view sql, const char* tree) {
   analysis out;
   json::monotonic_resource mr;
   json::parse_options opts;
-  opts.max_depth = 1'000'000;
+  // Boost.JSON's parser recurses per nesting level; 100k levels fit the parser thread's
+  // stack even in sanitizer builds (measured), and no realistic statement comes close.
+  opts.max_depth = 100'000;
   opts.allow_invalid_utf8 = true;
   boost::system::error_code ec;
   json::value root = json::parse(tree, ec, &mr, opts);
+  if (ec == json::error::too_deep) {
+    out.error = too_deep().what();
+    return out;
+  }
   if (ec) {
     out.error = "cannot read libpg_query output: " + ec.message();
     return out;
@@ -1086,7 +1130,8 @@ std::size_t nesting_token_bound(std::string_view sql) {
       std::size_t j = i;
       while (j < n && std::isspace(static_cast<unsigned char>(sql[j]))) ++j;
       bool call = j < n && sql[j] == '(';
-      if (!call && word != "null" && word != "default" && word != "true" && word != "false") ++count;
+      if (!call && word != "null" && word != "default" && word != "true" && word != "false")
+        ++count;
     } else {
       if (std::strchr("+-*/<>=~!@#%^&|`?:", c) != nullptr) ++count;
       ++i;

@@ -123,6 +123,7 @@ struct analysis {
 
 // Analyzes `sql` (PostgreSQL dialect, $n parameters). Never throws for bad SQL: returns
 // ok == false with the parser's message. The returned object is shared and immutable.
+// Statements longer than 64 KiB are not memoized (each call returns a fresh result).
 std::shared_ptr<const analysis> analyze(std::string_view sql);
 
 // Same as analyze() but bypasses the memo (for tests and the fuzzer).

@@ -19,15 +19,21 @@
 namespace qcache::pg {
 namespace {
 
-std::string name(const qualified_name& q) { return q.schema.empty() ? q.name : q.schema + "." + q.name; }
+std::string name(const qualified_name& q) {
+  return q.schema.empty() ? q.name : q.schema + "." + q.name;
+}
 
 std::string value(const std::optional<eq_value>& v) {
   if (!v) return "?";
   switch (v->k) {
-    case eq_value::kind::param: return "$" + std::to_string(v->param);
-    case eq_value::kind::integer: return v->text;
-    case eq_value::kind::string: return "'" + v->text + "'";
-    case eq_value::kind::other: return "other";
+    case eq_value::kind::param:
+      return "$" + std::to_string(v->param);
+    case eq_value::kind::integer:
+      return v->text;
+    case eq_value::kind::string:
+      return "'" + v->text + "'";
+    case eq_value::kind::other:
+      return "other";
   }
   return "!";
 }
@@ -45,19 +51,27 @@ std::string conjuncts(const std::vector<eq_conjunct>& cs) {
 
 std::string reads(const statement& st) {
   std::string s;
-  for (const read_ref& r : st.reads) s += (s.empty() ? "" : " ") + name(r.table) + conjuncts(r.conjuncts);
+  for (const read_ref& r : st.reads)
+    s += (s.empty() ? "" : " ") + name(r.table) + conjuncts(r.conjuncts);
   return s;
 }
 
 const char* op_name(write_op op) {
   switch (op) {
-    case write_op::insert: return "insert";
-    case write_op::update: return "update";
-    case write_op::del: return "delete";
-    case write_op::merge: return "merge";
-    case write_op::truncate: return "truncate";
-    case write_op::copy_from: return "copy_from";
-    case write_op::select_into: return "select_into";
+    case write_op::insert:
+      return "insert";
+    case write_op::update:
+      return "update";
+    case write_op::del:
+      return "delete";
+    case write_op::merge:
+      return "merge";
+    case write_op::truncate:
+      return "truncate";
+    case write_op::copy_from:
+      return "copy_from";
+    case write_op::select_into:
+      return "select_into";
   }
   return "?";
 }
@@ -65,7 +79,8 @@ const char* op_name(write_op op) {
 std::string writes(const statement& st) {
   std::string s;
   for (const write_ref& w : st.writes) {
-    s += (s.empty() ? "" : " ") + std::string(op_name(w.op)) + ":" + name(w.table) + conjuncts(w.where);
+    s += (s.empty() ? "" : " ") + std::string(op_name(w.op)) + ":" + name(w.table) +
+         conjuncts(w.where);
   }
   return s;
 }
@@ -101,7 +116,8 @@ TEST(AnalyzerKinds, EveryStatementIsClassified) {
       {"INSERT INTO t VALUES (1)", stmt_kind::write, "InsertStmt"},
       {"UPDATE t SET a = 1", stmt_kind::write, "UpdateStmt"},
       {"DELETE FROM t", stmt_kind::write, "DeleteStmt"},
-      {"MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", stmt_kind::write, "MergeStmt"},
+      {"MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", stmt_kind::write,
+       "MergeStmt"},
       {"COPY t FROM STDIN", stmt_kind::write, "CopyStmt"},
       {"COPY t TO STDOUT", stmt_kind::copy_to, "CopyStmt"},
       {"TRUNCATE t", stmt_kind::write, "TruncateStmt"},
@@ -120,7 +136,8 @@ TEST(AnalyzerKinds, EveryStatementIsClassified) {
       {"REFRESH MATERIALIZED VIEW mv", stmt_kind::ddl, "RefreshMatViewStmt"},
       {"ALTER POLICY p ON t USING (true)", stmt_kind::ddl, "AlterPolicyStmt"},
       {"ALTER TABLE t RENAME TO u", stmt_kind::ddl, "RenameStmt"},
-      {"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'", stmt_kind::ddl, "CreateFunctionStmt"},
+      {"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'", stmt_kind::ddl,
+       "CreateFunctionStmt"},
       {"BEGIN", stmt_kind::txn_begin, "TransactionStmt"},
       {"START TRANSACTION", stmt_kind::txn_begin, "TransactionStmt"},
       {"COMMIT", stmt_kind::txn_commit, "TransactionStmt"},
@@ -134,8 +151,11 @@ TEST(AnalyzerKinds, EveryStatementIsClassified) {
       {"ROLLBACK TO s", stmt_kind::rollback_to, "TransactionStmt"},
       {"ROLLBACK TO SAVEPOINT s", stmt_kind::rollback_to, "TransactionStmt"},
       {"PREPARE TRANSACTION 'x'", stmt_kind::other, "TransactionStmt"},
+      {"ROLLBACK PREPARED 'x'", stmt_kind::other, "TransactionStmt"},
+      {"DECLARE c CURSOR FOR SELECT 1", stmt_kind::other, "DeclareCursorStmt"},
       {"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", stmt_kind::txn_set, "VariableSetStmt"},
-      {"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", stmt_kind::txn_set, "VariableSetStmt"},
+      {"SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", stmt_kind::txn_set,
+       "VariableSetStmt"},
       {"SET search_path = a", stmt_kind::session_set, "VariableSetStmt"},
       {"SET ROLE bob", stmt_kind::session_set, "VariableSetStmt"},
       {"SET SESSION AUTHORIZATION bob", stmt_kind::session_set, "VariableSetStmt"},
@@ -175,12 +195,14 @@ struct rw_case {
 TEST(AnalyzerReadWrite, RelationsReadAndWritten) {
   const rw_case cases[] = {
       // joins, subqueries everywhere, LATERAL
-      {"SELECT * FROM public.users u JOIN orders AS o ON o.uid = u.id LEFT JOIN shop.products p ON true",
+      {"SELECT * FROM public.users u JOIN orders AS o ON o.uid = u.id LEFT JOIN shop.products p ON "
+       "true",
        "public.users orders shop.products", ""},
       {"SELECT (SELECT max(x) FROM m) FROM t WHERE id IN (SELECT id FROM bans) "
        "AND EXISTS (SELECT 1 FROM audit.log l)",
        "m t bans audit.log", ""},
-      {"SELECT * FROM (SELECT * FROM t1) sub, LATERAL (SELECT * FROM t2 WHERE t2.a = sub.a) l", "t1 t2", ""},
+      {"SELECT * FROM (SELECT * FROM t1) sub, LATERAL (SELECT * FROM t2 WHERE t2.a = sub.a) l",
+       "t1 t2", ""},
       {"SELECT * FROM t, generate_series(1, 3) g", "t", ""},
       {"SELECT \"Users\".id FROM \"Users\", USERS", "Users users", ""},
       // the same table twice is two occurrences
@@ -199,8 +221,8 @@ TEST(AnalyzerReadWrite, RelationsReadAndWritten) {
        "nodes nodes", ""},
       {"SELECT * FROM (WITH c AS (SELECT 1) SELECT * FROM c) s, c", "c", ""},
       // writes
-      {"INSERT INTO s.t (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET b = EXCLUDED.b RETURNING id", "",
-       "insert:s.t"},
+      {"INSERT INTO s.t (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET b = EXCLUDED.b RETURNING id",
+       "", "insert:s.t"},
       {"INSERT INTO archive SELECT * FROM orders WHERE ts < now()", "orders", "insert:archive"},
       {"UPDATE accounts a SET n = u.n FROM users u WHERE a.uid = u.id", "users", "update:accounts"},
       {"DELETE FROM sessions s USING users u WHERE s.uid = u.id", "users", "delete:sessions"},
@@ -208,7 +230,8 @@ TEST(AnalyzerReadWrite, RelationsReadAndWritten) {
       {"MERGE INTO tgt t USING src s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v "
        "WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)",
        "src", "merge:tgt"},
-      {"MERGE INTO tgt USING (SELECT * FROM a JOIN b ON true) s ON tgt.id = s.id WHEN MATCHED THEN DELETE",
+      {"MERGE INTO tgt USING (SELECT * FROM a JOIN b ON true) s ON tgt.id = s.id WHEN MATCHED THEN "
+       "DELETE",
        "a b", "merge:tgt"},
       {"COPY t3 FROM STDIN", "", "copy_from:t3"},
       {"COPY t4 TO STDOUT", "t4", ""},
@@ -219,7 +242,8 @@ TEST(AnalyzerReadWrite, RelationsReadAndWritten) {
       // data-modifying CTEs; a CTE name as DML target is the real table
       {"WITH moved AS (DELETE FROM queue RETURNING *) INSERT INTO done SELECT * FROM moved", "",
        "delete:queue insert:done"},
-      {"WITH d AS (UPDATE t SET a = 1 RETURNING *) SELECT * FROM d JOIN u ON true", "u", "update:t"},
+      {"WITH d AS (UPDATE t SET a = 1 RETURNING *) SELECT * FROM d JOIN u ON true", "u",
+       "update:t"},
       {"WITH t AS (SELECT 1) INSERT INTO t SELECT * FROM t", "", "insert:t"},
       {"SELECT * FROM t FOR UPDATE OF t", "t", ""},
       {"SELECT * FROM t TABLESAMPLE SYSTEM (5)", "t", ""},
@@ -232,7 +256,8 @@ TEST(AnalyzerReadWrite, RelationsReadAndWritten) {
 }
 
 TEST(AnalyzerReadWrite, DdlTargets) {
-  const rw_case cases[] = {  // reads, then ddl_targets in the second column
+  const rw_case cases[] = {
+      // reads, then ddl_targets in the second column
       {"ALTER TABLE s.t ADD COLUMN c int", "", "s.t"},
       {"DROP TABLE IF EXISTS s.t1, t2 CASCADE", "", "s.t1 t2"},
       {"DROP VIEW v", "", "v"},
@@ -281,12 +306,14 @@ TEST(AnalyzerConjuncts, SelectWhereRestrictsItsFromOccurrences) {
       {"SELECT * FROM users WHERE name = 'x'::text", "users{name='x'}"},
       {"SELECT * FROM users WHERE name = text 'x'", "users{name='x'}"},
       {"SELECT * FROM users WHERE id IN (1, -2, 0, $1, 'x')", "users{id=1,-2,0,$1,'x'}"},
-      {"SELECT * FROM users WHERE id = 1 AND (name = 'a' AND age = 3)", "users{id=1 name='a' age=3}"},
+      {"SELECT * FROM users WHERE id = 1 AND (name = 'a' AND age = 3)",
+       "users{id=1 name='a' age=3}"},
       {"SELECT * FROM users u WHERE u.id = 1", "users{id=1}"},
       {"SELECT * FROM s.users WHERE s.users.id = 1 AND users.k = 2", "s.users{id=1 k=2}"},
       {"SELECT count(*) FROM t WHERE id = 1 GROUP BY g HAVING count(*) > 1", "t{id=1}"},
       // joins: WHERE terms attach to the occurrence they name, ON terms never do
-      {"SELECT * FROM users u JOIN orders o ON o.uid = u.id AND o.id = 3 WHERE u.id = 7 AND o.st = 'x'",
+      {"SELECT * FROM users u JOIN orders o ON o.uid = u.id AND o.id = 3 WHERE u.id = 7 AND o.st = "
+       "'x'",
        "users{id=7} orders{st='x'}"},
       {"SELECT * FROM a LEFT JOIN b ON b.id = 1 WHERE a.id = 2", "a{id=2} b"},
       {"SELECT * FROM a FULL JOIN b USING (id) WHERE b.k = 2", "a b{k=2}"},
@@ -331,8 +358,9 @@ TEST(AnalyzerConjuncts, UpdateAndDeleteWhereRestrictTheTarget) {
 // ---- write details ----------------------------------------------------------------------------
 
 TEST(AnalyzerWrites, UpdateSetList) {
-  statement st = one("UPDATE ONLY t SET a = 5, b = $1, c = 'x'::text, (d, e) = (1, 2), f = DEFAULT, "
-                     "g[1] = 3, h = now(), i = -7");
+  statement st =
+      one("UPDATE ONLY t SET a = 5, b = $1, c = 'x'::text, (d, e) = (1, 2), f = DEFAULT, "
+          "g[1] = 3, h = now(), i = -7");
   ASSERT_EQ(st.writes.size(), 1u);
   const write_ref& w = st.writes[0];
   EXPECT_TRUE(w.only);
@@ -343,15 +371,17 @@ TEST(AnalyzerWrites, UpdateSetList) {
 }
 
 TEST(AnalyzerWrites, InsertColumnsRowsAndConflict) {
-  statement st = one("INSERT INTO s.t AS z (a, b, c) VALUES (1, $1, 'q'), (DEFAULT, now(), -3) "
-                     "ON CONFLICT (a, lower(b)) DO UPDATE SET b = EXCLUDED.b RETURNING id");
+  statement st =
+      one("INSERT INTO s.t AS z (a, b, c) VALUES (1, $1, 'q'), (DEFAULT, now(), -3) "
+          "ON CONFLICT (a, lower(b)) DO UPDATE SET b = EXCLUDED.b RETURNING id");
   ASSERT_EQ(st.writes.size(), 1u);
   const write_ref& w = st.writes[0];
   EXPECT_EQ(name(w.table), "s.t");
   EXPECT_EQ(w.columns, (std::vector<std::string>{"a", "b", "c"}));
   ASSERT_TRUE(w.rows_known);
   ASSERT_EQ(w.rows.size(), 2u);
-  EXPECT_EQ(value(w.rows[0][0]) + " " + value(w.rows[0][1]) + " " + value(w.rows[0][2]), "1 $1 'q'");
+  EXPECT_EQ(value(w.rows[0][0]) + " " + value(w.rows[0][1]) + " " + value(w.rows[0][2]),
+            "1 $1 'q'");
   EXPECT_EQ(value(w.rows[1][0]) + " " + value(w.rows[1][1]) + " " + value(w.rows[1][2]), "? ? -3");
   EXPECT_EQ(w.on_conflict, write_ref::conflict::update);
   EXPECT_EQ(w.conflict_columns, (std::vector<std::string>{"a"}));  // expressions are not columns
@@ -364,8 +394,8 @@ TEST(AnalyzerWrites, InsertColumnsRowsAndConflict) {
   EXPECT_TRUE(n.conflict_columns.empty());
   EXPECT_FALSE(one("INSERT INTO t (a) VALUES (1)").has_returning);
 
-  for (const char* sql : {"INSERT INTO t VALUES (1)", "INSERT INTO t (a) SELECT 1", "INSERT INTO t DEFAULT VALUES",
-                          "INSERT INTO t (a) SELECT a FROM u"}) {
+  for (const char* sql : {"INSERT INTO t VALUES (1)", "INSERT INTO t (a) SELECT 1",
+                          "INSERT INTO t DEFAULT VALUES", "INSERT INTO t (a) SELECT a FROM u"}) {
     const write_ref u = one(sql).writes.at(0);
     EXPECT_FALSE(u.rows_known) << sql;
     EXPECT_TRUE(u.rows.empty()) << sql;
@@ -401,9 +431,12 @@ TEST(AnalyzerFlags, FunctionsAndVolatilityHints) {
        "count sum max lower", "", false, false, false, 0},
       {"SELECT * FROM generate_series(1, 3), LATERAL unnest(ARRAY[nextval('s')])",
        "generate_series unnest nextval", "", false, false, false, 0},
-      {"SELECT CURRENT_TIMESTAMP, current_date, LOCALTIME, localtimestamp(3), CURRENT_USER, session_user, "
+      {"SELECT CURRENT_TIMESTAMP, current_date, LOCALTIME, localtimestamp(3), CURRENT_USER, "
+       "session_user, "
        "CURRENT_TIME(2), CURRENT_TIMESTAMP",
-       "", "CURRENT_TIMESTAMP CURRENT_DATE LOCALTIME LOCALTIMESTAMP CURRENT_USER SESSION_USER CURRENT_TIME",
+       "",
+       "CURRENT_TIMESTAMP CURRENT_DATE LOCALTIME LOCALTIMESTAMP CURRENT_USER SESSION_USER "
+       "CURRENT_TIME",
        false, false, false, 0},
       {"SELECT * FROM t WHERE x IN (SELECT y FROM u FOR SHARE)", "", "", true, false, false, 0},
       {"SELECT * FROM t FOR NO KEY UPDATE SKIP LOCKED", "", "", true, false, false, 0},
@@ -449,19 +482,23 @@ struct txn_case {
 
 TEST(AnalyzerSession, TransactionAndSessionDetails) {
   const txn_case cases[] = {
-      {"BEGIN ISOLATION LEVEL REPEATABLE READ", stmt_kind::txn_begin, "repeatable read", false, "", false},
-      {"BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY", stmt_kind::txn_begin, "serializable", true, "", false},
+      {"BEGIN ISOLATION LEVEL REPEATABLE READ", stmt_kind::txn_begin, "repeatable read", false, "",
+       false},
+      {"BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY", stmt_kind::txn_begin, "serializable", true,
+       "", false},
       {"START TRANSACTION READ WRITE", stmt_kind::txn_begin, "", false, "", false},
       {"BEGIN", stmt_kind::txn_begin, "", false, "", false},
-      {"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", stmt_kind::txn_set, "read committed", false, "", false},
+      {"SET TRANSACTION ISOLATION LEVEL READ COMMITTED", stmt_kind::txn_set, "read committed",
+       false, "", false},
       {"SET TRANSACTION READ ONLY", stmt_kind::txn_set, "", true, "", false},
-      {"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", stmt_kind::txn_set,
-       "serializable", false, "", false},
+      {"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+       stmt_kind::txn_set, "serializable", false, "", false},
       {"SET search_path TO a, b", stmt_kind::session_set, "", false, "search_path", false},
       {"SET LOCAL search_path = a", stmt_kind::session_set, "", false, "search_path", true},
       {"SET ROLE bob", stmt_kind::session_set, "", false, "role", false},
       {"RESET ROLE", stmt_kind::session_set, "", false, "role", false},
-      {"SET SESSION AUTHORIZATION bob", stmt_kind::session_set, "", false, "session_authorization", false},
+      {"SET SESSION AUTHORIZATION bob", stmt_kind::session_set, "", false, "session_authorization",
+       false},
       {"SET TIME ZONE 'UTC'", stmt_kind::session_set, "", false, "timezone", false},
       {"SET DateStyle = ISO", stmt_kind::session_set, "", false, "datestyle", false},
       {"RESET ALL", stmt_kind::session_reset, "", false, "", false},
@@ -479,7 +516,8 @@ TEST(AnalyzerSession, TransactionAndSessionDetails) {
 // ---- whole strings ----------------------------------------------------------------------------
 
 TEST(AnalyzerStrings, MultiStatementGivesOneStatementEach) {
-  analysis a = analyze_uncached("SELECT 1 FROM a; UPDATE t SET x = 1 WHERE id = 2; DELETE FROM t4; BEGIN");
+  analysis a =
+      analyze_uncached("SELECT 1 FROM a; UPDATE t SET x = 1 WHERE id = 2; DELETE FROM t4; BEGIN");
   ASSERT_TRUE(a.ok) << a.error;
   ASSERT_EQ(a.statements.size(), 4u);
   EXPECT_EQ(a.statements[0].node, "SelectStmt");
@@ -510,7 +548,8 @@ TEST(AnalyzerStrings, SyntaxErrorsReportTheParsersMessage) {
   EXPECT_EQ(a.error, "syntax error at or near \"WHERE\"");
   EXPECT_TRUE(a.statements.empty());
 
-  analysis b = analyze_uncached("SELECT * FROM t WHERE id = :id");  // SOCI placeholders are not PostgreSQL
+  analysis b =
+      analyze_uncached("SELECT * FROM t WHERE id = :id");  // SOCI placeholders are not PostgreSQL
   EXPECT_FALSE(b.ok);
   EXPECT_EQ(b.error, "syntax error at or near \":\"");
   EXPECT_FALSE(analyze_uncached("INSERT OR REPLACE INTO t VALUES (1)").ok);
@@ -522,17 +561,26 @@ TEST(AnalyzerStrings, DeepNestingFailsCleanly) {
   EXPECT_FALSE(a.ok);
   EXPECT_NE(a.error.find("memory exhausted"), std::string::npos) << a.error;
 
-  // Left-deep chains are not limited by the parser; they must not overflow any stack.
-  for (int n : {30000, 700000}) {
-    std::string chain = "SELECT 1";
-    for (int i = 0; i < n; ++i) chain += "+1";
-    analysis c = analyze_uncached(chain);
-    EXPECT_FALSE(c.ok) << n;
-    EXPECT_FALSE(c.error.empty()) << n;
-  }
+  // Left-deep chains are not limited by the parser, and libpg_query and the walker recurse
+  // once per level: they must never overflow the parser thread's stack.
+  auto chain = [](int n) {
+    std::string sql = "SELECT * FROM t WHERE id = 1";
+    for (int i = 0; i < n; ++i) sql += "+1";
+    return sql;
+  };
+  analysis shallow = analyze_uncached(chain(2000));
+  ASSERT_TRUE(shallow.ok) << shallow.error;
+  EXPECT_EQ(reads(shallow.statements.at(0)), "t");  // `id = 1+1+...` is not a constant
+  analysis deep = analyze_uncached(chain(100000));  // parsed, but too deep to walk
+  EXPECT_FALSE(deep.ok);
+  EXPECT_EQ(deep.error, "statement is nested too deeply to analyze");
+  analysis huge = analyze_uncached(chain(700000));  // refused before parsing
+  EXPECT_FALSE(huge.ok);
+  EXPECT_EQ(huge.error, "statement is too large or too deeply nested to analyze");
 
   // Moderate nesting still works.
-  std::string ok = "SELECT * FROM t WHERE id = " + std::string(500, '(') + "1" + std::string(500, ')');
+  std::string ok =
+      "SELECT * FROM t WHERE id = " + std::string(500, '(') + "1" + std::string(500, ')');
   EXPECT_TRUE(analyze_uncached(ok).ok);
 }
 
@@ -570,9 +618,11 @@ TEST(AnalyzerMemo, ConcurrentCallersAgree) {
     threads.emplace_back([t, &mismatches] {
       for (int i = 0; i < 300; ++i) {
         int k = (i * 7 + t) % 50;
-        std::string sql = "SELECT * FROM c" + std::to_string(k) + " WHERE id = " + std::to_string(-k);
+        std::string sql =
+            "SELECT * FROM c" + std::to_string(k) + " WHERE id = " + std::to_string(-k);
         auto a = analyze(sql);
-        if (!a->ok || reads(a->statements.at(0)) != "c" + std::to_string(k) + "{id=" + std::to_string(-k) + "}") {
+        if (!a->ok || reads(a->statements.at(0)) !=
+                          "c" + std::to_string(k) + "{id=" + std::to_string(-k) + "}") {
           ++mismatches;
         }
       }
@@ -594,7 +644,9 @@ TEST(ParserThread, RunsJobsOnOneThreadAndPropagatesResults) {
   EXPECT_THROW(detail::run_on_parser_thread([]() -> int { throw std::runtime_error("boom"); }),
                std::runtime_error);
   // Re-entrant use from a job runs inline instead of deadlocking.
-  EXPECT_EQ(detail::run_on_parser_thread([] { return detail::run_on_parser_thread([] { return 7; }); }), 7);
+  EXPECT_EQ(
+      detail::run_on_parser_thread([] { return detail::run_on_parser_thread([] { return 7; }); }),
+      7);
   std::vector<int> order;
   for (int i = 0; i < 5; ++i) detail::post_to_parser_thread([&order, i] { order.push_back(i); });
   detail::run_on_parser_thread([] {});  // FIFO: everything posted before has run
