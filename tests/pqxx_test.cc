@@ -56,6 +56,8 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <typeinfo>
 #include <vector>
 
 #include "support/db_env.h"
@@ -1297,6 +1299,70 @@ TEST_F(Rows, Exec1Exec0ExecN_BehaveAsInLibpqxx) {
   EXPECT_THROW(tx.exec0("SELECT v FROM t WHERE id = 1"), pqxx::unexpected_rows);
   EXPECT_EQ(std::string(tx.exec_params1("SELECT v FROM t WHERE id = $1", 2)[0].c_str()), "two");
   EXPECT_THROW(tx.exec_params_n(3, "SELECT v FROM t WHERE id = $1", 2), pqxx::unexpected_rows);
+}
+
+// What libpqxx throws for `f` on a plain connection, and through qcache, as "type: what".
+template <class Plain, class Cached>
+std::pair<std::string, std::string> both_errors(Plain&& plain, Cached&& cached) {
+  auto run = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      return std::string(typeid(e).name()) + ": " + e.what();
+    }
+    return "no exception";
+  };
+  return {run(plain), run(cached)};
+}
+
+TEST_F(Rows, Transparency_UnexpectedRowsMessagesMatchLibpqxx) {
+  pqxx::connection raw(conninfo_ + " options='-c search_path=" + schema_ + "'");
+  raw.prepare("ps", "SELECT v FROM t WHERE k = $1");
+  conn_->prepare("ps", "SELECT v FROM t WHERE k = $1");
+  pqxx::nontransaction p(raw);
+  qcache::pqxx::nontransaction c(*conn_);
+  for (int round = 0; round < 2; ++round) {  // a miss, then a hit
+    auto [a, b] = both_errors([&] { p.exec1("SELECT v FROM t WHERE k = 'b'"); },
+                              [&] { c.exec1("SELECT v FROM t WHERE k = 'b'"); });
+    EXPECT_EQ(a, b);
+    std::tie(a, b) = both_errors([&] { p.exec_n(3, "SELECT v FROM t WHERE k = 'b'", "desc"); },
+                                 [&] { c.exec_n(3, "SELECT v FROM t WHERE k = 'b'", "desc"); });
+    EXPECT_EQ(a, b);
+    std::tie(a, b) = both_errors([&] { p.exec_params0("SELECT v FROM t WHERE k = $1", "b"); },
+                                 [&] { c.exec_params0("SELECT v FROM t WHERE k = $1", "b"); });
+    EXPECT_EQ(a, b);
+    std::tie(a, b) = both_errors([&] { p.exec_prepared1("ps", "b"); },
+                                 [&] { c.exec_prepared1("ps", "b"); });
+    EXPECT_EQ(a, b);
+    EXPECT_NE(a, "no exception");
+  }
+}
+
+TEST_F(Rows, Transparency_ExecAfterCommitOrAbortThrowsLikeLibpqxx) {
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_it(q);
+  pqxx::connection raw(conninfo_ + " options='-c search_path=" + schema_ + "'");
+  {
+    pqxx::work p(raw);
+    p.commit();
+    qcache::pqxx::work c(*conn_);
+    c.commit();
+    auto [a, b] = both_errors([&] { p.exec(q); }, [&] { c.exec(q); });
+    EXPECT_EQ(a, b);
+    EXPECT_NE(a, "no exception");
+    std::tie(a, b) = both_errors([&] { p.exec_params("SELECT v FROM t WHERE id = $1", 1); },
+                                 [&] { c.exec_params("SELECT v FROM t WHERE id = $1", 1); });
+    EXPECT_EQ(a, b);
+  }
+  {
+    pqxx::nontransaction p(raw);
+    p.abort();
+    qcache::pqxx::nontransaction c(*conn_);
+    c.abort();
+    auto [a, b] = both_errors([&] { p.exec(q); }, [&] { c.exec(q); });
+    EXPECT_EQ(a, b);
+  }
+  EXPECT_TRUE(read(q).hit());
 }
 
 TEST_F(Rows, Annotated_DependsOnTableIsInvalidatedByItsWrites) {

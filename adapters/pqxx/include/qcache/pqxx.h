@@ -181,24 +181,27 @@ class basic_transaction {
   basic_transaction& operator=(const basic_transaction&) = delete;
 
   ::pqxx::result exec(const std::string& query, const std::string& desc = std::string{}) {
+    if (closed_) return tx_.exec(query, desc);  // libpqxx throws its usage_error
     return detail::run(conn_, tx_, 'e', query, {}, nullptr, [&] { return tx_.exec(query, desc); });
   }
   ::pqxx::result exec(const annotated& q, const std::string& desc = std::string{}) {
+    if (closed_) return tx_.exec(q.sql(), desc);
     return detail::run(conn_, tx_, 'e', q.sql(), {}, &q, [&] { return tx_.exec(q.sql(), desc); });
   }
   ::pqxx::result exec0(const std::string& query, const std::string& desc = std::string{}) {
-    return expect(exec(query, desc), 0, query);
+    return expect(exec(query, desc), 0, query_what(desc));
   }
   ::pqxx::row exec1(const std::string& query, const std::string& desc = std::string{}) {
-    return expect(exec(query, desc), 1, query).front();
+    return expect(exec(query, desc), 1, query_what(desc)).front();
   }
   ::pqxx::result exec_n(std::size_t rows, const std::string& query,
                         const std::string& desc = std::string{}) {
-    return expect(exec(query, desc), rows, query);
+    return expect(exec(query, desc), rows, query_what(desc));
   }
 
   template <typename... Args>
   ::pqxx::result exec_params(const std::string& query, Args&&... args) {
+    if (closed_) return tx_.exec_params(query, std::forward<Args>(args)...);
     std::vector<detail::key_param> ps;
     (detail::add_param(ps, args), ...);
     return detail::run(conn_, tx_, 'p', query, ps, nullptr,
@@ -206,6 +209,7 @@ class basic_transaction {
   }
   template <typename... Args>
   ::pqxx::result exec_params(const annotated& q, Args&&... args) {
+    if (closed_) return tx_.exec_params(q.sql(), std::forward<Args>(args)...);
     std::vector<detail::key_param> ps;
     (detail::add_param(ps, args), ...);
     return detail::run(conn_, tx_, 'p', q.sql(), ps, &q,
@@ -213,19 +217,23 @@ class basic_transaction {
   }
   template <typename... Args>
   ::pqxx::row exec_params1(const std::string& query, Args&&... args) {
-    return expect(exec_params(query, std::forward<Args>(args)...), 1, query).front();
+    return expect(exec_params(query, std::forward<Args>(args)...), 1, "parameterised query")
+        .front();
   }
   template <typename... Args>
   ::pqxx::result exec_params0(const std::string& query, Args&&... args) {
-    return expect(exec_params(query, std::forward<Args>(args)...), 0, query);
+    return expect(exec_params(query, std::forward<Args>(args)...), 0,
+                  "parameterised query");
   }
   template <typename... Args>
   ::pqxx::result exec_params_n(std::size_t rows, const std::string& query, Args&&... args) {
-    return expect(exec_params(query, std::forward<Args>(args)...), rows, query);
+    return expect(exec_params(query, std::forward<Args>(args)...), rows,
+                  "parameterised query");
   }
 
   template <typename... Args>
   ::pqxx::result exec_prepared(const std::string& name, Args&&... args) {
+    if (closed_) return tx_.exec_prepared(name, std::forward<Args>(args)...);
     std::vector<detail::key_param> ps;
     (detail::add_param(ps, args), ...);
     const std::string* sql = conn_.prepared_sql(name);
@@ -237,18 +245,23 @@ class basic_transaction {
   }
   template <typename... Args>
   ::pqxx::row exec_prepared1(const std::string& name, Args&&... args) {
-    return expect(exec_prepared(name, std::forward<Args>(args)...), 1, name).front();
+    return expect(exec_prepared(name, std::forward<Args>(args)...), 1,
+                  "prepared statement '" + name + "'")
+        .front();
   }
   template <typename... Args>
   ::pqxx::result exec_prepared0(const std::string& name, Args&&... args) {
-    return expect(exec_prepared(name, std::forward<Args>(args)...), 0, name);
+    return expect(exec_prepared(name, std::forward<Args>(args)...), 0,
+                  "prepared statement '" + name + "'");
   }
   template <typename... Args>
   ::pqxx::result exec_prepared_n(std::size_t rows, const std::string& name, Args&&... args) {
-    return expect(exec_prepared(name, std::forward<Args>(args)...), rows, name);
+    return expect(exec_prepared(name, std::forward<Args>(args)...), rows,
+                  "prepared statement '" + name + "'");
   }
 
   void commit() {
+    closed_ = true;
     try {
       tx_.commit();
     } catch (...) {
@@ -258,6 +271,7 @@ class basic_transaction {
     end(true);
   }
   void abort() {
+    closed_ = true;
     try {
       tx_.abort();
     } catch (...) {
@@ -298,10 +312,14 @@ class basic_transaction {
                                            : "";
   }
   static const char* isolation_of(void*) { return ""; }
-  static ::pqxx::result expect(::pqxx::result r, std::size_t rows, const std::string& q) {
+  // libpqxx's own unexpected_rows messages, word for word.
+  static std::string query_what(const std::string& desc) {
+    return desc.empty() ? "query " : "query '" + desc + "'";
+  }
+  static ::pqxx::result expect(::pqxx::result r, std::size_t rows, const std::string& what) {
     if (r.size() != rows)
       throw ::pqxx::unexpected_rows("Expected " + ::pqxx::to_string(rows) +
-                                    " row(s) of data from query '" + q + "', got " +
+                                    " row(s) of data from " + what + ", got " +
                                     ::pqxx::to_string(r.size()) + ".");
     return r;
   }
@@ -309,6 +327,9 @@ class basic_transaction {
   connection& conn_;
   Tx tx_;
   bool open_ = false;
+  // After commit()/abort() nothing may be served from the cache: libpqxx refuses the
+  // statement (usage_error), and so must we.
+  bool closed_ = false;
 };
 
 using work = basic_transaction<::pqxx::work>;
