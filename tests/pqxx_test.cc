@@ -603,6 +603,150 @@ TEST_F(Rows, Procedure_CallThatWritesInvalidates) {
   EXPECT_EQ(read("SELECT v FROM t WHERE id = 2").v(), "called");
 }
 
+TEST_F(Rows, Update_ChangingTheKeyInvalidatesOldAndNewKey) {
+  cache_it("SELECT v FROM t WHERE id = 1");
+  cache_it("SELECT v FROM t WHERE id = 10");
+  cache_it("SELECT v FROM t WHERE id = 2");
+  exec("UPDATE t SET id = 10 WHERE id = 1");
+  expect_fresh("SELECT v FROM t WHERE id = 1");
+  expect_fresh("SELECT v FROM t WHERE id = 10");
+  expect_hit("SELECT v FROM t WHERE id = 2");
+  EXPECT_EQ(read("SELECT v FROM t WHERE id = 10").v(), "one");
+}
+
+TEST_F(Rows, Update_WithSubqueryInWhereInvalidates) {
+  cache_it("SELECT count(*) FROM t WHERE k = 'z'");
+  cache_it("SELECT k FROM t WHERE id = 2");
+  exec("UPDATE t SET k = 'z' WHERE id IN (SELECT id FROM t WHERE v LIKE 't%')");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'z'");
+  expect_fresh("SELECT k FROM t WHERE id = 2");
+}
+
+TEST_F(Rows, Update_StringLiteralAndIntegerSpellingsOfOneKeyShareInvalidation) {
+  cache_it("SELECT v FROM t WHERE id = '4'");
+  cache_it("SELECT v FROM t WHERE id = '04'");
+  read_params("SELECT v FROM t WHERE id = $1", " 4");
+  exec("UPDATE t SET v = 'vier' WHERE id = 4");
+  expect_fresh("SELECT v FROM t WHERE id = '4'");
+  expect_fresh("SELECT v FROM t WHERE id = '04'");
+  outcome o = read_params("SELECT v FROM t WHERE id = $1", " 4");
+  EXPECT_FALSE(o.d.hits) << o;
+  EXPECT_EQ(o.v(), "vier");
+}
+
+TEST_F(Rows, Insert_ExecParamsValuesLeaveOtherRowsHit) {
+  cache_it("SELECT v FROM t WHERE id = 1");
+  cache_it("SELECT v FROM t WHERE id = 6");
+  cache_it("SELECT count(*) FROM t WHERE k = 'c'");
+  {
+    qcache::pqxx::nontransaction tx(*conn_);
+    tx.exec_params("INSERT INTO t (id, k, v) VALUES ($1, $2, $3)", 6, "c", "six");
+  }
+  expect_fresh("SELECT v FROM t WHERE id = 6");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'c'");
+  expect_hit("SELECT v FROM t WHERE id = 1");
+}
+
+TEST_F(Rows, Insert_ReturningRunsEveryTime) {
+  exec("CREATE TABLE s (id serial PRIMARY KEY, v text)");
+  outcome a = read("INSERT INTO s (v) VALUES ('x') RETURNING id");
+  outcome b = read("INSERT INTO s (v) VALUES ('x') RETURNING id");
+  EXPECT_EQ(a.v(), "1");
+  EXPECT_EQ(b.v(), "2");
+  EXPECT_EQ(a.d.stores + b.d.stores + a.d.hits + b.d.hits, 0u);
+}
+
+TEST_F(Rows, OnConflict_DoUpdateMovingPredicateColumnInvalidatesBoth) {
+  cache_it("SELECT count(*) FROM t WHERE k = 'a'");
+  cache_it("SELECT count(*) FROM t WHERE k = 'q'");
+  exec("INSERT INTO t (id, k, v) VALUES (1, 'q', 'one') ON CONFLICT (id) DO UPDATE SET k = excluded.k");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'a'");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'q'");
+}
+
+TEST_F(Rows, WritableCte_UpdateInvalidatesBothPredicateValues) {
+  cache_it("SELECT count(*) FROM t WHERE k = 'a'");
+  cache_it("SELECT count(*) FROM t WHERE k = 'b'");
+  outcome o = read("WITH u AS (UPDATE t SET k = 'b' WHERE id = 1 RETURNING id) SELECT id FROM u");
+  EXPECT_EQ(o.v(), "1");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'a'");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'b'");
+}
+
+TEST_F(Rows, WritableCte_InsertIntoOtherTableInvalidatesIt) {
+  exec("CREATE TABLE arch (id int, v text)");
+  cache_it("SELECT count(*) FROM arch");
+  cache_it("SELECT count(*) FROM t");
+  exec("WITH d AS (DELETE FROM t WHERE k = 'b' RETURNING id, v) INSERT INTO arch SELECT * FROM d");
+  expect_fresh("SELECT count(*) FROM arch");
+  expect_fresh("SELECT count(*) FROM t");
+}
+
+TEST_F(Rows, Join_WriteToEitherSideInvalidates) {
+  exec("CREATE TABLE u (id int PRIMARY KEY, w text); INSERT INTO u VALUES (1, 'u1'), (2, 'u2')");
+  const std::string q = "SELECT t.v, u.w FROM t JOIN u ON u.id = t.id WHERE t.id = 1";
+  cache_it(q);
+  exec("UPDATE u SET w = 'U1' WHERE id = 1");
+  expect_fresh(q);
+  cache_it(q);
+  exec("UPDATE t SET v = 'ONE' WHERE id = 1");
+  expect_fresh(q);
+  cache_it(q);
+  exec("UPDATE t SET v = 'TWO' WHERE id = 2");
+  expect_hit(q);
+  const std::string sub = "SELECT v FROM t WHERE id IN (SELECT id FROM u WHERE w = 'u2')";
+  cache_it(sub);
+  exec("UPDATE u SET w = 'u2' WHERE id = 1");
+  expect_fresh(sub);
+}
+
+TEST_F(Rows, SqlPrepareExecute_WriteInvalidates) {
+  cache_it("SELECT v FROM t WHERE id = 1");
+  exec("PREPARE w (text) AS UPDATE t SET v = $1 WHERE id = 1");
+  exec("EXECUTE w('executed')");
+  expect_fresh("SELECT v FROM t WHERE id = 1");
+  EXPECT_EQ(read("SELECT v FROM t WHERE id = 1").v(), "executed");
+  exec("DEALLOCATE w");
+}
+
+TEST_F(Rows, ForUpdate_IsNeverCached) {
+  qcache::pqxx::work tx(*conn_);
+  outcome o = read_in(tx, "SELECT v FROM t WHERE id = 1 FOR UPDATE");
+  EXPECT_TRUE(o.not_cached(uncacheable_reason::locking)) << o;
+  EXPECT_EQ(o.v(), "one");
+  tx.commit();
+}
+
+TEST_F(Rows, Rule_DoAlsoInsertInvalidatesTheOtherTable) {
+  exec("CREATE TABLE audit (note text);"
+       "CREATE RULE r AS ON UPDATE TO t DO ALSO INSERT INTO audit VALUES (NEW.v)");
+  cache_it("SELECT count(*) FROM audit");
+  exec("UPDATE t SET v = 'ruled' WHERE id = 1");
+  expect_fresh("SELECT count(*) FROM audit");
+  EXPECT_EQ(read("SELECT count(*) FROM audit").v(), "1");
+}
+
+TEST_F(Rows, MaterializedView_RefreshIsSeen) {
+  exec("CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS n FROM t");
+  cache_it("SELECT n FROM mv");
+  exec("INSERT INTO t (id, k, v) VALUES (6, 'c', 'six')");
+  EXPECT_EQ(read("SELECT n FROM mv").v(), "5") << "not refreshed yet";
+  exec("REFRESH MATERIALIZED VIEW mv");
+  expect_fresh("SELECT n FROM mv");
+  EXPECT_EQ(read("SELECT n FROM mv").v(), "6");
+}
+
+TEST_F(Rows, Sequence_ReadsOfASequenceAreNeverCached) {
+  exec("CREATE SEQUENCE sq");
+  read("SELECT nextval('sq')");
+  outcome a = read("SELECT last_value FROM sq");
+  read("SELECT nextval('sq')");
+  outcome b = read("SELECT last_value FROM sq");
+  EXPECT_EQ(a.v(), "1");
+  EXPECT_EQ(b.v(), "2");
+  EXPECT_TRUE(b.not_cached(uncacheable_reason::system_relation)) << b;
+}
+
 // ---- Hidden side effects ----------------------------------------------------------
 
 class Fk : public PqxxTest {
@@ -870,6 +1014,107 @@ TEST_F(PqxxTest, Session_TimeZoneIsPartOfTheKey) {
   EXPECT_EQ(o.v(), "2024-01-01 21:00:00+09");
 }
 
+TEST_F(PqxxTest, SearchPath_SetLocalAndRolledBackSetRevertAtTransactionEnd) {
+  std::string a = schema_ + "_a", b = schema_ + "_b";
+  drop_schemas_.push_back(a);
+  drop_schemas_.push_back(b);
+  exec("CREATE SCHEMA " + a + "; CREATE SCHEMA " + b + ";"
+       "CREATE TABLE " + a + ".t (v text); CREATE TABLE " + b + ".t (v text);"
+       "INSERT INTO " + a + ".t VALUES ('from-a'); INSERT INTO " + b + ".t VALUES ('from-b')");
+  const std::string q = "SELECT v FROM t";
+  exec("SET search_path TO " + a);
+  cache_it(q);
+  {
+    qcache::pqxx::work tx(*conn_);
+    tx.exec("SET LOCAL search_path TO " + b);
+    EXPECT_EQ(read_in(tx, q).v(), "from-b");
+    EXPECT_EQ(read_in(tx, q).v(), "from-b");
+    tx.commit();
+  }
+  EXPECT_EQ(read(q).v(), "from-a") << "SET LOCAL ended with the transaction";
+  exec("BEGIN");
+  exec("SET search_path TO " + b);
+  EXPECT_EQ(read(q).v(), "from-b");
+  exec("ROLLBACK");
+  EXPECT_EQ(read(q).v(), "from-a") << "a SET rolled back is undone";
+  read("SELECT set_config('search_path', '" + b + "', false)");
+  EXPECT_EQ(read(q).v(), "from-b") << "set_config() changes the session like SET";
+  exec("RESET ALL");
+  exec("SET search_path TO " + a);
+  EXPECT_TRUE(read(q).hit());
+}
+
+TEST_F(PqxxTest, TempTable_SameNameOnTwoConnectionsNeverShared) {
+  qcache::pqxx::connection& other = another();
+  exec("CREATE TEMP TABLE tt (v text); INSERT INTO tt VALUES ('mine')");
+  exec_on(other, "CREATE TEMP TABLE tt (v text); INSERT INTO tt VALUES ('theirs')");
+  for (int i = 0; i < 2; ++i) {
+    outcome a = read("SELECT v FROM tt");
+    outcome b = read_on(other, "SELECT v FROM tt");
+    EXPECT_EQ(a.v(), "mine");
+    EXPECT_EQ(b.v(), "theirs");
+    EXPECT_TRUE(a.not_cached(uncacheable_reason::system_relation)) << a;
+  }
+}
+
+TEST_F(Rows, Session_ResetAllAndDiscardAllRestoreTheDefaultContext) {
+  const std::string q = "SELECT '2024-01-01 12:00:00+00'::timestamptz::text, v FROM t WHERE id = 1";
+  exec("SET TimeZone = 'UTC'");
+  std::string utc = read(q).v();
+  exec("SET TimeZone = 'Asia/Tokyo'");
+  std::string tokyo = read(q).v();
+  EXPECT_NE(utc, tokyo);
+  exec("RESET ALL");
+  EXPECT_EQ(read(q).v(), direct(q)[0][0].c_str());
+  exec("SET TimeZone = 'Asia/Tokyo'");
+  EXPECT_EQ(read(q).v(), tokyo);
+  exec("DISCARD ALL");
+  EXPECT_EQ(read(q).v(), direct(q)[0][0].c_str());
+}
+
+TEST_F(Rows, Grant_RevokeAfterCachedReadIsEnforced) {
+  std::string r1 = role("rev");
+  exec("CREATE ROLE " + r1 + "; GRANT USAGE ON SCHEMA " + schema_ + " TO " + r1 +
+       "; GRANT SELECT ON t TO " + r1);
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  exec("SET ROLE " + r1);
+  cache_it(q);
+  exec("RESET ROLE");
+  qcache::pqxx::connection& admin_conn = another();
+  exec_on(admin_conn, "REVOKE SELECT ON t FROM " + r1);
+  exec("SET ROLE " + r1);
+  EXPECT_THROW(read(q), pqxx::insufficient_privilege);
+  exec("RESET ROLE");
+}
+
+TEST_F(Rows, Rls_EnabledAfterCachingIsEnforced) {
+  std::string r1 = role("late");
+  exec("CREATE ROLE " + r1 + "; GRANT USAGE ON SCHEMA " + schema_ + " TO " + r1 +
+       "; GRANT SELECT ON t TO " + r1);
+  const std::string q = "SELECT count(*) FROM t";
+  exec("SET ROLE " + r1);
+  cache_it(q);
+  exec("RESET ROLE");
+  exec("ALTER TABLE t ENABLE ROW LEVEL SECURITY;"
+       "CREATE POLICY only_a ON t USING (k = 'a')");
+  exec("SET ROLE " + r1);
+  outcome o = read(q);
+  EXPECT_EQ(o.v(), "3") << o;
+  EXPECT_TRUE(o.not_cached(uncacheable_reason::row_security)) << o;
+  exec("RESET ROLE");
+}
+
+TEST_F(Rows, Session_SetSessionAuthorizationChangesTheKey) {
+  std::string r1 = role("auth");
+  exec("CREATE ROLE " + r1 + "; GRANT USAGE ON SCHEMA " + schema_ + " TO " + r1);
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_it(q);
+  exec("SET SESSION AUTHORIZATION " + r1);
+  EXPECT_THROW(read(q), pqxx::insufficient_privilege);
+  exec("RESET SESSION AUTHORIZATION");
+  EXPECT_TRUE(read(q).hit());
+}
+
 // ---- Nondeterminism ---------------------------------------------------------------
 
 TEST_F(PqxxTest, Volatility_NowAndCurrentTimestampAreNeverCached) {
@@ -1025,6 +1270,75 @@ TEST_F(Rows, Tx_RollbackToSavepointBySqlRestores) {
   EXPECT_FALSE(o.d.hits) << o;
   EXPECT_EQ(o.v(), "first");
   EXPECT_TRUE(read_in(tx, q).hit());
+}
+
+TEST_F(Rows, Tx_ViewOverATableTheTxWroteSeesOwnWriteAndIsNotPublished) {
+  exec("CREATE VIEW tv AS SELECT id, v FROM t");
+  const std::string q = "SELECT v FROM tv WHERE id = 1";
+  cache_it(q);
+  {
+    qcache::pqxx::work tx(*conn_);
+    tx.exec("UPDATE t SET v = 'mine' WHERE id = 1");
+    outcome o = read_in(tx, q);
+    EXPECT_EQ(o.v(), "mine");
+    EXPECT_TRUE(o.not_cached(uncacheable_reason::transaction_local)) << o;
+    tx.abort();
+  }
+  outcome after = read(q);
+  EXPECT_EQ(after.v(), "one") << after;
+}
+
+TEST_F(Rows, Tx_SqlBeginHoldsTheWriteUntilSqlCommit) {
+  const std::string q = "SELECT v FROM t WHERE id = 2";
+  qcache::pqxx::connection& b = another();
+  EXPECT_TRUE(read_on(b, q).stored());
+  exec("BEGIN");
+  exec("UPDATE t SET v = 'deux' WHERE id = 2");
+  outcome r1 = read_on(b, q);
+  outcome r2 = read_on(b, q);
+  EXPECT_EQ(r1.v(), "two");
+  EXPECT_EQ(r2.v(), "two");
+  EXPECT_EQ(r1.d.stores + r2.d.stores + r1.d.hits + r2.d.hits, 0u) << r1 << r2;
+  exec("COMMIT");
+  outcome after = read_on(b, q);
+  EXPECT_FALSE(after.d.hits) << after;
+  EXPECT_EQ(after.v(), "deux");
+}
+
+TEST_F(Rows, Tx_DeferredConstraintFailingAtCommitPassesThroughNothingStale) {
+  exec("CREATE TABLE c (id int PRIMARY KEY, tid int REFERENCES t DEFERRABLE INITIALLY DEFERRED)");
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_it(q);
+  cache_it("SELECT count(*) FROM c");
+  std::string plain;
+  {
+    pqxx::connection raw(conninfo_ + " options='-c search_path=" + schema_ + "'");
+    pqxx::work tx(raw);
+    tx.exec("INSERT INTO c VALUES (1, 99)");
+    try {
+      tx.commit();
+    } catch (const std::exception& e) {
+      plain = std::string(typeid(e).name()) + ": " + e.what();
+    }
+  }
+  std::string ours;
+  {
+    qcache::pqxx::work tx(*conn_);
+    tx.exec("UPDATE t SET v = 'never' WHERE id = 1");
+    EXPECT_EQ(read_in(tx, q).v(), "never");
+    tx.exec("INSERT INTO c VALUES (1, 99)");
+    try {
+      tx.commit();
+    } catch (const std::exception& e) {
+      ours = std::string(typeid(e).name()) + ": " + e.what();
+    }
+  }
+  EXPECT_NE(plain, "");
+  EXPECT_EQ(ours, plain);
+  outcome o = read(q);
+  EXPECT_EQ(o.v(), "one") << o;
+  EXPECT_EQ(read("SELECT count(*) FROM c").v(), "0");
+  EXPECT_TRUE(read(q).hit());
 }
 
 TEST_F(Rows, Tx_ReadsOfUntouchedTablesInsideWritingTxMayHit) {
