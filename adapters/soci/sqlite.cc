@@ -1,0 +1,941 @@
+// The SQLite engine: analysis by SQLite itself (authorizer at prepare time), row tags
+// from the update hook, transaction tracking by the commit/rollback hooks, and detection
+// of writes made by other connections or processes to the same file.
+//
+// Invariants:
+//  * a statement is a cacheable read only when SQLite reports it read-only, its authorizer
+//    callbacks are only SELECT/READ/FUNCTION/RECURSIVE, every function is deterministic,
+//    and every table it reads is an ordinary table (views expand to their base tables);
+//    anything else that is not read-only is a write, and a write whose targets SQLite did
+//    not name (VACUUM, unknown actions) flushes every database of the connection;
+//  * a read of rowid/INTEGER PRIMARY KEY = ? (proved from the statement's bytecode: one
+//    cursor, one SeekRowid from that parameter, no loops) depends on a predicate tag of that
+//    rowid plus the table's epoch; every other read depends on the table tag. Every write
+//    holds the table tag of each table it writes (so no predicate read can be stored while
+//    it is in flight) and, after it ran and again at COMMIT, bumps the predicate tag of each
+//    row the update hook named; where the hook may be silent (WITHOUT ROWID or virtual
+//    tables, writes from triggers, REPLACE anywhere, UPDATE of the rowid, DELETE without
+//    WHERE) it also holds and bumps the table's epoch;
+//  * every read depends on its databases' tags; DDL, ATTACH/DETACH and external writes
+//    bump them. Database identity is the canonical path of the file; :memory: and temp
+//    databases get an identity private to the connection;
+//  * another connection or process writing the file moves the file's change counter
+//    (rollback journal) or the WAL index's change counter (WAL). Before a hit and around a
+//    miss the counter is compared with the last value seen in this process; a change not
+//    proven to be our own commit invalidates the database before anything is served or
+//    stored.
+#include "internal.h"
+
+// soci-sqlite3.h includes <sqlite3.h> inside namespace sqlite_api: it must come first.
+#include <soci/sqlite3/soci-sqlite3.h>
+
+#include <qcache/tags.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+
+namespace qcache::soci::detail {
+namespace {
+
+namespace sq = ::sqlite_api;
+
+std::string lower(std::string_view s) {
+  std::string r(s);
+  for (char& c : r) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return r;
+}
+
+bool contains_ci(std::string_view hay, std::string_view needle) {
+  return lower(hay).find(needle) != std::string::npos;
+}
+
+// ---- Process-wide state per database file -------------------------------------------
+
+// The last change counter seen for a file, shared by every connection of the process.
+struct file_state {
+  static constexpr std::uint64_t unknown = ~std::uint64_t{0};
+  std::atomic<std::uint64_t> last{unknown};
+};
+
+file_state& state_for(const std::string& identity) {
+  static std::mutex mu;
+  static std::unordered_map<std::string, std::unique_ptr<file_state>> files;
+  std::lock_guard lock(mu);
+  auto& p = files[identity];
+  if (!p) p = std::make_unique<file_state>();
+  return *p;
+}
+
+std::atomic<std::uint64_t> g_connection_ids{0};
+
+// Reads the change counter of schema `db` without a lock: (source << 32) | counter, where
+// source 1 is the rollback-journal header counter and 2 the WAL index's change counter.
+// Returns file_state::unknown when it cannot be read.
+std::uint64_t change_counter(sq::sqlite3* conn, const char* db) {
+  sq::sqlite3_file* f = nullptr;
+  if (sq::sqlite3_file_control(conn, db, SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
+      !f->pMethods)
+    return file_state::unknown;
+  unsigned char hdr[28] = {};
+  int rc = f->pMethods->xRead(f, hdr, sizeof hdr, 0);
+  if (rc == SQLITE_IOERR_SHORT_READ) return std::uint64_t{1} << 32;  // empty file
+  if (rc != SQLITE_OK) return file_state::unknown;
+  if (hdr[18] == 2) {  // WAL mode: the change counter of the WAL index header
+    if (f->pMethods->iVersion < 2 || !f->pMethods->xShmMap) return file_state::unknown;
+    void volatile* p = nullptr;
+    if (f->pMethods->xShmMap(f, 0, 32768, 0, &p) != SQLITE_OK || !p) return file_state::unknown;
+    std::uint32_t ichange;
+    std::memcpy(&ichange, const_cast<const char*>(static_cast<volatile char*>(p)) + 8, 4);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return (std::uint64_t{2} << 32) | ichange;
+  }
+  std::uint32_t c = (std::uint32_t{hdr[24]} << 24) | (std::uint32_t{hdr[25]} << 16) |
+                    (std::uint32_t{hdr[26]} << 8) | std::uint32_t{hdr[27]};
+  return (std::uint64_t{1} << 32) | c;
+}
+
+// ---- Analysis -------------------------------------------------------------------------
+
+struct auth_event {
+  int action;
+  std::string a3, a4, db, trigger;
+};
+
+enum class kind : std::uint8_t { read, uncacheable_read, write, ddl, attach, tx, pragma, unknown };
+
+struct write_target {
+  std::string schema, table;
+  bool maybe_silent = false;  // the update hook may not name every row
+  bool top_delete = false;    // a DELETE not from a trigger (truncate optimisation check)
+};
+
+struct plan {
+  std::string sql;
+  kind k = kind::unknown;
+  uncacheable_reason reason = uncacheable_reason::other;
+  std::vector<std::pair<std::string, std::string>> reads;  // (schema, table)
+  std::vector<write_target> writes;
+  bool pragma_sets = false;  // a PRAGMA with an argument
+  // Predicate read: SQLite parameter number of the rowid, and its name (":id") if any.
+  int rowid_param = 0;
+  std::string rowid_param_name;
+  // Resolved for a generation of the connection's schema-name mapping.
+  std::uint64_t gen = ~std::uint64_t{0};
+  std::vector<std::string> read_ids;  // identity per read, parallel to reads
+  std::vector<std::string> read_schemas;  // distinct schemas read
+  dependencies table_deps;
+  std::vector<tags::tag> write_hold_tags;
+};
+
+class sqlite_engine final : public engine {
+ public:
+  sqlite_engine(std::shared_ptr<cache> c, ::soci::details::session_backend& real,
+                std::shared_ptr<const factory_options> opts)
+      : cache_(std::move(c)), opts_(std::move(opts)) {
+    conn_ = static_cast<::soci::sqlite3_session_backend&>(real).conn_;
+    uid_ = ++g_connection_ids;
+    for (const auto& f : opts_->deterministic_functions) user_deterministic_.insert(lower(f));
+    sq::sqlite3_set_authorizer(conn_, &sqlite_engine::authorizer, this);
+    sq::sqlite3_update_hook(conn_, &sqlite_engine::update_hook, this);
+    sq::sqlite3_commit_hook(conn_, &sqlite_engine::commit_hook, this);
+    sq::sqlite3_rollback_hook(conn_, &sqlite_engine::rollback_hook, this);
+    refresh_schemas();
+  }
+
+  ~sqlite_engine() override {
+    for (auto& [name, s] : schemas_)
+      if (s.dv) sq::sqlite3_finalize(s.dv);
+    sq::sqlite3_set_authorizer(conn_, nullptr, nullptr);
+    sq::sqlite3_update_hook(conn_, nullptr, nullptr);
+    sq::sqlite3_commit_hook(conn_, nullptr, nullptr);
+    sq::sqlite3_rollback_hook(conn_, nullptr, nullptr);
+  }
+
+  std::shared_ptr<void> prepare(const std::string& sql, const std::function<void()>& real_prepare,
+                                ::soci::details::statement_backend& real) override {
+    std::vector<auth_event> events;
+    collecting_ = &events;
+    try {
+      real_prepare();
+    } catch (...) {
+      collecting_ = nullptr;
+      throw;
+    }
+    collecting_ = nullptr;
+    auto p = std::make_shared<plan>();
+    p->sql = sql;
+    sq::sqlite3_stmt* stmt = static_cast<::soci::sqlite3_statement_backend&>(real).stmt_;
+    classify(*p, events, stmt);
+    return p;
+  }
+
+  bool may_cache(const std::shared_ptr<void>& pl) const noexcept override {
+    return pl && static_cast<const plan*>(pl.get())->k == kind::read;
+  }
+
+  execution begin(const std::shared_ptr<void>& pl, bool cacheable, std::string_view shape,
+                  const std::vector<const use_value*>& uses,
+                  ::soci::details::statement_backend& real) override;
+  void end(execution& e, bool ok, std::shared_ptr<const result_table> value) noexcept override;
+
+  void tx_committed(bool) override { settle(); }
+  void tx_rolled_back(bool) override { settle(); }
+
+  void invalidate_all() override { invalidate_databases(invalidation_cause::manual); }
+
+ private:
+  struct schema_info {
+    std::string identity;
+    bool file = false;
+    sq::sqlite3_stmt* dv = nullptr;  // PRAGMA data_version, when the counter is unreadable
+    std::int64_t dv_last = -1;
+  };
+  struct table_info {
+    bool ok = false;           // an ordinary or shadow table, or a view
+    bool view = false;
+    bool silent = false;       // WITHOUT ROWID or virtual: the update hook is silent
+    bool replace = false;      // its schema mentions REPLACE (ON CONFLICT REPLACE)
+    std::string rowid_alias;   // INTEGER PRIMARY KEY column, lower-case
+  };
+  struct exec_state {
+    std::shared_ptr<plan> p;
+    key k;
+    snapshot snap;
+    cache::ticket flight;
+    std::vector<std::pair<std::string, std::uint64_t>> counters;  // identity, value before
+    std::vector<auth_event> reprepared;
+  };
+
+  static int authorizer(void* self, int action, const char* a3, const char* a4, const char* db,
+                        const char* trig) {
+    auto* e = static_cast<sqlite_engine*>(self);
+    if (e->collecting_) {
+      e->collecting_->push_back({action, a3 ? a3 : "", a4 ? a4 : "", db ? db : "",
+                                 trig ? trig : ""});
+    }
+    return SQLITE_OK;
+  }
+  static void update_hook(void* self, int, const char* db, const char* table,
+                          sq::sqlite3_int64 rowid) {
+    auto* e = static_cast<sqlite_engine*>(self);
+    e->hook_rows_.push_back({db ? db : "", table ? table : "", rowid});
+  }
+  static int commit_hook(void* self) {
+    auto* e = static_cast<sqlite_engine*>(self);
+    ++e->commits_;
+    // Counters before our commit lands: lets settle() recognise our own change.
+    e->pre_commit_.clear();
+    for (auto& [name, s] : e->schemas_) {
+      if (!s.file) continue;
+      e->pre_commit_.emplace_back(s.identity, change_counter(e->conn_, name.c_str()));
+    }
+    return 0;
+  }
+  static void rollback_hook(void* self) { ++static_cast<sqlite_engine*>(self)->rollbacks_; }
+
+  // Runs an internal query without collecting authorizer events.
+  template <class F>
+  bool query(const std::string& sql, F&& row) {
+    auto* saved = collecting_;
+    collecting_ = nullptr;
+    sq::sqlite3_stmt* st = nullptr;
+    bool ok = sq::sqlite3_prepare_v2(conn_, sql.c_str(), -1, &st, nullptr) == SQLITE_OK && st;
+    if (ok) {
+      int rc;
+      while ((rc = sq::sqlite3_step(st)) == SQLITE_ROW) row(st);
+      ok = rc == SQLITE_DONE;
+    }
+    sq::sqlite3_finalize(st);
+    collecting_ = saved;
+    return ok;
+  }
+  static std::string text(sq::sqlite3_stmt* st, int i) {
+    const unsigned char* t = sq::sqlite3_column_text(st, i);
+    return t ? std::string(reinterpret_cast<const char*>(t),
+                           static_cast<std::size_t>(sq::sqlite3_column_bytes(st, i)))
+             : std::string();
+  }
+  static std::string quote(const std::string& s) {
+    std::string r = "'";
+    for (char c : s) {
+      if (c == '\'') r += '\'';
+      r += c;
+    }
+    return r + "'";
+  }
+
+  void refresh_schemas();
+  void classify(plan& p, const std::vector<auth_event>& ev, sq::sqlite3_stmt* stmt);
+  bool deterministic(const std::string& fn);
+  const table_info& table(const std::string& schema, const std::string& t);
+  void detect_rowid_predicate(plan& p, sq::sqlite3_stmt* stmt);
+  void resolve(plan& p);
+  const std::string& identity(const std::string& schema) {
+    auto it = schemas_.find(schema);
+    if (it != schemas_.end()) return it->second.identity;
+    static const std::string none;
+    return none;
+  }
+  std::uint64_t check_external(const std::string& schema);
+  void invalidate_databases(invalidation_cause cause) {
+    std::vector<tags::tag> t;
+    for (auto& [name, s] : schemas_) t.push_back(tags::database(s.identity));
+    cache_->invalidate(t, cause);
+  }
+  void add_hold(std::span<const tags::tag> t) {
+    if (tx_hold_.empty()) tx_hold_ = cache_->begin_write(t, invalidation_cause::write);
+    else {
+      tx_hold_.add(t);
+      cache_->count_invalidation(invalidation_cause::write);
+    }
+    tx_active_ = true;
+  }
+  void process_hook_rows(const plan* p);
+  void settle();
+
+  std::shared_ptr<cache> cache_;
+  std::shared_ptr<const factory_options> opts_;
+  sq::sqlite3* conn_ = nullptr;
+  std::uint64_t uid_ = 0;
+  std::set<std::string> user_deterministic_;
+  std::vector<auth_event>* collecting_ = nullptr;
+
+  std::map<std::string, schema_info> schemas_;
+  std::uint64_t gen_ = 0;
+  std::uint32_t context_ = 0;
+  bool private_context_ = false;
+  std::unordered_map<std::string, bool> fn_memo_;
+  std::map<std::pair<std::string, std::string>, table_info> table_memo_;
+
+  struct hook_row {
+    std::string db, table;
+    std::int64_t rowid;
+  };
+  std::vector<hook_row> hook_rows_;
+  std::uint64_t commits_ = 0, rollbacks_ = 0, rollbacks_seen_ = 0, commits_seen_ = 0;
+  std::vector<std::pair<std::string, std::uint64_t>> pre_commit_;
+
+  // The current transaction (an autocommit write is a transaction of one statement).
+  bool tx_active_ = false;
+  write_hold tx_hold_;
+  std::vector<tags::tag> tx_commit_tags_;  // bumped again at COMMIT, dropped on ROLLBACK
+  std::set<std::string> tx_written_;        // identity + '\x1f' + table
+  bool tx_flushed_ = false;
+
+  key_builder kb_;
+};
+
+void sqlite_engine::refresh_schemas() {
+  std::map<std::string, schema_info> next;
+  query("PRAGMA database_list", [&](sq::sqlite3_stmt* st) {
+    std::string name = text(st, 1), file = text(st, 2);
+    schema_info s;
+    if (file.empty()) {
+      s.identity = "sqlite-mem:" + std::to_string(uid_) + ":" + name;
+    } else {
+      std::error_code ec;
+      auto canon = std::filesystem::canonical(file, ec);
+      s.identity = "sqlite:" + (ec ? file : canon.string());
+      s.file = true;
+    }
+    next.emplace(name, std::move(s));
+  });
+  for (auto& [name, s] : schemas_)
+    if (s.dv) sq::sqlite3_finalize(s.dv);
+  schemas_ = std::move(next);
+  // Unqualified names resolve through temp first: temp objects are part of the context.
+  bool temp_objects = false;
+  query("SELECT 1 FROM temp.sqlite_master LIMIT 1", [&](sq::sqlite3_stmt*) { temp_objects = true; });
+  std::string ctx = "soci-sqlite3";
+  for (auto& [name, s] : schemas_) {
+    if (name == "temp" && !temp_objects) continue;
+    ctx += ";" + name + "=" + s.identity;
+  }
+  if (private_context_) ctx += ";private=" + std::to_string(uid_);
+  context_ = intern_context(ctx);
+  table_memo_.clear();
+  ++gen_;
+}
+
+bool sqlite_engine::deterministic(const std::string& fn_in) {
+  std::string fn = lower(fn_in);
+  auto it = fn_memo_.find(fn);
+  if (it != fn_memo_.end()) return it->second;
+  static const std::set<std::string> time_functions = {
+      "date", "time", "datetime", "julianday", "strftime", "unixepoch", "timediff",
+      "current_date", "current_time", "current_timestamp"};
+  static const std::set<std::string> aggregates = {
+      "count", "sum", "total", "avg", "min", "max", "group_concat", "string_agg",
+      "json_group_array", "json_group_object", "row_number", "rank", "dense_rank",
+      "percent_rank", "cume_dist", "ntile", "lag", "lead", "first_value", "last_value",
+      "nth_value"};
+  bool det = false;
+  if (time_functions.count(fn)) {
+    det = false;
+  } else {
+    bool found = false, all_det = true, builtin = true;
+    query("SELECT builtin, flags FROM pragma_function_list WHERE name = " + quote(fn),
+          [&](sq::sqlite3_stmt* st) {
+            found = true;
+            if (!sq::sqlite3_column_int(st, 0)) builtin = false;
+            if (!(sq::sqlite3_column_int(st, 1) & SQLITE_DETERMINISTIC)) all_det = false;
+          });
+    if (!found) det = false;
+    else if (!builtin) det = all_det && user_deterministic_.count(fn);
+    else det = all_det || aggregates.count(fn);
+  }
+  fn_memo_.emplace(fn, det);
+  return det;
+}
+
+const sqlite_engine::table_info& sqlite_engine::table(const std::string& schema,
+                                                      const std::string& t) {
+  auto key = std::make_pair(schema, t);
+  auto it = table_memo_.find(key);
+  if (it != table_memo_.end()) return it->second;
+  table_info info;
+  std::string lt = lower(t);
+  if (lt == "sqlite_master" || lt == "sqlite_schema" || lt == "sqlite_temp_master" ||
+      lt == "sqlite_temp_schema") {
+    info.ok = true;  // changes only by DDL, which flushes the database
+  } else if (lt.rfind("sqlite_", 0) == 0) {
+    info.ok = false;  // sqlite_sequence, sqlite_stat*: written behind our back
+  } else {
+    std::string type;
+    int wr = 0;
+    query("SELECT type, wr FROM pragma_table_list(" + quote(t) + ") WHERE schema = " + quote(schema),
+          [&](sq::sqlite3_stmt* st) {
+            type = text(st, 0);
+            wr = sq::sqlite3_column_int(st, 1);
+          });
+    if (type == "table" || type == "shadow") {
+      info.ok = true;
+      info.silent = wr != 0;
+    } else if (type == "view") {
+      info.ok = true;
+      info.view = true;
+    } else if (type == "virtual") {
+      info.ok = false;
+      info.silent = true;
+    }
+    query("SELECT sql FROM " + std::string("\"") + schema + "\".sqlite_master WHERE name = " +
+              quote(t) + " COLLATE NOCASE",
+          [&](sq::sqlite3_stmt* st) {
+            if (contains_ci(text(st, 0), "replace")) info.replace = true;
+          });
+    int pks = 0;
+    std::string alias;
+    query("SELECT name, type, pk FROM pragma_table_info(" + quote(t) + ", " + quote(schema) + ")",
+          [&](sq::sqlite3_stmt* st) {
+            if (sq::sqlite3_column_int(st, 2) > 0) {
+              ++pks;
+              if (lower(text(st, 1)) == "integer") alias = lower(text(st, 0));
+            }
+          });
+    if (pks == 1) info.rowid_alias = alias;
+  }
+  return table_memo_.emplace(key, std::move(info)).first->second;
+}
+
+void sqlite_engine::classify(plan& p, const std::vector<auth_event>& ev, sq::sqlite3_stmt* stmt) {
+  bool select = false, other = false, ddl = false, attach = false, tx = false, pragma = false;
+  std::vector<std::string> functions;
+  std::set<std::pair<std::string, std::string>> reads;
+  std::map<std::pair<std::string, std::string>, write_target> writes;
+  bool sql_replace = contains_ci(p.sql, "replace");
+  for (const auto& e : ev) {
+    switch (e.action) {
+      case SQLITE_SELECT:
+      case SQLITE_RECURSIVE: select = true; break;
+      case SQLITE_READ:
+        if (!e.db.empty()) {
+          reads.emplace(e.db, e.a3);
+        } else {
+          // SQLite leaves the schema out for some reads (count(*) optimisation): depend on
+          // every schema that has such a table, and fail closed if none does.
+          bool any = false;
+          for (const auto& [name, info] : schemas_) {
+            if (table(name, e.a3).ok) {
+              reads.emplace(name, e.a3);
+              any = true;
+            }
+          }
+          if (!any) reads.emplace("main", e.a3);
+        }
+        break;
+      case SQLITE_FUNCTION: functions.push_back(e.a4); break;
+      case SQLITE_INSERT:
+      case SQLITE_UPDATE:
+      case SQLITE_DELETE: {
+        if (lower(e.a3).rfind("sqlite_", 0) == 0 && lower(e.a3) != "sqlite_sequence") {
+          ddl = true;  // writes to sqlite_master: part of a DDL statement
+          break;
+        }
+        auto& w = writes[{e.db, e.a3}];
+        w.schema = e.db;
+        w.table = e.a3;
+        if (!e.trigger.empty() || sql_replace) w.maybe_silent = true;
+        if (e.action == SQLITE_DELETE && e.trigger.empty()) w.top_delete = true;
+        if (e.action == SQLITE_UPDATE) {
+          std::string col = lower(e.a4);
+          if (col == "rowid" || col == "oid" || col == "_rowid_" ||
+              (!col.empty() && col == table(e.db, e.a3).rowid_alias))
+            w.maybe_silent = true;
+        }
+        break;
+      }
+      case SQLITE_TRANSACTION:
+      case SQLITE_SAVEPOINT: tx = true; break;
+      case SQLITE_ATTACH:
+      case SQLITE_DETACH: attach = true; break;
+      case SQLITE_PRAGMA:
+        pragma = true;
+        if (!e.a4.empty()) p.pragma_sets = true;
+        break;
+      case SQLITE_CREATE_INDEX: case SQLITE_CREATE_TABLE: case SQLITE_CREATE_TEMP_INDEX:
+      case SQLITE_CREATE_TEMP_TABLE: case SQLITE_CREATE_TEMP_TRIGGER:
+      case SQLITE_CREATE_TEMP_VIEW: case SQLITE_CREATE_TRIGGER: case SQLITE_CREATE_VIEW:
+      case SQLITE_DROP_INDEX: case SQLITE_DROP_TABLE: case SQLITE_DROP_TEMP_INDEX:
+      case SQLITE_DROP_TEMP_TABLE: case SQLITE_DROP_TEMP_TRIGGER: case SQLITE_DROP_TEMP_VIEW:
+      case SQLITE_DROP_TRIGGER: case SQLITE_DROP_VIEW: case SQLITE_ALTER_TABLE:
+      case SQLITE_REINDEX: case SQLITE_ANALYZE: case SQLITE_CREATE_VTABLE:
+      case SQLITE_DROP_VTABLE:
+        ddl = true;
+        break;
+      default: other = true; break;
+    }
+  }
+  for (auto& [k, w] : writes) {
+    const table_info& ti = table(w.schema, w.table);
+    if (ti.silent || ti.replace || !ti.ok) w.maybe_silent = true;
+    p.writes.push_back(w);
+  }
+  for (const auto& r : reads) p.reads.push_back(r);
+  bool readonly = stmt && sq::sqlite3_stmt_readonly(stmt);
+
+  if (tx) p.k = kind::tx;
+  else if (ddl) p.k = kind::ddl;
+  else if (attach) p.k = kind::attach;
+  else if (pragma) p.k = readonly || p.writes.empty() ? kind::pragma : kind::write;
+  else if (!p.writes.empty()) p.k = other ? kind::unknown : kind::write;
+  else if (other || !readonly || !stmt) p.k = readonly && stmt ? kind::uncacheable_read : kind::unknown;
+  else if (!select) {
+    p.k = kind::uncacheable_read;
+    p.reason = uncacheable_reason::not_a_read;
+  } else {
+    p.k = kind::read;
+    for (const auto& f : functions) {
+      if (!deterministic(f)) {
+        p.k = kind::uncacheable_read;
+        p.reason = uncacheable_reason::volatile_function;
+        break;
+      }
+    }
+    if (p.k == kind::read) {
+      for (const auto& [schema, t] : p.reads) {
+        if (!table(schema, t).ok) {
+          p.k = kind::uncacheable_read;
+          p.reason = uncacheable_reason::system_relation;
+          break;
+        }
+      }
+    }
+    if (p.k == kind::read) detect_rowid_predicate(p, stmt);
+  }
+  if (p.k == kind::pragma || p.k == kind::uncacheable_read) {
+    if (p.k == kind::pragma) p.reason = uncacheable_reason::not_a_read;
+  }
+}
+
+// A read of exactly one row by rowid: one table, one cursor, one SeekRowid keyed by a
+// parameter, no backward jumps (loops) and only opcodes from a known-safe list.
+void sqlite_engine::detect_rowid_predicate(plan& p, sq::sqlite3_stmt* stmt) {
+  if (p.reads.size() != 1 || !stmt) return;
+  const table_info& ti = table(p.reads[0].first, p.reads[0].second);
+  if (ti.view || ti.silent || !ti.ok) return;
+  static const std::set<std::string> allowed = {
+      "Init", "Transaction", "TableLock", "Goto", "OpenRead", "Variable", "SeekRowid",
+      "NotExists", "MustBeInt", "Column", "Rowid", "ResultRow", "Halt", "Integer", "Int64",
+      "Real", "String8", "String", "Null", "Copy", "SCopy", "IsNull", "NotNull", "Affinity",
+      "Cast", "RealAffinity", "Function", "PureFunc", "Concat", "Add", "Subtract", "Multiply",
+      "Divide", "Remainder", "BitAnd", "BitOr", "ShiftLeft", "ShiftRight", "Not", "BitNot",
+      "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "If", "IfNot", "ZeroOrNull", "Noop", "Once",
+      "Explain", "IsTrue", "Blob", "SoftNull"};
+  struct op {
+    int addr;
+    std::string name;
+    int p1, p2, p3;
+  };
+  std::vector<op> ops;
+  const char* sql = sq::sqlite3_sql(stmt);
+  if (!sql) return;
+  bool ok = query(std::string("EXPLAIN ") + sql, [&](sq::sqlite3_stmt* st) {
+    ops.push_back({sq::sqlite3_column_int(st, 0), text(st, 1), sq::sqlite3_column_int(st, 2),
+                   sq::sqlite3_column_int(st, 3), sq::sqlite3_column_int(st, 4)});
+  });
+  if (!ok || ops.empty()) return;
+  static const std::set<std::string> jumps = {"Goto", "SeekRowid", "NotExists", "MustBeInt",
+                                              "IsNull", "NotNull", "Eq", "Ne", "Lt", "Le",
+                                              "Gt", "Ge", "If", "IfNot", "Once", "Init"};
+  int open_reads = 0, seeks = 0, cursor = -1, key_reg = -1;
+  for (const auto& o : ops) {
+    if (!allowed.count(o.name)) return;
+    if (o.name == "OpenRead") {
+      ++open_reads;
+      cursor = o.p1;
+    }
+    if (o.name == "SeekRowid" || o.name == "NotExists") {
+      ++seeks;
+      if (o.p1 != cursor) return;
+      key_reg = o.p3;
+    }
+    if (jumps.count(o.name) && o.p2 <= o.addr && o.p2 != 0) {
+      // The only backward jump allowed: Goto from the end back to the start of the program.
+      if (!(o.name == "Goto" && o.p2 == 1)) return;
+    }
+  }
+  if (open_reads != 1 || seeks != 1 || key_reg < 0) return;
+  int param = 0;
+  for (const auto& o : ops)
+    if (o.name == "Variable" && o.p2 == key_reg) param = o.p1;
+  // The key register must be set only by that Variable.
+  for (const auto& o : ops) {
+    bool writes_reg = (o.name == "Copy" || o.name == "SCopy") ? o.p2 == key_reg : false;
+    if (o.name == "Integer" || o.name == "Int64" || o.name == "Null" || o.name == "String8" ||
+        o.name == "Real" || o.name == "Rowid" || o.name == "Column")
+      writes_reg = (o.name == "Null" || o.name == "Integer") ? o.p2 == key_reg : o.p3 == key_reg;
+    if (writes_reg) return;
+  }
+  if (param <= 0) return;
+  p.rowid_param = param;
+  const char* name = sq::sqlite3_bind_parameter_name(stmt, param);
+  p.rowid_param_name = name ? name + 1 : "";
+  if (name && name[0] != ':') p.rowid_param = 0;  // $name / @name: SOCI binds :name only
+}
+
+void sqlite_engine::resolve(plan& p) {
+  if (p.gen == gen_) return;
+  p.gen = gen_;
+  p.read_ids.clear();
+  p.read_schemas.clear();
+  p.table_deps = {};
+  p.write_hold_tags.clear();
+  std::set<std::string> schemas;
+  for (const auto& [schema, t] : p.reads) {
+    const std::string& id = identity(schema);
+    p.read_ids.push_back(id);
+    if (schemas.insert(schema).second) {
+      p.read_schemas.push_back(schema);
+      p.table_deps.tags.push_back(tags::database(id));
+    }
+    p.table_deps.tags.push_back(tags::table(id, t));
+  }
+  for (const auto& w : p.writes) {
+    const std::string& id = identity(w.schema);
+    p.write_hold_tags.push_back(tags::table(id, w.table));
+    if (w.maybe_silent) p.write_hold_tags.push_back(tags::table_epoch(id, w.table));
+  }
+}
+
+// Compares the file's change counter with the last one seen in this process; invalidates
+// the database when it moved. Returns the counter read.
+std::uint64_t sqlite_engine::check_external(const std::string& schema) {
+  auto it = schemas_.find(schema);
+  if (it == schemas_.end() || !it->second.file) return 0;
+  schema_info& s = it->second;
+  std::uint64_t c = change_counter(conn_, schema.c_str());
+  if (c == file_state::unknown) {
+    // Not readable (WAL index not mapped yet, another VFS): ask SQLite itself, which also
+    // maps the WAL index for next time. data_version counts other connections' commits.
+    if (!s.dv) {
+      auto* saved = collecting_;
+      collecting_ = nullptr;
+      sq::sqlite3_prepare_v2(conn_, ("PRAGMA \"" + schema + "\".data_version").c_str(), -1, &s.dv,
+                             nullptr);
+      collecting_ = saved;
+    }
+    std::int64_t v = -2;
+    if (s.dv && sq::sqlite3_step(s.dv) == SQLITE_ROW) v = sq::sqlite3_column_int64(s.dv, 0);
+    if (s.dv) sq::sqlite3_reset(s.dv);
+    if (v != s.dv_last || v < 0) {
+      cache_->invalidate(std::array{tags::database(s.identity)}, invalidation_cause::external);
+    }
+    s.dv_last = v;
+    c = change_counter(conn_, schema.c_str());
+    if (c != file_state::unknown) state_for(s.identity).last.store(c, std::memory_order_release);
+    return c;
+  }
+  file_state& fs = state_for(s.identity);
+  std::uint64_t last = fs.last.load(std::memory_order_acquire);
+  if (c != last) {
+    cache_->invalidate(std::array{tags::database(s.identity)}, invalidation_cause::external);
+    fs.last.store(c, std::memory_order_release);
+  }
+  return c;
+}
+
+execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
+                               std::string_view shape, const std::vector<const use_value*>& uses,
+                               ::soci::details::statement_backend&) {
+  execution ex;
+  auto p = std::static_pointer_cast<plan>(pl);
+  if (!p) {
+    invalidate_databases(invalidation_cause::flush);
+    tx_flushed_ = true;
+    tx_active_ = true;
+    return ex;
+  }
+  resolve(*p);
+  hook_rows_.clear();
+  switch (p->k) {
+    case kind::read: break;
+    case kind::uncacheable_read:
+    case kind::pragma:
+      cache_->count_uncacheable(p->reason);
+      return ex;
+    case kind::write:
+      add_hold(p->write_hold_tags);
+      for (const auto& w : p->writes) tx_written_.insert(identity(w.schema) + '\x1f' + w.table);
+      {
+        auto st = std::make_shared<exec_state>();
+        st->p = p;
+        ex.state = st;
+      }
+      return ex;
+    case kind::ddl:
+    case kind::attach:
+    case kind::unknown:
+      invalidate_databases(p->k == kind::unknown ? invalidation_cause::flush
+                                                 : invalidation_cause::ddl);
+      tx_flushed_ = true;
+      tx_active_ = true;
+      {
+        auto st = std::make_shared<exec_state>();
+        st->p = p;
+        ex.state = st;
+      }
+      return ex;
+    case kind::tx: {
+      auto st = std::make_shared<exec_state>();
+      st->p = p;
+      ex.state = st;
+      return ex;
+    }
+  }
+  // A cacheable read.
+  if (!cacheable) {
+    cache_->count_uncacheable(uncacheable_reason::other);
+    return ex;
+  }
+  if (tx_active_ && !sq::sqlite3_get_autocommit(conn_)) {
+    bool local = tx_flushed_;
+    for (std::size_t i = 0; i < p->reads.size() && !local; ++i)
+      local = tx_written_.count(p->read_ids[i] + '\x1f' + p->reads[i].second) > 0;
+    if (local) {
+      cache_->count_uncacheable(uncacheable_reason::transaction_local);
+      return ex;
+    }
+  }
+  // The key: context, SQL, the into shape, then every parameter with its name.
+  kb_.start(context_, 's', p->sql);
+  kb_.add(param_type::other, shape);
+  const use_value* rowid_use = nullptr;
+  std::string named;
+  for (std::size_t i = 0; i < uses.size(); ++i) {
+    const use_value* u = uses[i];
+    if (!u->cacheable) {
+      cache_->count_uncacheable(uncacheable_reason::other);
+      return ex;
+    }
+    named.clear();
+    named.push_back(static_cast<char>(u->name.size()));
+    named += u->name;
+    named.push_back(static_cast<char>(u->type));
+    named += u->text;
+    kb_.add(u->type, named);
+    if (p->rowid_param > 0) {
+      if (!u->name.empty() ? u->name == p->rowid_param_name
+                           : static_cast<int>(i) + 1 == p->rowid_param)
+        rowid_use = u;
+    }
+  }
+  auto st = std::make_shared<exec_state>();
+  st->p = p;
+  kb_.finish_into(st->k);
+  // Writes by others to the files read: detect before looking anything up.
+  for (const auto& schema : p->read_schemas) {
+    st->counters.emplace_back(schema, check_external(schema));
+  }
+  if (auto v = cache_->lookup(st->k)) {
+    ex.hit = std::static_pointer_cast<const result_table>(v);
+    return ex;
+  }
+  cache_->count_miss();
+  // Dependencies: a rowid predicate when the parameter is a plain integer.
+  dependencies pred;
+  const dependencies* deps = &p->table_deps;
+  if (rowid_use && rowid_use->type == param_type::integer && rowid_use->text.size() < 20 &&
+      !(rowid_use->text.size() == 19 && rowid_use->text[0] != '-' &&
+        rowid_use->text > "9223372036854775807")) {
+    const std::string& id = p->read_ids[0];
+    const std::string& t = p->reads[0].second;
+    pred.tags = {tags::database(id), tags::predicate(id, t, "rowid", rowid_use->text),
+                 tags::table_epoch(id, t)};
+    pred.guards = {tags::table(id, t)};
+    deps = &pred;
+  }
+  st->flight = cache_->join_flight(st->k, *deps);
+  if (st->flight.value()) {
+    ex.hit = std::static_pointer_cast<const result_table>(st->flight.value());
+    return ex;
+  }
+  st->snap = cache_->capture(*deps);
+  ex.read = true;
+  ex.store = st->snap.storable();
+  ex.state = st;
+  collecting_ = &st->reprepared;  // a re-prepare while stepping means the schema changed
+  return ex;
+}
+
+void sqlite_engine::process_hook_rows(const plan* p) {
+  std::vector<tags::tag> t;
+  std::map<std::pair<std::string, std::string>, std::int64_t> counts;
+  for (const auto& r : hook_rows_) {
+    const std::string& id = identity(r.db);
+    t.push_back(tags::predicate(id, r.table, "rowid", std::to_string(r.rowid)));
+    ++counts[{r.db, r.table}];
+  }
+  hook_rows_.clear();
+  if (p) {
+    // The hook is silent for DELETE without WHERE (truncate optimisation): compare the rows
+    // SQLite counted with the rows the hook named.
+    std::int64_t changes = sq::sqlite3_changes(conn_);
+    for (const auto& w : p->writes) {
+      const std::string& id = identity(w.schema);
+      if (w.maybe_silent || (w.top_delete && counts[{w.schema, w.table}] < changes))
+        t.push_back(tags::table_epoch(id, w.table));
+    }
+  }
+  if (t.empty()) return;
+  cache_->invalidate(t, invalidation_cause::write);
+  tx_commit_tags_.insert(tx_commit_tags_.end(), t.begin(), t.end());
+}
+
+void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_table> value) noexcept {
+  auto st = std::static_pointer_cast<exec_state>(ex.state);
+  ex.state.reset();
+  try {
+    if (!st) {
+      if (!hook_rows_.empty()) process_hook_rows(nullptr);
+      settle();
+      return;
+    }
+    const plan& p = *st->p;
+    if (ex.read) {
+      collecting_ = nullptr;
+      bool reprepared = !st->reprepared.empty();
+      if (reprepared) {
+        // The schema changed under the prepared statement: analyse it again from the
+        // events of the re-prepare, and store nothing computed with the old analysis.
+        plan fresh;
+        fresh.sql = st->p->sql;
+        table_memo_.clear();
+        classify(fresh, st->reprepared, nullptr);
+        fresh.rowid_param = 0;
+        if (fresh.k == kind::unknown) fresh.k = kind::uncacheable_read;
+        *st->p = std::move(fresh);
+      }
+      // Writes by others while we read: invalidate (the store below then drops it).
+      for (const auto& [schema, before] : st->counters) check_external(schema);
+      if (ok && value && ex.store && !reprepared) cache_->store(st->k, st->snap, std::move(value));
+      st->flight.done();
+      return;
+    }
+    switch (p.k) {
+      case kind::write: process_hook_rows(&p); break;
+      case kind::ddl:
+      case kind::attach:
+        if (!hook_rows_.empty()) process_hook_rows(nullptr);
+        refresh_schemas();
+        invalidate_databases(invalidation_cause::ddl);
+        break;
+      case kind::pragma:
+        if (p.pragma_sets) {
+          static const std::set<std::string> harmless = {};
+          private_context_ = true;  // settings may change results: stop sharing entries
+          refresh_schemas();
+        }
+        break;
+      case kind::unknown:
+        if (!hook_rows_.empty()) process_hook_rows(nullptr);
+        refresh_schemas();
+        invalidate_databases(invalidation_cause::flush);
+        break;
+      default: break;
+    }
+    settle();
+  } catch (...) {
+    // Never throws to the caller: fall back to flushing what this connection can reach.
+    try {
+      invalidate_databases(invalidation_cause::flush);
+    } catch (...) {
+    }
+  }
+  (void)ok;
+}
+
+// Ends the current transaction's bookkeeping once SQLite is back in autocommit mode.
+void sqlite_engine::settle() {
+  if (!sq::sqlite3_get_autocommit(conn_)) return;
+  if (!hook_rows_.empty()) process_hook_rows(nullptr);
+  bool rolled_back = rollbacks_ != rollbacks_seen_;
+  rollbacks_seen_ = rollbacks_;
+  bool committed = commits_ != commits_seen_;
+  commits_seen_ = commits_;
+  if (tx_active_) {
+    if (!rolled_back && !tx_commit_tags_.empty())
+      cache_->invalidate(tx_commit_tags_, invalidation_cause::commit);
+    if (tx_flushed_) invalidate_databases(invalidation_cause::flush);
+  }
+  if (committed) {
+    // Our own commit moved the files' counters: recognise it, so other sessions' hits
+    // survive. Proven only when nothing else moved it since we last looked (the counter
+    // before our commit equals the last one seen) and it moved by exactly one.
+    for (const auto& [id, before] : pre_commit_) {
+      for (auto& [name, s] : schemas_) {
+        if (s.identity != id) continue;
+        file_state& fs = state_for(id);
+        std::uint64_t now = change_counter(conn_, name.c_str());
+        std::uint64_t expected = before;
+        if (before != file_state::unknown && now == before + 1 &&
+            fs.last.compare_exchange_strong(expected, now)) {
+          continue;
+        }
+        cache_->invalidate(std::array{tags::database(id)}, invalidation_cause::external);
+        if (now != file_state::unknown) fs.last.store(now);
+      }
+    }
+    pre_commit_.clear();
+  }
+  tx_hold_.release(!rolled_back && tx_active_);
+  tx_active_ = false;
+  tx_commit_tags_.clear();
+  tx_written_.clear();
+  tx_flushed_ = false;
+}
+
+}  // namespace
+
+std::unique_ptr<engine> make_sqlite_engine(std::shared_ptr<cache> c,
+                                           ::soci::details::session_backend& real,
+                                           std::shared_ptr<const factory_options> opts) {
+  return std::make_unique<sqlite_engine>(std::move(c), real, std::move(opts));
+}
+
+}  // namespace qcache::soci::detail
