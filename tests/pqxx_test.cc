@@ -747,6 +747,52 @@ TEST_F(Rows, Sequence_ReadsOfASequenceAreNeverCached) {
   EXPECT_TRUE(b.not_cached(uncacheable_reason::system_relation)) << b;
 }
 
+TEST_F(Rows, Explain_AnalyzeOfAnUpdateIsAWrite) {
+  cache_it("SELECT v FROM t WHERE id = 1");
+  outcome e = read("EXPLAIN ANALYZE UPDATE t SET v = 'explained' WHERE id = 1");
+  EXPECT_EQ(e.d.stores, 0u) << e;
+  expect_fresh("SELECT v FROM t WHERE id = 1");
+  EXPECT_EQ(read("SELECT v FROM t WHERE id = 1").v(), "explained");
+}
+
+TEST_F(Rows, Function_ReplacedImmutableFunctionIsSeen) {
+  exec("CREATE FUNCTION f(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 + 1'");
+  cache_it("SELECT f(1)");
+  exec_on(another(), "CREATE OR REPLACE FUNCTION f(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 + 100'");
+  expect_fresh("SELECT f(1)");
+  EXPECT_EQ(read("SELECT f(1)").v(), "101");
+}
+
+TEST_F(Rows, Ddl_OnAnotherConnectionSharingTheCacheIsSeen) {
+  cache_it("SELECT * FROM t WHERE id = 1");
+  exec_on(another(), "ALTER TABLE t DROP COLUMN k");
+  outcome o = read("SELECT * FROM t WHERE id = 1");
+  EXPECT_FALSE(o.d.hits) << o;
+  EXPECT_EQ(o.r.columns(), 2u);
+}
+
+TEST_F(Rows, Tx_SessionDefaultIsolationBypassesTheCache) {
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_it(q);
+  for (const std::string set : {"SET default_transaction_isolation = 'repeatable read'",
+                                "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL "
+                                "SERIALIZABLE"}) {
+    exec(set);
+    for (int i = 0; i < 2; ++i) {
+      qcache::pqxx::work tx(*conn_);
+      outcome a = read_in(tx, q);
+      outcome b = read_in(tx, q);
+      EXPECT_TRUE(a.not_cached(uncacheable_reason::isolation)) << set << a;
+      EXPECT_TRUE(b.not_cached(uncacheable_reason::isolation)) << set << b;
+      tx.commit();
+    }
+    exec("RESET default_transaction_isolation");
+  }
+  qcache::pqxx::work tx(*conn_);
+  EXPECT_TRUE(read_in(tx, q).hit());
+  tx.commit();
+}
+
 // ---- Hidden side effects ----------------------------------------------------------
 
 class Fk : public PqxxTest {
@@ -795,6 +841,17 @@ TEST_F(Fk, Fk_DeleteSetNullInvalidatesChildReads) {
   expect_fresh("SELECT pid FROM child_n WHERE id = 11");
   expect_fresh("SELECT count(*) FROM child_n WHERE pid IS NULL");
   EXPECT_EQ(read("SELECT pid FROM child_n WHERE id = 11").v(), "<none>");
+}
+
+TEST_F(Fk, Fk_TriggerOnCascadedChildInvalidatesItsTarget) {
+  exec("CREATE TABLE gone (id int);"
+       "CREATE FUNCTION log_gone() RETURNS trigger LANGUAGE plpgsql AS "
+       "$$BEGIN INSERT INTO gone VALUES (OLD.id); RETURN OLD; END$$;"
+       "CREATE TRIGGER tr AFTER DELETE ON child_c FOR EACH ROW EXECUTE FUNCTION log_gone()");
+  cache_it("SELECT count(*) FROM gone");
+  exec("DELETE FROM parent WHERE id = 2");
+  expect_fresh("SELECT count(*) FROM gone");
+  EXPECT_EQ(read("SELECT count(*) FROM gone").v(), "1");
 }
 
 TEST_F(Fk, Fk_TruncateCascadeInvalidatesChildReads) {
