@@ -7,38 +7,60 @@
 //
 // CORRECTNESS.md rows that apply to a single process, and the tests that cover them:
 //   P1  stale set ............ StaleSet_WriteBetweenReadAndStoreIsNeverServed,
+//                              StaleSet_WriteTransactionOpenedDuringReadDropsTheStore,
+//                              StaleSet_FollowerOfAFlightThatRacedAWriteReadsFresh,
 //                              Threads_ReaderNeverSeesValueOlderThanLastCompletedWrite
 //   P2  missing metadata ..... Budget_TinyVersionTableCostsMissesNeverStaleHits
 //   P3  write paths .......... Insert_*, Update_*, Delete_*, OnConflict_*, Merge_*,
 //                              CopyFrom_*, Truncate_*, WritableCte_*, Ddl_*,
 //                              MultiStatement_ExecWithUpdateInvalidates,
 //                              Prepared_WriteInvalidates, Write_ExecParamsUpdateInvalidates,
-//                              Do_BlockThatWritesInvalidates
-//   P4  hidden side effects .. Fk_*, View_*, Trigger_*, Partition_*, Inheritance_*,
-//                              Function_VolatileUserFunctionThatWritesInvalidates
+//                              Prepared_StatementPreparedBehindQcachesBackRunsUncachedAndFlushes,
+//                              SqlPrepareExecute_WriteInvalidates, Do_BlockThatWritesInvalidates,
+//                              Procedure_CallThatWritesInvalidates,
+//                              Explain_AnalyzeOfAnUpdateIsAWrite, Insert_ReturningRunsEveryTime
+//   P4  hidden side effects .. Fk_*, View_*, Trigger_*, Rule_*, Partition_*, Inheritance_*,
+//                              MaterializedView_RefreshIsSeen,
+//                              Function_VolatileUserFunctionThatWritesInvalidates,
+//                              Function_ReplacedImmutableFunctionIsSeen
 //   P5  name resolution ...... SearchPath_SameNameInTwoSchemasNeverServedAcross,
-//                              SearchPath_QualifiedAndUnqualifiedNamesShareInvalidation
+//                              SearchPath_QualifiedAndUnqualifiedNamesShareInvalidation,
+//                              SearchPath_SetLocalAndRolledBackSetRevertAtTransactionEnd,
+//                              TempTable_SameNameOnTwoConnectionsNeverShared
 //   P6  security context ..... Rls_ResultsDifferPerRoleAndAreNeverCached,
+//                              Rls_EnabledAfterCachingIsEnforced,
 //                              SetRole_PermissionErrorPassesThroughAfterOtherRoleCached,
-//                              Session_TimeZoneIsPartOfTheKey
+//                              Grant_RevokeAfterCachedReadIsEnforced,
+//                              Session_SetSessionAuthorizationChangesTheKey,
+//                              Session_TimeZoneIsPartOfTheKey,
+//                              Session_ResetAllAndDiscardAllRestoreTheDefaultContext
 //   P7  isolation levels ..... Tx_RepeatableReadBypassesAndSeesItsSnapshot,
 //                              Tx_SerializableBypassesTheCache,
+//                              Tx_IsolationSetBySqlBypassesTheCache,
+//                              Tx_SessionDefaultIsolationBypassesTheCache,
 //                              Tx_SerializationFailureAtCommitPassesThroughNothingStale
 //   P8  uncommitted data ..... Tx_OwnWriteIsVisibleInsideAndNeverPublished,
+//                              Tx_ViewOverATableTheTxWroteSeesOwnWriteAndIsNotPublished,
 //                              Tx_RollbackRestores, Tx_RollbackToSavepointRestores,
-//                              Tx_ConcurrentReaderDuringUncommittedWrite
-//   P9  nondeterminism ....... Volatility_* , Function_VolatileUserFunctionThatWritesInvalidates
+//                              Tx_RollbackToSavepointBySqlRestores,
+//                              Tx_ConcurrentReaderDuringUncommittedWrite,
+//                              Tx_SqlBeginHoldsTheWriteUntilSqlCommit,
+//                              Tx_DeferredConstraintFailingAtCommitPassesThroughNothingStale
+//   P9  nondeterminism ....... Volatility_*, Sequence_ReadsOfASequenceAreNeverCached,
+//                              Function_VolatileUserFunctionThatWritesInvalidates
 //   P10 partial results ...... Errors_FailingMidResultIsNeverCached,
-//                              Cursor_FetchIsNeverCached
+//                              Errors_AnErrorIsNeverCached, Cursor_FetchIsNeverCached
 //   P11 hash-only keys ....... Keys_ParametersAreEncodedUnambiguously
 //   P12 lock on the hit path . Threads_ManyReadersOfOneEntry (run under TSan)
 //   P13 thundering herd ...... Threads_ConcurrentMissesOfOneKeyRunOnce
 //   P14 unbounded metadata ... Budget_SmallBudgetStaysCorrectAndBounded,
-//                              Budget_EntryLargerThanMaxEntryBytesIsNotStored
+//                              Budget_EntryLargerThanMaxEntryBytesIsNotStored,
+//                              Budget_NothingFitsResultsStillCorrect
 //   P15 invalidation only local: several processes; not a single-process row (README).
 //   P16 clocks ............... by construction (versions are counters); exercised by the
 //                              P1 and P8 tests, which involve no time at all.
 //   P17 change stream ........ no change stream exists yet (writes bump after COMMIT).
+// Transparency (driver errors unchanged): Errors_*, Transparency_*, Exec1Exec0ExecN_*.
 #include <qcache/pqxx.h>
 
 #include <gtest/gtest.h>
@@ -1842,6 +1864,55 @@ TEST_F(Rows, StaleSet_WriteBetweenReadAndStoreIsNeverServed) {
   outcome b = read(q);
   EXPECT_FALSE(b.d.hits) << b;
   EXPECT_EQ(b.v(), "later");
+}
+
+TEST_F(Rows, StaleSet_WriteTransactionOpenedDuringReadDropsTheStore) {
+  const std::string q = "SELECT v FROM t WHERE id = 2";
+  qcache::pqxx::connection& writer = another();
+  std::unique_ptr<qcache::pqxx::work> open_tx;
+  cache_->set_test_hook_before_store([&] {
+    if (open_tx) return;
+    open_tx = std::make_unique<qcache::pqxx::work>(writer);
+    open_tx->exec("UPDATE t SET v = 'pending' WHERE id = 2");
+  });
+  outcome a = read(q);
+  cache_->set_test_hook_before_store(nullptr);
+  ASSERT_TRUE(open_tx);
+  EXPECT_EQ(a.v(), "two");
+  EXPECT_EQ(a.d.stores, 0u) << a;
+  outcome b = read(q);
+  EXPECT_EQ(b.v(), "two");
+  EXPECT_EQ(b.d.stores + b.d.hits, 0u) << "uncommitted write in flight" << b;
+  open_tx->commit();
+  open_tx.reset();
+  outcome c = read(q);
+  EXPECT_FALSE(c.d.hits) << c;
+  EXPECT_EQ(c.v(), "pending");
+}
+
+TEST_F(Rows, StaleSet_FollowerOfAFlightThatRacedAWriteReadsFresh) {
+  const std::string q = "SELECT v FROM t WHERE id = 3";
+  qcache::pqxx::connection& writer = another();
+  auto follower_conn = connect();
+  std::string follower_saw;
+  std::thread follower;
+  bool once = false;
+  cache_->set_test_hook_before_store([&] {
+    if (once) return;
+    once = true;
+    exec_on(writer, "UPDATE t SET v = 'newer' WHERE id = 3");  // completes before...
+    follower = std::thread([&] {  // ...this reader starts
+      qcache::pqxx::nontransaction tx(*follower_conn);
+      follower_saw = tx.exec(q)[0][0].c_str();
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let it join the flight
+  });
+  outcome leader = read(q);
+  cache_->set_test_hook_before_store(nullptr);
+  follower.join();
+  EXPECT_EQ(leader.v(), "three");
+  EXPECT_EQ(follower_saw, "newer") << "a read that started after a completed write saw older data";
+  EXPECT_EQ(read(q).v(), "newer");
 }
 
 TEST_F(Rows, Threads_ReaderNeverSeesValueOlderThanLastCompletedWrite) {
