@@ -55,6 +55,7 @@ class engine {
 struct engine_options {
   bool with_cache = false;  // false: `direct` mode, no cache object at all
   std::string pg_conninfo;
+  bool sqlite_capi = false;  // sqlite: the SQLite C API instead of SOCI (direct mode only)
 };
 
 std::unique_ptr<engine> make_sqlite_engine(const engine_options& o);

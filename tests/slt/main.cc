@@ -548,6 +548,10 @@ int main_(int argc, char** argv) {
   o.pg_conninfo = pg;
   std::unique_ptr<engine> e;
   if (engine_name == "sqlite") e = make_sqlite_engine(o);
+  else if (engine_name == "sqlite-capi") {
+    o.sqlite_capi = true;
+    e = make_sqlite_engine(o);
+  }
   else if (engine_name == "postgresql") e = make_postgresql_engine(o);
   else return usage();
   auto ex = load_expectations(expect);
