@@ -4,6 +4,7 @@
 #include <qcache/soci.h>
 
 #include <soci/soci.h>
+#include <soci/postgresql/soci-postgresql.h>
 #include <soci/sqlite3/soci-sqlite3.h>
 
 #include <gtest/gtest.h>
@@ -445,5 +446,224 @@ TEST_F(SociSqlite, WriteOnOneSessionInvalidatesAnother) {
   EXPECT_EQ(value_of(*other, 9), "v9");
   EXPECT_EQ(st().hits, before.hits + 1);  // row 9 survived, in another session
 }
+
+// ---- The same program against SQLite and PostgreSQL: only the factory changes. --------
+
+struct backend_case {
+  const char* name;
+  const soci::backend_factory* factory;
+};
+
+class SociBoth : public ::testing::TestWithParam<backend_case> {
+ protected:
+  void SetUp() override {
+    if (std::string(GetParam().name) == "postgresql") {
+      QCACHE_REQUIRE_PG(pg);
+      conn_ = pg;
+    } else {
+      dir_ = fs::temp_directory_path() /
+             ("qcache_soci_both_" + std::to_string(::getpid()) + "_" +
+              std::to_string(std::hash<std::string>{}(
+                  ::testing::UnitTest::GetInstance()->current_test_info()->name())));
+      fs::remove_all(dir_);
+      fs::create_directories(dir_);
+      conn_ = "db=" + (dir_ / "both.db").string() + " timeout=5";
+    }
+    cache_ = std::make_shared<qcache::cache>(qcache::options{});
+    factory_ = std::make_unique<qcache::soci::caching_factory>(cache_, *GetParam().factory);
+    auto p = plain();
+    *p << "DROP TABLE IF EXISTS qs_t";
+    *p << "CREATE TABLE qs_t(id INTEGER PRIMARY KEY, v TEXT, n BIGINT, d DOUBLE PRECISION)";
+    for (int i = 1; i <= 10; ++i)
+      *p << "INSERT INTO qs_t(id, v, n, d) VALUES(:i, :v, :n, :d)", soci::use(i),
+          soci::use("v" + std::to_string(i)), soci::use(static_cast<long long>(i) * 1000000000LL),
+          soci::use(i / 3.0);
+    sql_ = open();
+  }
+  void TearDown() override {
+    sql_.reset();
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  std::unique_ptr<soci::session> open() { return std::make_unique<soci::session>(*factory_, conn_); }
+  std::unique_ptr<soci::session> plain() {
+    return std::make_unique<soci::session>(*GetParam().factory, conn_);
+  }
+  std::string value_of(soci::session& s, int id) {
+    std::string v;
+    soci::indicator ind;
+    s << "SELECT v FROM qs_t WHERE id = :id", soci::use(id), soci::into(v, ind);
+    return s.got_data() ? (ind == soci::i_null ? "<null>" : v) : "<none>";
+  }
+  qcache::stats st() const { return cache_->stats(); }
+
+  fs::path dir_;
+  std::string conn_;
+  std::shared_ptr<qcache::cache> cache_;
+  std::unique_ptr<qcache::soci::caching_factory> factory_;
+  std::unique_ptr<soci::session> sql_;
+};
+
+TEST_P(SociBoth, RepeatedReadsAndPreparedStatementsHit) {
+  EXPECT_EQ(value_of(*sql_, 3), "v3");
+  EXPECT_EQ(value_of(*sql_, 3), "v3");
+  EXPECT_EQ(st().hits, 1u);
+  int id = 1;
+  std::string v;
+  soci::statement s = (sql_->prepare << "SELECT v FROM qs_t WHERE id = :id", soci::use(id),
+                       soci::into(v));
+  for (int round = 0; round < 2; ++round)
+    for (id = 1; id <= 3; ++id) {
+      ASSERT_TRUE(s.execute(true));
+      EXPECT_EQ(v, "v" + std::to_string(id));
+    }
+  EXPECT_EQ(st().hits, 5u);  // id 3 was cached by the first read (same SQL, same shape)
+}
+
+TEST_P(SociBoth, UpdateOfRow5LeavesRow4AHit) {
+  value_of(*sql_, 4);
+  value_of(*sql_, 5);
+  *sql_ << "UPDATE qs_t SET v = 'five' WHERE id = 5";
+  auto before = st();
+  EXPECT_EQ(value_of(*sql_, 4), "v4");
+  EXPECT_EQ(st().hits, before.hits + 1);
+  EXPECT_EQ(value_of(*sql_, 5), "five");
+}
+
+TEST_P(SociBoth, WritesAndTransactions) {
+  auto count = [&] {
+    int n = 0;
+    *sql_ << "SELECT count(*) FROM qs_t", soci::into(n);
+    return n;
+  };
+  EXPECT_EQ(count(), 10);
+  EXPECT_EQ(count(), 10);
+  *sql_ << "INSERT INTO qs_t(id, v) VALUES(11, 'x')";
+  EXPECT_EQ(count(), 11);
+  {
+    soci::transaction tr(*sql_);
+    *sql_ << "DELETE FROM qs_t WHERE id = 11";
+    EXPECT_EQ(count(), 10);
+    tr.rollback();
+  }
+  EXPECT_EQ(count(), 11);
+  {
+    soci::transaction tr(*sql_);
+    std::string v = "committed";
+    int id = 1;
+    *sql_ << "UPDATE qs_t SET v = :v WHERE id = :id", soci::use(v), soci::use(id);
+    tr.commit();
+  }
+  EXPECT_EQ(value_of(*sql_, 1), "committed");
+  EXPECT_EQ(value_of(*sql_, 1), "committed");
+}
+
+TEST_P(SociBoth, ValuesAreIdenticalToUncached) {
+  *sql_ << "UPDATE qs_t SET v = NULL WHERE id = 2";
+  auto p = plain();
+  auto read = [&](soci::session& s) {
+    std::vector<std::string> out;
+    int id = 0;
+    long long n = 0;
+    double d = 0;
+    std::string v;
+    soci::indicator vi;
+    soci::statement q = (s.prepare << "SELECT id, n, d, v FROM qs_t WHERE id <= :k ORDER BY id",
+                         soci::use(5), soci::into(id), soci::into(n), soci::into(d),
+                         soci::into(v, vi));
+    q.execute();
+    while (q.fetch()) {
+      std::uint64_t bits;
+      std::memcpy(&bits, &d, 8);
+      out.push_back(std::to_string(id) + "|" + std::to_string(n) + "|" + std::to_string(bits) +
+                    "|" + (vi == soci::i_null ? "null" : v));
+    }
+    soci::row r;
+    s << "SELECT id, n, d, v, n * 2 AS twice FROM qs_t WHERE id = 3", soci::into(r);
+    for (std::size_t k = 0; k < r.size(); ++k)
+      out.push_back(r.get_properties(k).get_name() + ":" +
+                    std::to_string(r.get_properties(k).get_data_type()));
+    return out;
+  };
+  auto a = read(*p);
+  EXPECT_EQ(read(*sql_), a);
+  EXPECT_EQ(read(*sql_), a);
+  EXPECT_GE(st().hits, 2u);
+}
+
+TEST_P(SociBoth, ErrorsPassThroughUnchanged) {
+  auto p = plain();
+  for (const char* q : {"SELEC v FROM qs_t", "SELECT nope FROM qs_t", "SELECT v FROM qs_missing",
+                        "INSERT INTO qs_t(id) VALUES(1)", "SELECT v FROM qs_t WHERE id = 2"}) {
+    *p << "UPDATE qs_t SET v = NULL WHERE id = 2";
+    auto attempt = [&](soci::session& s) {
+      try {
+        std::string v;
+        s << q, soci::into(v);
+      } catch (const std::exception& e) {
+        std::string w = e.what();
+        return std::string(typeid(e).name()) + ":" + w;
+      }
+      return std::string("no error");
+    };
+    std::string expected = attempt(*p);
+    EXPECT_EQ(attempt(*sql_), expected) << q;
+    EXPECT_EQ(attempt(*sql_), expected) << q;
+  }
+}
+
+TEST_P(SociBoth, BulkVectorsAndRowsets) {
+  auto p = plain();
+  auto read = [&](soci::session& s) {
+    std::vector<std::string> all;
+    std::vector<int> ids(4);
+    std::vector<std::string> vs(4);
+    soci::statement q = (s.prepare << "SELECT id, v FROM qs_t ORDER BY id", soci::into(ids),
+                         soci::into(vs));
+    q.execute();
+    while (q.fetch())
+      for (std::size_t k = 0; k < ids.size(); ++k) all.push_back(std::to_string(ids[k]) + vs[k]);
+    int k = 5;
+    soci::rowset<soci::row> rs = (s.prepare << "SELECT * FROM qs_t WHERE id > :k ORDER BY id", soci::use(k));
+    for (const auto& r : rs) all.push_back(r.get<std::string>(1));
+    return all;
+  };
+  auto a = read(*p);
+  EXPECT_EQ(read(*sql_), a);
+  EXPECT_EQ(read(*sql_), a);
+  std::vector<int> new_ids{20, 21, 22};
+  std::vector<std::string> new_vs{"a", "b", "c"};
+  *sql_ << "INSERT INTO qs_t(id, v) VALUES(:id, :v)", soci::use(new_ids), soci::use(new_vs);
+  EXPECT_EQ(read(*sql_), read(*p));
+}
+
+TEST_P(SociBoth, SessionsOnThreadsShareOneCache) {
+  std::atomic<int> failures{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 3; ++t) {
+    ts.emplace_back([&, t] {
+      auto s = open();
+      for (int i = 0; i < 60; ++i) {
+        int id = 1 + (i % 10);
+        if (i % 10 == t) {
+          std::string nv = "t" + std::to_string(t) + "_" + std::to_string(i);
+          *s << "UPDATE qs_t SET v = :v WHERE id = :id", soci::use(nv), soci::use(id);
+          if (value_of(*s, id) != nv) ++failures;
+        } else {
+          value_of(*s, id);
+        }
+      }
+    });
+  }
+  for (auto& th : ts) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto p = plain();
+  for (int id = 1; id <= 10; ++id) EXPECT_EQ(value_of(*sql_, id), value_of(*p, id)) << id;
+  EXPECT_GT(st().hits, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, SociBoth,
+                         ::testing::Values(backend_case{"sqlite3", &soci::sqlite3},
+                                           backend_case{"postgresql", &soci::postgresql}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

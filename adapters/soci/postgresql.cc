@@ -1,11 +1,168 @@
-// The PostgreSQL engine for SOCI: qcache::pg::session behind SOCI's postgresql backend.
+// The PostgreSQL engine for SOCI: qcache::pg::session (the same analysis, catalog closure,
+// predicate tags and transaction rules as the libpqxx adapter) behind SOCI's postgresql
+// backend.
+//
+// Invariants:
+//  * the statement text the engine analyses is the one SOCI sends: SOCI's own rewrite of
+//    `:name` placeholders into `$n`, read from the real statement after it prepared;
+//    parameters are handed over in `$n` order with the text SOCI sends for them;
+//  * the into shape is part of the key (a trailing parameter the statement text never
+//    references), so one SQL text read into different C++ types never shares an entry;
+//  * if the engine's own bookkeeping fails, the statement still runs, as a write of
+//    unknown targets (a flush), and the driver's result or error reaches the caller.
 #include "internal.h"
 
-namespace qcache::soci::detail {
+#include <soci/postgresql/soci-postgresql.h>
 
-std::unique_ptr<engine> make_postgresql_engine(std::shared_ptr<cache>, ::soci::details::session_backend&,
+#include "pg/engine.h"
+
+#include <qcache/tags.h>
+
+#include <stdexcept>
+
+namespace qcache::soci::detail {
+namespace {
+
+struct pg_plan {
+  std::string sql;                 // with $n placeholders, as sent
+  std::vector<std::string> names;  // name of each $n for named binding (empty: positional)
+};
+
+struct pg_exec {
+  pg::call call;
+  write_hold fallback;  // when the engine could not decide: everything held
+};
+
+class postgresql_engine final : public engine {
+ public:
+  postgresql_engine(std::shared_ptr<cache> c, ::soci::details::session_backend& real)
+      : cache_(c), session_(std::move(c)),
+        conn_(static_cast<::soci::postgresql_session_backend&>(real).conn_) {}
+
+  std::shared_ptr<void> prepare(const std::string&, const std::function<void()>& real_prepare,
+                                ::soci::details::statement_backend& real) override {
+    real_prepare();
+    auto& st = static_cast<::soci::postgresql_statement_backend&>(real);
+    auto p = std::make_shared<pg_plan>();
+    p->sql = st.query_;
+    p->names = st.names_;
+    return p;
+  }
+
+  bool may_cache(const std::shared_ptr<void>& p) const noexcept override { return p != nullptr; }
+  bool describe_executes() const noexcept override { return true; }
+
+  execution begin(const std::shared_ptr<void>& pl, bool cacheable, std::string_view shape,
+                  const std::vector<const use_value*>& uses,
+                  ::soci::details::statement_backend&) override {
+    execution ex;
+    auto p = std::static_pointer_cast<pg_plan>(pl);
+    auto st = std::make_shared<pg_exec>();
+    ex.state = st;
+    std::vector<pg::param> params;
+    bool ok = p != nullptr;
+    if (ok) {
+      bool named = false;
+      for (const auto* u : uses) named = named || !u->name.empty();
+      if (named) {
+        for (const auto& n : p->names) {
+          const use_value* found = nullptr;
+          for (const auto* u : uses)
+            if (u->name == n) found = u;
+          if (!found || !found->cacheable) {
+            ok = false;
+            break;
+          }
+          params.push_back({found->type, found->text});
+        }
+      } else {
+        for (const auto* u : uses) {
+          if (!u->cacheable || !u->name.empty()) cacheable = false;
+          params.push_back({u->type, u->text});
+        }
+      }
+    }
+    if (!ok) cacheable = false;
+    params.push_back({param_type::other, shape});
+    pg::hints h;
+    h.uncacheable = !cacheable;
+    try {
+      if (!p) throw std::runtime_error("no plan");
+      st->call = session_.begin(p->sql, params, 's', runner(), &h);
+    } catch (...) {
+      tags::tag g = tags::global();
+      st->fallback = cache_->begin_write(std::span<const tags::tag>(&g, 1), invalidation_cause::flush);
+      cache_->count_uncacheable(uncacheable_reason::other);
+      return ex;
+    }
+    if (st->call.hit) {
+      ex.hit = std::static_pointer_cast<const result_table>(st->call.hit);
+      ex.state.reset();
+      return ex;
+    }
+    ex.read = st->call.store;
+    ex.store = st->call.store;
+    return ex;
+  }
+
+  void end(execution& ex, bool ok, std::shared_ptr<const result_table> value) noexcept override {
+    auto st = std::static_pointer_cast<pg_exec>(ex.state);
+    ex.state.reset();
+    if (!st) return;
+    if (!st->fallback.empty()) {
+      st->fallback.release();
+      cache_->flush(invalidation_cause::flush);
+      return;
+    }
+    if (ok) session_.succeeded(st->call, std::move(value));
+    else session_.failed(st->call);
+  }
+
+  void tx_begun() override { session_.transaction_begun(); }
+  void tx_committed(bool) override { session_.transaction_committed(); }
+  void tx_rolled_back(bool) override { session_.transaction_rolled_back(); }
+  void invalidate_all() override { cache_->flush(invalidation_cause::manual); }
+
+ private:
+  // Bookkeeping queries run on the same connection, in its current transaction.
+  pg::run_fn runner() {
+    return [this](const std::string& q) {
+      PGresult* r = PQexec(conn_, q.c_str());
+      ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+      if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
+        std::string msg = r ? PQresultErrorMessage(r) : PQerrorMessage(conn_);
+        if (r) PQclear(r);
+        throw std::runtime_error("qcache bookkeeping query failed: " + msg);
+      }
+      std::vector<pg::row> rows;
+      int n = PQntuples(r), m = PQnfields(r);
+      rows.reserve(static_cast<std::size_t>(n));
+      for (int i = 0; i < n; ++i) {
+        pg::row row;
+        row.reserve(static_cast<std::size_t>(m));
+        for (int j = 0; j < m; ++j) {
+          if (PQgetisnull(r, i, j)) row.emplace_back(std::nullopt);
+          else row.emplace_back(std::string(PQgetvalue(r, i, j),
+                                            static_cast<std::size_t>(PQgetlength(r, i, j))));
+        }
+        rows.push_back(std::move(row));
+      }
+      PQclear(r);
+      return rows;
+    };
+  }
+
+  std::shared_ptr<cache> cache_;
+  pg::session session_;
+  PGconn* conn_;
+};
+
+}  // namespace
+
+std::unique_ptr<engine> make_postgresql_engine(std::shared_ptr<cache> c,
+                                               ::soci::details::session_backend& real,
                                                std::shared_ptr<const factory_options>) {
-  return nullptr;  // not yet: statements are delegated unchanged
+  return std::make_unique<postgresql_engine>(std::move(c), real);
 }
 
 }  // namespace qcache::soci::detail

@@ -561,9 +561,10 @@ class caching_into final : public ::soci::details::standard_into_type_backend, p
   void real_pre_exec(int num) override { real_->pre_exec(num); }
   void real_pre_fetch(std::size_t) override { real_->pre_fetch(); }
   void real_post_fetch(std::size_t rows, bool from_fetch, column& out) override {
+    if (rows == 0) return;
     indicator ind = ::soci::i_ok;
     real_->post_fetch(true, from_fetch, &ind);
-    if (rows) out.append(buf_->ptr, false, 1, &ind);
+    out.append(buf_->ptr, false, 1, &ind);
   }
 
  private:
