@@ -40,6 +40,11 @@
 #include <set>
 #include <unordered_map>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 namespace qcache::soci::detail {
 namespace {
 
@@ -57,10 +62,15 @@ bool contains_ci(std::string_view hay, std::string_view needle) {
 
 // ---- Process-wide state per database file -------------------------------------------
 
-// The last change counter seen for a file, shared by every connection of the process.
+// The last change counter seen for a file, shared by every connection of the process, and
+// the file's first bytes mapped read-only so that reading the counter costs no system call.
 struct file_state {
   static constexpr std::uint64_t unknown = ~std::uint64_t{0};
   std::atomic<std::uint64_t> last{unknown};
+  std::mutex mu;  // guards (re)mapping
+  std::atomic<const volatile unsigned char*> header{nullptr};
+  dev_t dev = 0;
+  ino_t ino = 0;
 };
 
 file_state& state_for(const std::string& identity) {
@@ -72,21 +82,49 @@ file_state& state_for(const std::string& identity) {
   return *p;
 }
 
+// Maps the first 100 bytes of the database file at `path` once it has them. The
+// descriptor and the mapping are kept for the life of the process on purpose: closing any
+// descriptor of a file drops every POSIX lock the process holds on it, SQLite's included.
+void map_header(file_state& fs, const std::string& path) {
+  struct stat sb;
+  if (::stat(path.c_str(), &sb) != 0 || sb.st_size < 100) return;
+  std::lock_guard lock(fs.mu);
+  if (fs.header.load(std::memory_order_acquire) && fs.dev == sb.st_dev && fs.ino == sb.st_ino)
+    return;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat fb;
+  if (::fstat(fd, &fb) != 0 || fb.st_size < 100) return;  // fd kept: see above
+  void* p = ::mmap(nullptr, 100, PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return;
+  fs.dev = fb.st_dev;
+  fs.ino = fb.st_ino;
+  fs.header.store(static_cast<const volatile unsigned char*>(p), std::memory_order_release);
+}
+
 std::atomic<std::uint64_t> g_connection_ids{0};
 
 // Reads the change counter of schema `db` without a lock: (source << 32) | counter, where
 // source 1 is the rollback-journal header counter and 2 the WAL index's change counter.
 // Returns file_state::unknown when it cannot be read.
-std::uint64_t change_counter(sq::sqlite3* conn, const char* db) {
-  sq::sqlite3_file* f = nullptr;
-  if (sq::sqlite3_file_control(conn, db, SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
-      !f->pMethods)
-    return file_state::unknown;
+std::uint64_t change_counter(sq::sqlite3* conn, const char* db, const file_state* fs) {
   unsigned char hdr[28] = {};
-  int rc = f->pMethods->xRead(f, hdr, sizeof hdr, 0);
-  if (rc == SQLITE_IOERR_SHORT_READ) return std::uint64_t{1} << 32;  // empty file
-  if (rc != SQLITE_OK) return file_state::unknown;
+  const volatile unsigned char* mapped = fs ? fs->header.load(std::memory_order_acquire) : nullptr;
+  sq::sqlite3_file* f = nullptr;
+  if (mapped) {
+    for (int i = 18; i < 28; ++i) hdr[i] = mapped[i];
+  } else {
+    if (sq::sqlite3_file_control(conn, db, SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
+        !f->pMethods)
+      return file_state::unknown;
+    int rc = f->pMethods->xRead(f, hdr, sizeof hdr, 0);
+    if (rc == SQLITE_IOERR_SHORT_READ) return std::uint64_t{1} << 32;  // empty file
+    if (rc != SQLITE_OK) return file_state::unknown;
+  }
   if (hdr[18] == 2) {  // WAL mode: the change counter of the WAL index header
+    if (!f && (sq::sqlite3_file_control(conn, db, SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK ||
+               !f || !f->pMethods))
+      return file_state::unknown;
     if (f->pMethods->iVersion < 2 || !f->pMethods->xShmMap) return file_state::unknown;
     void volatile* p = nullptr;
     if (f->pMethods->xShmMap(f, 0, 32768, 0, &p) != SQLITE_OK || !p) return file_state::unknown;
@@ -192,7 +230,9 @@ class sqlite_engine final : public engine {
  private:
   struct schema_info {
     std::string identity;
+    std::string path;
     bool file = false;
+    file_state* fs = nullptr;
     sq::sqlite3_stmt* dv = nullptr;  // PRAGMA data_version, when the counter is unreadable
     std::int64_t dv_last = -1;
   };
@@ -233,7 +273,7 @@ class sqlite_engine final : public engine {
     e->pre_commit_.clear();
     for (auto& [name, s] : e->schemas_) {
       if (!s.file) continue;
-      e->pre_commit_.emplace_back(s.identity, change_counter(e->conn_, name.c_str()));
+      e->pre_commit_.emplace_back(s.identity, change_counter(e->conn_, name.c_str(), s.fs));
     }
     return 0;
   }
@@ -341,8 +381,11 @@ void sqlite_engine::refresh_schemas() {
     } else {
       std::error_code ec;
       auto canon = std::filesystem::canonical(file, ec);
-      s.identity = "sqlite:" + (ec ? file : canon.string());
+      s.path = ec ? file : canon.string();
+      s.identity = "sqlite:" + s.path;
       s.file = true;
+      s.fs = &state_for(s.identity);
+      map_header(*s.fs, s.path);
     }
     next.emplace(name, std::move(s));
   });
@@ -649,7 +692,8 @@ std::uint64_t sqlite_engine::check_external(const std::string& schema) {
   auto it = schemas_.find(schema);
   if (it == schemas_.end() || !it->second.file) return 0;
   schema_info& s = it->second;
-  std::uint64_t c = change_counter(conn_, schema.c_str());
+  if (!s.fs->header.load(std::memory_order_relaxed)) map_header(*s.fs, s.path);
+  std::uint64_t c = change_counter(conn_, schema.c_str(), s.fs);
   if (c == file_state::unknown) {
     // Not readable (WAL index not mapped yet, another VFS): ask SQLite itself, which also
     // maps the WAL index for next time. data_version counts other connections' commits.
@@ -667,11 +711,11 @@ std::uint64_t sqlite_engine::check_external(const std::string& schema) {
       cache_->invalidate(std::array{tags::database(s.identity)}, invalidation_cause::external);
     }
     s.dv_last = v;
-    c = change_counter(conn_, schema.c_str());
-    if (c != file_state::unknown) state_for(s.identity).last.store(c, std::memory_order_release);
+    c = change_counter(conn_, schema.c_str(), s.fs);
+    if (c != file_state::unknown) s.fs->last.store(c, std::memory_order_release);
     return c;
   }
-  file_state& fs = state_for(s.identity);
+  file_state& fs = *s.fs;
   std::uint64_t last = fs.last.load(std::memory_order_acquire);
   if (c != last) {
     cache_->invalidate(std::array{tags::database(s.identity)}, invalidation_cause::external);
@@ -910,8 +954,8 @@ void sqlite_engine::settle() {
     for (const auto& [id, before] : pre_commit_) {
       for (auto& [name, s] : schemas_) {
         if (s.identity != id) continue;
-        file_state& fs = state_for(id);
-        std::uint64_t now = change_counter(conn_, name.c_str());
+        file_state& fs = *s.fs;
+        std::uint64_t now = change_counter(conn_, name.c_str(), s.fs);
         std::uint64_t expected = before;
         if (before != file_state::unknown && now == before + 1 &&
             fs.last.compare_exchange_strong(expected, now)) {
