@@ -447,6 +447,42 @@ TEST_F(SociSqlite, WriteOnOneSessionInvalidatesAnother) {
   EXPECT_EQ(st().hits, before.hits + 1);  // row 9 survived, in another session
 }
 
+// P1: a read that captured its versions before a write, and stores after it, is dropped.
+TEST_F(SociSqlite, StaleSetRaceIsDropped) {
+  auto writer = open();
+  auto foreign = plain();
+  for (int variant = 0; variant < 2; ++variant) {
+    int id = 4 + variant;
+    bool fired = false;
+    cache_->set_test_hook_before_store([&] {
+      if (fired) return;
+      fired = true;
+      // Between the reader's execution and its store: a qcache session writes, or another
+      // connection that qcache does not see writes the file.
+      if (variant == 0) *writer << "UPDATE t SET v = 'w' WHERE id = 4";
+      else *foreign << "UPDATE t SET v = 'f' WHERE id = 5";
+    });
+    EXPECT_EQ(value_of(*sql_, id), "v" + std::to_string(id));  // pre-write result served once
+    cache_->set_test_hook_before_store(nullptr);
+    EXPECT_TRUE(fired);
+    EXPECT_EQ(value_of(*sql_, id), variant == 0 ? "w" : "f");  // never the stale one
+  }
+}
+
+TEST_F(SociSqlite, RowAndTypedIntoOfOneSqlDoNotShareEntries) {
+  int n = 0;
+  *sql_ << "SELECT id FROM t WHERE id = 3", soci::into(n);
+  soci::row r;
+  *sql_ << "SELECT id FROM t WHERE id = 3", soci::into(r);
+  EXPECT_EQ(r.get<int>(0), 3);
+  std::string s;
+  *sql_ << "SELECT id FROM t WHERE id = 3", soci::into(s);
+  EXPECT_EQ(s, "3");
+  long long ll = 0;
+  *sql_ << "SELECT id FROM t WHERE id = 3", soci::into(ll);
+  EXPECT_EQ(ll, 3);
+}
+
 // ---- The same program against SQLite and PostgreSQL: only the factory changes. --------
 
 struct backend_case {
