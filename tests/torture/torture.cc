@@ -55,6 +55,7 @@ extern "C" backend_factory const* factory_sqlite3();
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <unistd.h>
 #include <vector>
 
@@ -218,7 +219,16 @@ struct shared_state {
   std::atomic<long long> next_id{1};
   std::atomic<bool> stop{false};
   std::mutex mu;
-  std::map<long long, std::map<long long, std::uint64_t>> history;  // row -> ver -> commit seq
+  struct version {
+    std::uint64_t seq;  // the sequence number taken after its commit returned
+    bool tombstone;     // the row was deleted
+  };
+  std::map<long long, std::map<long long, version>> history;  // row -> ver -> commit
+  // Deletes of a row sent but not yet recorded (or rolled back), and deletes ever sent: a
+  // point read that finds no row is judged only when no delete of it could have committed
+  // unrecorded.
+  std::map<long long, int> deletes_in_flight;
+  std::map<long long, std::uint64_t> deletes_started;
   std::vector<long long> ids;                                       // ids ever inserted
   std::atomic<std::uint64_t> ops{0}, reads_checked{0}, rows_checked{0}, violations{0},
       writes_committed{0}, rollbacks{0}, errors{0}, ddl{0};
@@ -227,12 +237,54 @@ struct shared_state {
 
   std::uint64_t next() { return seq.fetch_add(1); }
 
-  void committed(const std::vector<std::pair<long long, long long>>& rows) {
-    if (rows.empty()) return;
+  // `rows` holds (row, version, tombstone). `deleted` lists rows this commit had sent
+  // deletes for (whether or not they matched).
+  void committed(const std::vector<std::tuple<long long, long long, bool>>& rows,
+                 const std::vector<long long>& deleted) {
     std::uint64_t s = next();  // after the commit returned
     std::lock_guard<std::mutex> l(mu);
-    for (auto [row, ver] : rows) history[row][ver] = s;
+    for (auto [row, ver, tomb] : rows) history[row][ver] = {s, tomb};
+    for (long long row : deleted) --deletes_in_flight[row];
     writes_committed += rows.size();
+  }
+  void delete_started(long long row) {
+    std::lock_guard<std::mutex> l(mu);
+    ++deletes_in_flight[row];
+    ++deletes_started[row];
+  }
+  void deletes_abandoned(const std::vector<long long>& deleted) {
+    std::lock_guard<std::mutex> l(mu);
+    for (long long row : deleted) --deletes_in_flight[row];
+  }
+  // Before a point read of `row`: whether a delete of it is in flight, and how many began.
+  std::pair<bool, std::uint64_t> delete_state(long long row) {
+    std::lock_guard<std::mutex> l(mu);
+    return {deletes_in_flight[row] > 0, deletes_started[row]};
+  }
+
+  // A point read of `row` started at `started` found nothing. A violation when the row's
+  // latest version committed before the read is live and no delete could explain it.
+  void check_absent(const std::string& sql, long long row, std::uint64_t started,
+                    std::pair<bool, std::uint64_t> before) {
+    ++reads_checked;
+    std::lock_guard<std::mutex> l(mu);
+    if (before.first || deletes_in_flight[row] > 0 || deletes_started[row] != before.second)
+      return;
+    auto h = history.find(row);
+    if (h == history.end()) return;
+    const version* latest = nullptr;
+    long long latest_ver = 0;
+    for (const auto& [ver, v] : h->second)
+      if (v.seq < started) {
+        latest = &v;
+        latest_ver = ver;
+      }
+    if (!latest || latest->tombstone) return;
+    ++violations;
+    std::lock_guard<std::mutex> p(print_mu);
+    std::cout << "VIOLATION: " << sql << " returned no row, but version " << latest_ver
+              << " was committed at seq " << latest->seq << " before the read started at seq "
+              << started << " and no delete of it was in flight\n";
   }
 
   void check(const std::string& sql, std::uint64_t started,
@@ -244,11 +296,11 @@ struct shared_state {
       auto h = history.find(row);
       if (h == history.end()) continue;
       for (auto it = h->second.upper_bound(ver); it != h->second.end(); ++it) {
-        if (it->second < started) {
+        if (it->second.seq < started) {
           ++violations;
           std::lock_guard<std::mutex> p(print_mu);
           std::cout << "VIOLATION: " << sql << " returned row " << row << " version " << ver
-                    << ", but version " << it->first << " was committed at seq " << it->second
+                    << ", but version " << it->first << " was committed at seq " << it->second.seq
                     << " before the read started at seq " << started << "\n";
           break;
         }
@@ -312,7 +364,13 @@ class worker {
     s_.check(sql, started, seen);
   }
   void point_read() {
-    checked_read("SELECT id, ver, val FROM items WHERE id = " + std::to_string(some_id()), 0, 1);
+    long long id = some_id();
+    const std::string sql = "SELECT id, ver, val FROM items WHERE id = " + std::to_string(id);
+    auto before = s_.delete_state(id);
+    std::uint64_t started = s_.next();
+    table t = d_.query(sql);
+    if (t.empty()) return s_.check_absent(sql, id, started, before);
+    s_.check(sql, started, {{t[0][0], t[0][1]}});
   }
   void range_read() {
     int lo = pick(0, 90);
@@ -334,11 +392,20 @@ class worker {
     (void)d_.query(q[pick(0, 3)]);
   }
 
-  using written = std::vector<std::pair<long long, long long>>;
+  struct written {
+    std::vector<std::tuple<long long, long long, bool>> rows;  // (row, version, tombstone)
+    std::vector<long long> deletes;                             // rows deletes were sent for
+    void append(const written& o) {
+      rows.insert(rows.end(), o.rows.begin(), o.rows.end());
+      deletes.insert(deletes.end(), o.deletes.begin(), o.deletes.end());
+    }
+  };
 
   // Each write returns the (row, version) it produced; in a transaction they are
   // recorded at COMMIT, otherwise at once.
   void insert(bool in_tx, written* w = nullptr) {
+    written local;
+    if (!w) w = &local;
     long long id = s_.next_id.fetch_add(1);
     auto t = d_.query("INSERT INTO items(id, grp, val, ver) VALUES(" + std::to_string(id) + ", " +
                       std::to_string(pick(0, groups - 1)) + ", " + std::to_string(pick(0, 100)) +
@@ -347,32 +414,45 @@ class worker {
       std::lock_guard<std::mutex> l(s_.mu);
       s_.ids.push_back(id);
     }
-    record(t, in_tx, w);
+    record(t, in_tx, *w, false);
   }
   void update(bool in_tx, written* w = nullptr) {
+    written local;
+    if (!w) w = &local;
     std::string set = pick(0, 1) ? "val = " + std::to_string(pick(0, 100))      // range column
                                  : "grp = " + std::to_string(pick(0, groups - 1));  // join column
     auto t = d_.query("UPDATE items SET " + set + ", ver = ver + 1 WHERE id = " +
                       std::to_string(some_id()) + " RETURNING id, ver");
-    record(t, in_tx, w);
+    record(t, in_tx, *w, false);
   }
   void delete_row(bool in_tx, written* w = nullptr) {
-    // The tombstone is the version after the deleted one.
-    auto t = d_.query("DELETE FROM items WHERE id = " + std::to_string(some_id()) +
-                      " RETURNING id, ver + 1");
-    record(t, in_tx, w);
+    written local;
+    if (!w) w = &local;
+    long long id = some_id();
+    s_.delete_started(id);
+    w->deletes.push_back(id);
+    table t;
+    try {
+      // The tombstone is the version after the deleted one.
+      t = d_.query("DELETE FROM items WHERE id = " + std::to_string(id) + " RETURNING id, ver + 1");
+    } catch (const db_error&) {
+      if (!in_tx) s_.deletes_abandoned(w->deletes);
+      throw;  // in a transaction, the caller abandons them with the rest
+    }
+    record(t, in_tx, *w, true);
   }
   void group_update(bool in_tx, written* w = nullptr) {
+    written local;
+    if (!w) w = &local;
     auto t = d_.query("UPDATE grps SET name = 'g" + std::to_string(pick(0, 99)) +
                       "', ver = ver + 1 WHERE id = " + std::to_string(pick(0, groups - 1)) +
                       " RETURNING id + " + std::to_string(group_key) + ", ver");
-    record(t, in_tx, w);
+    record(t, in_tx, *w, false);
   }
-  void record(const table& t, bool in_tx, written* w) {
-    written rows;
-    for (const auto& r : t) rows.emplace_back(r[0], r[1]);
-    if (in_tx) w->insert(w->end(), rows.begin(), rows.end());
-    else s_.committed(rows);
+  // Autocommit writes are recorded at once; in a transaction, at COMMIT.
+  void record(const table& t, bool in_tx, written& w, bool tombstone) {
+    for (const auto& r : t) w.rows.emplace_back(r[0], r[1], tombstone);
+    if (!in_tx) s_.committed(w.rows, w.deletes);
   }
 
   void some_write(written& w) {
@@ -385,40 +465,47 @@ class worker {
   }
 
   void transaction() {
-    written w;
+    written w, inner;  // inner: the writes after the savepoint, until it is resolved
     try {
       d_.begin();
       int n = pick(1, 4);
       for (int i = 0; i < n; ++i) {
         some_write(w);
         if (pick(0, 2) == 0) (void)d_.query("SELECT count(*), max(ver) FROM items");
+        // Point reads after own writes: what they return must stay private (P8).
+        if (pick(0, 1) == 0)
+          (void)d_.query("SELECT id, ver, val FROM items WHERE id = " + std::to_string(some_id()));
       }
       if (pick(0, 2) == 0) {
         d_.exec("SAVEPOINT sp");
-        written inner;
         int m = pick(1, 3);
         for (int i = 0; i < m; ++i) some_write(inner);
         (void)d_.query("SELECT id, ver FROM items WHERE val < 10");
         if (pick(0, 1)) {
           d_.exec("ROLLBACK TO SAVEPOINT sp");
+          inner.rows.clear();  // its deletes stay in flight until the transaction ends
         } else {
           d_.exec("RELEASE SAVEPOINT sp");
-          w.insert(w.end(), inner.begin(), inner.end());
         }
+        w.append(inner);
+        inner = written{};
       }
       if (pick(0, 3) == 0) {
         d_.rollback();
         ++s_.rollbacks;
+        s_.deletes_abandoned(w.deletes);
         return;
       }
       d_.commit();
-      s_.committed(w);
+      s_.committed(w.rows, w.deletes);
     } catch (const db_error& e) {
       s_.error(e.message);
       try {
         d_.rollback();
       } catch (const db_error&) {
       }
+      s_.deletes_abandoned(w.deletes);
+      s_.deletes_abandoned(inner.deletes);
     }
   }
 
