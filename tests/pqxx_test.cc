@@ -425,6 +425,17 @@ TEST_F(Rows, Update_OfRow5LeavesCachedPointReadOfRow4AHit) {
   expect_fresh("SELECT v FROM t WHERE id = 5");
 }
 
+// Cached entries outlive the session that stored them: the columns its predicate reads
+// registered must still be named by a later session's writes.
+TEST_F(Rows, Update_FromALaterSessionInvalidatesWhatAClosedSessionCached) {
+  cache_it("SELECT v FROM t WHERE id = 5");
+  conn_.reset();  // the only qcache session of this database in the process goes away
+  conn_ = connect();
+  exec("UPDATE t SET v = 'FIVE' WHERE id = 5");
+  expect_fresh("SELECT v FROM t WHERE id = 5");
+  EXPECT_EQ(read("SELECT v FROM t WHERE id = 5").v(), "FIVE");
+}
+
 TEST_F(Rows, Update_InvalidatesAggregatesAndRangeReads) {
   cache_it("SELECT string_agg(v, ',' ORDER BY id) FROM t");
   cache_it("SELECT v FROM t WHERE id > 3 ORDER BY id");

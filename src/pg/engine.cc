@@ -128,37 +128,47 @@ struct database {
   std::string identity;
   std::shared_ptr<catalog> cat;
   std::atomic<bool> catalog_stale{false};
-  std::atomic<std::uint64_t> ddl_epoch{0};
+  // DDL and unknown statements begun / finished through qcache on this database. A write
+  // planned while one was in flight, or while one began, may have been planned with a
+  // catalog that misses a new trigger, rule or cascade: it flushes when it ends.
+  std::atomic<std::uint64_t> ddl_started{0};
+  std::atomic<std::uint64_t> ddl_finished{0};
   std::mutex refresh_mu;
 
-  mutable std::shared_mutex mu;
-  std::unordered_map<std::uint32_t, std::vector<std::string>> predicate_columns;
+  // Columns used by predicate reads, per relation. Shared by every database object of
+  // this identity for the life of the process: cached entries outlive the sessions that
+  // registered their columns, and a write must still name their rows.
+  struct predicate_registry {
+    mutable std::shared_mutex mu;
+    std::unordered_map<std::uint32_t, std::vector<std::string>> columns;
+  };
+  std::shared_ptr<predicate_registry> preds;
 
   bool has_predicate_column(std::uint32_t oid, const std::string& c) const {
-    std::shared_lock lock(mu);
-    auto it = predicate_columns.find(oid);
-    return it != predicate_columns.end() &&
+    std::shared_lock lock(preds->mu);
+    auto it = preds->columns.find(oid);
+    return it != preds->columns.end() &&
            std::find(it->second.begin(), it->second.end(), c) != it->second.end();
   }
   void add_predicate_column(std::uint32_t oid, const std::string& c) {
     if (has_predicate_column(oid, c)) return;
-    std::unique_lock lock(mu);
-    auto& v = predicate_columns[oid];
+    std::unique_lock lock(preds->mu);
+    auto& v = preds->columns[oid];
     if (std::find(v.begin(), v.end(), c) == v.end() && v.size() < 64) v.push_back(c);
   }
   std::vector<std::string> predicate_columns_of(std::uint32_t oid) const {
-    std::shared_lock lock(mu);
-    auto it = predicate_columns.find(oid);
-    return it == predicate_columns.end() ? std::vector<std::string>{} : it->second;
+    std::shared_lock lock(preds->mu);
+    auto it = preds->columns.find(oid);
+    return it == preds->columns.end() ? std::vector<std::string>{} : it->second;
   }
-  // True when reads on `oid` may use predicates on columns beyond `known` (the registry
-  // is capped: past the cap, predicate reads on new columns fall back to table tags).
 };
 
 namespace {
 
 std::mutex g_databases_mu;
 std::unordered_map<std::string, std::weak_ptr<database>> g_databases;
+// Never dropped (a few bytes per relation with predicate reads, per database identity).
+std::unordered_map<std::string, std::shared_ptr<database::predicate_registry>> g_registries;
 
 std::shared_ptr<database> database_for(std::shared_ptr<catalog> loaded) {
   std::string id = loaded->identity();
@@ -168,6 +178,9 @@ std::shared_ptr<database> database_for(std::shared_ptr<catalog> loaded) {
   auto db = std::make_shared<database>();
   db->identity = id;
   db->cat = std::move(loaded);
+  auto& reg = g_registries[id];
+  if (!reg) reg = std::make_shared<database::predicate_registry>();
+  db->preds = reg;
   w = db;
   return db;
 }
@@ -258,7 +271,8 @@ struct session::state {
     bool flush_on_end = false;
     bool context_changed = false;
     bool isolation_pending = false;
-    std::uint64_t ddl_epoch = 0;
+    std::uint64_t ddl_epoch = 0;  // ddl_started when the transaction began
+    std::uint64_t ddl_count = 0;  // DDL statements of this transaction (finished at its end)
     std::unordered_set<std::uint32_t> written;
     write_hold hold;
   } tx;
@@ -267,7 +281,9 @@ struct session::state {
 session::session(std::shared_ptr<cache> c) : cache_(std::move(c)), st_(std::make_unique<state>()) {}
 session::~session() {
   // A connection that goes away mid-transaction: the server rolls back; release holds.
-  st_->tx.hold.release(false);
+  state& st = *st_;
+  st.tx.hold.release(false);
+  if (st.db && st.tx.ddl_count) st.db->ddl_finished.fetch_add(st.tx.ddl_count);
 }
 
 bool session::in_transaction() const noexcept { return st_->tx.active; }
@@ -277,6 +293,7 @@ void session::connection_reset() {
   // different one (identity). Whatever transaction we tracked is gone.
   state& st = *st_;
   st.tx.hold.release(false);
+  if (st.db && st.tx.ddl_count) st.db->ddl_finished.fetch_add(st.tx.ddl_count);
   st.tx = state::txn{};
   st.context_dirty = true;
   st.db.reset();
@@ -578,11 +595,11 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
 namespace {
 
 // Tags a write moves for one call (fixed closure + per-target table/predicate tags).
-void write_tags(const plan& p, const database& db, std::span<const param> params,
-                std::vector<tags::tag>& out) {
+// Row and column tags of a write (table tags are in plan::write_fixed_tags). Reads the
+// predicate-column registry: call it only while holding the write's table tags.
+void write_row_tags(const plan& p, const database& db, std::span<const param> params,
+                    std::vector<tags::tag>& out) {
   const std::string& dbid = db.identity;
-  out.insert(out.end(), p.write_fixed_tags.begin(), p.write_fixed_tags.end());
-  if (p.flush) out.push_back(tags::global());
   for (const write_target& t : p.writes) {
     const write_ref& w = t.ref;
     bool rows_named = w.op == write_op::update || w.op == write_op::del ||
@@ -784,28 +801,38 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
     case action::unknown: {
       if (p->act == action::unknown && p->reason == uncacheable_reason::parse_error)
         ch.count_uncacheable(uncacheable_reason::parse_error);
-      std::vector<tags::tag> t;
-      write_tags(*p, *st.db, params, t);
+      // First hold the relations' own tags (and the global one for a flush): a predicate
+      // read that registers a column from now on sees table(t) in flight and will not
+      // store. Only then read the registry for the row and column tags.
+      std::vector<tags::tag> t(p->write_fixed_tags);
+      if (p->flush || p->act != action::write) t.push_back(tags::global());
       if (p->act != action::write) {
-        t.push_back(tags::global());
-        st.db->ddl_epoch.fetch_add(1, std::memory_order_acq_rel);
+        st.db->ddl_started.fetch_add(1, std::memory_order_acq_rel);
+        if (tx.active) ++tx.ddl_count;
+        else c.ddl_owned = true;
       }
+      // Was a DDL statement in flight, or did one start, since the catalog we plan with?
+      std::uint64_t finished = st.db->ddl_finished.load(std::memory_order_acquire);
+      c.ddl_seen = st.db->ddl_started.load(std::memory_order_acquire);
+      c.ddl_quiet = finished + (c.ddl_owned ? 1 : 0) + (tx.active ? tx.ddl_count : 0) == c.ddl_seen;
       invalidation_cause cause = p->act == action::ddl ? invalidation_cause::ddl
                                  : p->flush            ? invalidation_cause::flush
                                                        : invalidation_cause::write;
+      write_hold& hold = tx.active ? tx.hold : c.statement_hold;
+      if (tx.active && !hold.empty()) {
+        hold.add(t);
+        ch.count_invalidation(cause);
+      } else {
+        hold = ch.begin_write(t, cause);
+      }
+      std::vector<tags::tag> rows;
+      write_row_tags(*p, *st.db, params, rows);
+      hold.add(rows);
       if (tx.active) {
-        if (tx.hold.empty()) tx.hold = ch.begin_write(t, cause);
-        else {
-          tx.hold.add(t);
-          ch.count_invalidation(cause);
-        }
         tx.written.insert(p->written_oids.begin(), p->written_oids.end());
         if (p->flush || p->act != action::write) tx.wrote_unknown = true;
         if (p->act != action::write) tx.ddl = true;
-        if (p->flush) tx.flush_on_end = true;
-      } else {
-        c.statement_hold = ch.begin_write(t, cause);
-        tx.ddl_epoch = st.db->ddl_epoch.load(std::memory_order_acquire);
+        if (p->flush || !c.ddl_quiet) tx.flush_on_end = true;
       }
       return c;
     }
@@ -838,6 +865,8 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
         }
         if (!was_active && tx.active) {
           tx.hold = std::move(c.statement_hold);
+          if (c.ddl_owned) ++tx.ddl_count;
+          c.ddl_owned = false;
           tx.wrote_unknown = tx.flush_on_end = true;
           tx.context_changed = true;
           st.context_dirty = true;
@@ -846,13 +875,15 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
       }
       if (p.dirties_context) st.context_dirty = true;
       if (!tx.active) {
-        bool flush = p.flush || p.act != action::write ||
-                     st.db->ddl_epoch.load(std::memory_order_acquire) != tx.ddl_epoch;
+        bool flush = p.flush || p.act != action::write || !c.ddl_quiet ||
+                     st.db->ddl_started.load(std::memory_order_acquire) != c.ddl_seen;
         if (p.act != action::write) {
           st.db->catalog_stale.store(true, std::memory_order_release);
           st.context_dirty = true;
         }
         if (flush) ch.flush(p.act == action::ddl ? invalidation_cause::ddl : invalidation_cause::flush);
+        if (c.ddl_owned) st.db->ddl_finished.fetch_add(1, std::memory_order_acq_rel);
+        c.ddl_owned = false;
         c.statement_hold.release(false);
       }
       break;
@@ -902,6 +933,8 @@ void session::failed(call& c) noexcept {
         st.db->catalog_stale.store(true, std::memory_order_release);
         st.context_dirty = true;
       }
+      if (c.ddl_owned) st.db->ddl_finished.fetch_add(1, std::memory_order_acq_rel);
+      c.ddl_owned = false;
       c.statement_hold.release(false);
     }
   }
@@ -927,15 +960,17 @@ void session::transaction_begun(std::string_view isolation) {
     tx.isolation_pending = false;
     tx.bypass = !(iso.empty() || iso == "read committed" || iso == "read uncommitted");
   }
-  tx.ddl_epoch = st.db ? st.db->ddl_epoch.load(std::memory_order_acquire) : 0;
+  tx.ddl_epoch = st.db ? st.db->ddl_started.load(std::memory_order_acquire) : 0;
+  tx.ddl_count = 0;
 }
 
 namespace {
 void end_transaction(session::state& st, cache& ch, bool commit) {
   auto& tx = st.tx;
   if (!tx.active) return;
-  bool epoch_moved = st.db && st.db->ddl_epoch.load(std::memory_order_acquire) != tx.ddl_epoch &&
-                     !tx.hold.empty();
+  bool epoch_moved = st.db && !tx.hold.empty() &&
+                     st.db->ddl_started.load(std::memory_order_acquire) !=
+                         tx.ddl_epoch + tx.ddl_count;
   if (tx.ddl && st.db) {
     st.db->catalog_stale.store(true, std::memory_order_release);
   }
@@ -943,6 +978,8 @@ void end_transaction(session::state& st, cache& ch, bool commit) {
   if (tx.flush_on_end || tx.ddl || epoch_moved)
     ch.flush(tx.ddl ? invalidation_cause::ddl : invalidation_cause::flush);
   tx.hold.release(commit);
+  if (st.db && tx.ddl_count) st.db->ddl_finished.fetch_add(tx.ddl_count, std::memory_order_acq_rel);
+  tx.ddl_count = 0;
   tx.active = false;
   tx.failed = false;
   tx.bypass = false;

@@ -62,6 +62,9 @@ struct call {
   qcache::snapshot snap;
   cache::ticket flight;
   write_hold statement_hold;  // held for an autocommit write, released after it
+  std::uint64_t ddl_seen = 0;  // database DDL counter when the write was planned
+  bool ddl_quiet = true;       // no other DDL in flight then
+  bool ddl_owned = false;      // an autocommit DDL statement: finished in succeeded/failed
   std::shared_ptr<const plan> p;
 };
 
