@@ -48,6 +48,10 @@ struct options {
   // Concurrent misses of one key: one caller runs the query, the others wait this long
   // for its result, then run the query themselves.
   std::chrono::milliseconds single_flight_wait{2000};
+  // ... but only for statements that recently took at least this long on the connection
+  // (and for any statement before it was first measured): waking a waiter costs more
+  // than running a fast query twice.
+  std::chrono::microseconds single_flight_min_latency{500};
   // Cache results of statements calling STABLE functions (now(), current_setting()...).
   // Off by default: such results may change without any write.
   bool cache_stable_functions = false;

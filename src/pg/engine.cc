@@ -243,6 +243,11 @@ struct plan {
   bool flush = false;
   std::string flush_reason;
   bool dirties_context = false;  // set_config() and friends
+  // Recent execution time of this read on this connection (EWMA, microseconds), to decide
+  // whether concurrent misses should wait for each other. Touched only by the session's
+  // thread.
+  static constexpr std::uint32_t unmeasured = 0xffffffffu;
+  mutable std::uint32_t exec_us = unmeasured;
 };
 
 // ---- Session state -----------------------------------------------------------------
@@ -783,14 +788,21 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
         ch.count_miss();
         return c;
       }
-      c.flight = ch.join_flight(c.k, deps);
-      if (!c.flight.leader() && c.flight.value()) {
-        c.hit = c.flight.value();
-        return c;
-      }
+      // Capture first: when a write is in flight on a dependency the result cannot be
+      // stored, so neither leading nor waiting for a flight would help anyone. A follower
+      // that ends up executing itself keeps its earlier (more conservative) snapshot.
       c.snap = ch.capture(deps);
+      const auto min_us = static_cast<std::uint64_t>(ch.settings().single_flight_min_latency.count());
+      if (c.snap.storable() && (p->exec_us == plan::unmeasured || p->exec_us >= min_us)) {
+        c.flight = ch.join_flight(c.k, deps);
+        if (!c.flight.leader() && c.flight.value()) {
+          c.hit = c.flight.value();
+          return c;
+        }
+      }
       ch.count_miss();
       c.store = true;
+      c.started = std::chrono::steady_clock::now();
       return c;
     }
     case action::read_uncacheable:
@@ -844,6 +856,12 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
 void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
   state& st = *st_;
   cache& ch = *cache_;
+  if (c.store) {
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now() - c.started).count();
+    auto x = static_cast<std::uint32_t>(std::min<std::int64_t>(us, 0x7fffffff));
+    if (c.p) c.p->exec_us = c.p->exec_us == plan::unmeasured ? x : (3 * c.p->exec_us + x) / 4;
+  }
   if (c.store && value) ch.store(c.k, c.snap, std::move(value));
   c.store = false;
   c.flight.done();

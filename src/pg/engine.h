@@ -26,6 +26,7 @@
 #include "pg/analyzer.h"
 #include "pg/catalog.h"
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -62,6 +63,7 @@ struct call {
   qcache::snapshot snap;
   cache::ticket flight;
   write_hold statement_hold;  // held for an autocommit write, released after it
+  std::chrono::steady_clock::time_point started;  // a miss: when execution began
   std::uint64_t ddl_seen = 0;  // database DDL counter when the write was planned
   bool ddl_quiet = true;       // no other DDL in flight then
   bool ddl_owned = false;      // an autocommit DDL statement: finished in succeeded/failed
