@@ -4,6 +4,8 @@
 //   qcache-slt --engine sqlite|postgresql --mode direct|cached|twice|prime
 //              [--pg CONNINFO] [--expect FILE] [--record-expect FILE] [-v] FILE_OR_DIR...
 //
+// Defaults: --engine sqlite --mode prime, --expect <source>/tests/slt/expected-outside.txt.
+//
 // Modes:
 //   direct  no cache at all: the reference behaviour.
 //   cached  every statement and query goes through the cache.
