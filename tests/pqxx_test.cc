@@ -436,6 +436,23 @@ TEST_F(Rows, Update_FromALaterSessionInvalidatesWhatAClosedSessionCached) {
   EXPECT_EQ(read("SELECT v FROM t WHERE id = 5").v(), "FIVE");
 }
 
+// Two-phase commit: the writes of a prepared transaction become visible at COMMIT
+// PREPARED, possibly run by another connection, long after the writer's transaction ended.
+TEST_F(Rows, TwoPhase_CommitPreparedInvalidates) {
+  const std::string gid = prefix_ + "_gid";
+  {
+    qcache::pqxx::work tx{*conn_};
+    tx.exec("UPDATE t SET v = 'FIVE' WHERE id = 5");
+    tx.exec("PREPARE TRANSACTION '" + gid + "'");
+    tx.commit();  // libpqxx's COMMIT only warns: the transaction is already prepared
+  }
+  cache_it("SELECT v FROM t WHERE id = 5");  // the prepared write is not visible yet
+  EXPECT_EQ(read("SELECT v FROM t WHERE id = 5").v(), "five");
+  exec_on(another(), "COMMIT PREPARED '" + gid + "'");
+  expect_fresh("SELECT v FROM t WHERE id = 5");
+  EXPECT_EQ(read("SELECT v FROM t WHERE id = 5").v(), "FIVE");
+}
+
 TEST_F(Rows, Update_InvalidatesAggregatesAndRangeReads) {
   cache_it("SELECT string_agg(v, ',' ORDER BY id) FROM t");
   cache_it("SELECT v FROM t WHERE id > 3 ORDER BY id");

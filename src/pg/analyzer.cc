@@ -935,7 +935,7 @@ void walker::top(std::string_view type, const json::object& o) {
     if (k == "TRANS_STMT_BEGIN" || k == "TRANS_STMT_START") {
       st_.kind = stmt_kind::txn_begin;
       st_.isolation = isolation_of(field_arr(o, "options"), st_.read_only);
-    } else if (k == "TRANS_STMT_COMMIT" || k == "TRANS_STMT_COMMIT_PREPARED") {
+    } else if (k == "TRANS_STMT_COMMIT") {
       st_.kind = stmt_kind::txn_commit;
     } else if (k == "TRANS_STMT_ROLLBACK") {
       st_.kind = stmt_kind::txn_rollback;
@@ -946,7 +946,9 @@ void walker::top(std::string_view type, const json::object& o) {
     } else if (k == "TRANS_STMT_ROLLBACK_TO") {
       st_.kind = stmt_kind::rollback_to;
     } else {
-      st_.kind = stmt_kind::other;  // PREPARE TRANSACTION, ROLLBACK PREPARED
+      // PREPARE TRANSACTION, COMMIT PREPARED, ROLLBACK PREPARED: two-phase commit makes
+      // another transaction's writes visible (or not) at a time of its own.
+      st_.kind = stmt_kind::other;
     }
     return;
   }

@@ -24,7 +24,7 @@ enum class stmt_kind : std::uint8_t {
   write,         // INSERT, UPDATE, DELETE, MERGE, COPY FROM, TRUNCATE, SELECT INTO, writable CTE
   ddl,           // CREATE/ALTER/DROP/COMMENT/GRANT/REVOKE/REFRESH/CREATE TABLE AS/... (schema change)
   txn_begin,     // BEGIN / START TRANSACTION
-  txn_commit,    // COMMIT / END / COMMIT PREPARED
+  txn_commit,    // COMMIT / END (COMMIT PREPARED is `other`: see analyzer.cc)
   txn_rollback,  // ROLLBACK / ABORT
   savepoint,     // SAVEPOINT x
   release,       // RELEASE [SAVEPOINT] x

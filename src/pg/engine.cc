@@ -892,6 +892,13 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
         }
       }
       if (p.dirties_context) st.context_dirty = true;
+      if (tx.active && p.act == action::unknown && p.a && p.a->ok &&
+          p.a->statements.size() == 1 && p.a->statements[0].node == "TransactionStmt") {
+        // PREPARE TRANSACTION ended the transaction on the server. Its writes become
+        // visible at COMMIT PREPARED, which flushes again (an unknown statement).
+        transaction_committed();
+        break;
+      }
       if (!tx.active) {
         bool flush = p.flush || p.act != action::write || !c.ddl_quiet ||
                      st.db->ddl_started.load(std::memory_order_acquire) != c.ddl_seen;

@@ -142,7 +142,7 @@ TEST(AnalyzerKinds, EveryStatementIsClassified) {
       {"START TRANSACTION", stmt_kind::txn_begin, "TransactionStmt"},
       {"COMMIT", stmt_kind::txn_commit, "TransactionStmt"},
       {"END", stmt_kind::txn_commit, "TransactionStmt"},
-      {"COMMIT PREPARED 'x'", stmt_kind::txn_commit, "TransactionStmt"},
+      {"COMMIT PREPARED 'x'", stmt_kind::other, "TransactionStmt"},
       {"ROLLBACK", stmt_kind::txn_rollback, "TransactionStmt"},
       {"ABORT", stmt_kind::txn_rollback, "TransactionStmt"},
       {"SAVEPOINT s", stmt_kind::savepoint, "TransactionStmt"},
