@@ -71,6 +71,10 @@ struct file_state {
   std::atomic<const volatile unsigned char*> header{nullptr};
   dev_t dev = 0;
   ino_t ino = 0;
+  // Moved by every schema change made through qcache and every change to the file that
+  // this process did not prove to be its own commit (which may have been DDL): a memoized
+  // statement analysis taken under another value is not reused.
+  std::atomic<std::uint64_t> schema_epoch{0};
 };
 
 file_state& state_for(const std::string& identity) {
@@ -143,6 +147,7 @@ std::uint64_t change_counter(sq::sqlite3* conn, const char* db, const file_state
 struct auth_event {
   int action;
   std::string a3, a4, db, trigger;
+  bool operator==(const auth_event&) const = default;
 };
 
 enum class kind : std::uint8_t { read, uncacheable_read, write, ddl, attach, tx, pragma, unknown };
@@ -169,6 +174,9 @@ struct plan {
   std::vector<std::string> read_schemas;  // distinct schemas read
   dependencies table_deps;
   std::vector<tags::tag> write_hold_tags;
+  // The schema epochs (sqlite_engine::schema_epoch) when this analysis was made. A read
+  // executed under other epochs drops what only the bytecode proved (the rowid predicate).
+  std::uint64_t epoch = 0;
 };
 
 class sqlite_engine final : public engine {
@@ -206,10 +214,30 @@ class sqlite_engine final : public engine {
       throw;
     }
     collecting_ = nullptr;
+    sq::sqlite3_stmt* stmt = static_cast<::soci::sqlite3_statement_backend&>(real).stmt_;
+    // The analysis is a function of the authorizer events, the statement's read-only flag,
+    // the memoized table facts (reset with gen_) and the bytecode (fixed by the schema:
+    // schema_epoch). Statements prepared again and again (rowsets, once-statements) reuse it.
+    bool readonly = stmt && sq::sqlite3_stmt_readonly(stmt);
+    std::uint64_t epoch = schema_epoch();
+    auto it = plan_memo_.find(sql);
+    if (it != plan_memo_.end() && it->second.gen == gen_ && it->second.epoch == epoch &&
+        it->second.readonly == readonly && stmt && it->second.events == events) {
+      return std::make_shared<plan>(*it->second.p);
+    }
     auto p = std::make_shared<plan>();
     p->sql = sql;
-    sq::sqlite3_stmt* stmt = static_cast<::soci::sqlite3_statement_backend&>(real).stmt_;
+    p->epoch = epoch;
     classify(*p, events, stmt);
+    if (stmt) {
+      if (plan_memo_.size() >= 512) plan_memo_.clear();
+      auto& m = plan_memo_[sql];
+      m.gen = gen_;
+      m.epoch = epoch;
+      m.readonly = readonly;
+      m.events = std::move(events);
+      m.p = std::make_shared<const plan>(*p);
+    }
     return p;
   }
 
@@ -242,6 +270,12 @@ class sqlite_engine final : public engine {
     bool silent = false;       // WITHOUT ROWID or virtual: the update hook is silent
     bool replace = false;      // its schema mentions REPLACE (ON CONFLICT REPLACE)
     std::string rowid_alias;   // INTEGER PRIMARY KEY column, lower-case
+  };
+  struct memo {
+    std::uint64_t gen = 0, epoch = 0;
+    bool readonly = false;
+    std::vector<auth_event> events;
+    std::shared_ptr<const plan> p;
   };
   struct exec_state {
     std::shared_ptr<plan> p;
@@ -323,6 +357,21 @@ class sqlite_engine final : public engine {
     return none;
   }
   std::uint64_t check_external(const std::string& schema);
+  // Sum of the schema epochs of every file this connection has attached, plus its own.
+  std::uint64_t schema_epoch() const {
+    std::uint64_t e = local_epoch_;
+    for (const auto& [name, s] : schemas_)
+      if (s.fs) e += s.fs->schema_epoch.load(std::memory_order_acquire);
+    return e;
+  }
+  // The schema may have changed (DDL through this connection, or a change to a file we
+  // cannot attribute): forget memoized analyses everywhere they could be reused.
+  void bump_epochs() {
+    ++local_epoch_;
+    plan_memo_.clear();
+    for (auto& [name, s] : schemas_)
+      if (s.fs) s.fs->schema_epoch.fetch_add(1, std::memory_order_acq_rel);
+  }
   void invalidate_databases(invalidation_cause cause) {
     std::vector<tags::tag> t;
     for (auto& [name, s] : schemas_) t.push_back(tags::database(s.identity));
@@ -352,6 +401,8 @@ class sqlite_engine final : public engine {
   bool private_context_ = false;
   std::unordered_map<std::string, bool> fn_memo_;
   std::map<std::pair<std::string, std::string>, table_info> table_memo_;
+  std::unordered_map<std::string, memo> plan_memo_;  // by SQL text
+  std::uint64_t local_epoch_ = 0;                     // schema changes seen by this connection
 
   struct hook_row {
     std::string db, table;
@@ -403,6 +454,7 @@ void sqlite_engine::refresh_schemas() {
   if (private_context_) ctx += ";private=" + std::to_string(uid_);
   context_ = intern_context(ctx);
   table_memo_.clear();
+  plan_memo_.clear();
   ++gen_;
 }
 
@@ -708,6 +760,7 @@ std::uint64_t sqlite_engine::check_external(const std::string& schema) {
     if (s.dv && sq::sqlite3_step(s.dv) == SQLITE_ROW) v = sq::sqlite3_column_int64(s.dv, 0);
     if (s.dv) sq::sqlite3_reset(s.dv);
     if (v != s.dv_last || v < 0) {
+      s.fs->schema_epoch.fetch_add(1, std::memory_order_acq_rel);
       cache_->invalidate(std::array{tags::database(s.identity)}, invalidation_cause::external);
     }
     s.dv_last = v;
@@ -718,6 +771,7 @@ std::uint64_t sqlite_engine::check_external(const std::string& schema) {
   file_state& fs = *s.fs;
   std::uint64_t last = fs.last.load(std::memory_order_acquire);
   if (c != last) {
+    fs.schema_epoch.fetch_add(1, std::memory_order_acq_rel);
     cache_->invalidate(std::array{tags::database(s.identity)}, invalidation_cause::external);
     fs.last.store(c, std::memory_order_release);
   }
@@ -726,10 +780,11 @@ std::uint64_t sqlite_engine::check_external(const std::string& schema) {
 
 execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
                                std::string_view shape, const std::vector<const use_value*>& uses,
-                               ::soci::details::statement_backend&) {
+                               ::soci::details::statement_backend& real) {
   execution ex;
   auto p = std::static_pointer_cast<plan>(pl);
   if (!p) {
+    bump_epochs();
     invalidate_databases(invalidation_cause::flush);
     tx_flushed_ = true;
     tx_active_ = true;
@@ -755,6 +810,7 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
     case kind::ddl:
     case kind::attach:
     case kind::unknown:
+      bump_epochs();
       invalidate_databases(p->k == kind::unknown ? invalidation_cause::flush
                                                  : invalidation_cause::ddl);
       tx_flushed_ = true;
@@ -815,6 +871,14 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
   // Writes by others to the files read: detect before looking anything up.
   for (const auto& schema : p->read_schemas) {
     st->counters.emplace_back(schema, check_external(schema));
+  }
+  if (std::uint64_t e = schema_epoch(); e != p->epoch) {
+    // The schema may have changed since the analysis: prove the rowid predicate again from
+    // the statement's current bytecode.
+    p->epoch = e;
+    p->rowid_param = 0;
+    p->rowid_param_name.clear();
+    detect_rowid_predicate(*p, static_cast<::soci::sqlite3_statement_backend&>(real).stmt_);
   }
   if (auto v = cache_->lookup(st->k)) {
     ex.hit = std::static_pointer_cast<const result_table>(v);
@@ -890,8 +954,10 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
         plan fresh;
         fresh.sql = st->p->sql;
         table_memo_.clear();
+        bump_epochs();
         classify(fresh, st->reprepared, nullptr);
         fresh.rowid_param = 0;
+        fresh.epoch = schema_epoch();
         if (fresh.k == kind::unknown) fresh.k = kind::uncacheable_read;
         *st->p = std::move(fresh);
       }
@@ -906,6 +972,7 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
       case kind::ddl:
       case kind::attach:
         if (!hook_rows_.empty()) process_hook_rows(nullptr);
+        bump_epochs();
         refresh_schemas();
         invalidate_databases(invalidation_cause::ddl);
         break;
@@ -913,11 +980,13 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
         if (p.pragma_sets) {
           static const std::set<std::string> harmless = {};
           private_context_ = true;  // settings may change results: stop sharing entries
+          bump_epochs();
           refresh_schemas();
         }
         break;
       case kind::unknown:
         if (!hook_rows_.empty()) process_hook_rows(nullptr);
+        bump_epochs();
         refresh_schemas();
         invalidate_databases(invalidation_cause::flush);
         break;
@@ -961,6 +1030,7 @@ void sqlite_engine::settle() {
             fs.last.compare_exchange_strong(expected, now)) {
           continue;
         }
+        fs.schema_epoch.fetch_add(1, std::memory_order_acq_rel);
         cache_->invalidate(std::array{tags::database(id)}, invalidation_cause::external);
         if (now != file_state::unknown) fs.last.store(now);
       }
