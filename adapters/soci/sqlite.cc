@@ -31,9 +31,30 @@
 
 #include <qcache/tags.h>
 
+#include "pg/analyzer.h"
+
+// Debian's libsqlite3 is built with SQLITE_ENABLE_PREUPDATE_HOOK, but <sqlite3.h> only
+// declares the preupdate interface when the includer defines it too.
+#ifndef SQLITE_ENABLE_PREUPDATE_HOOK
+namespace sqlite_api {
+extern "C" {
+void* sqlite3_preupdate_hook(sqlite3* db,
+                             void (*x)(void*, sqlite3*, int, char const*, char const*,
+                                       sqlite3_int64, sqlite3_int64),
+                             void*);
+int sqlite3_preupdate_old(sqlite3*, int, sqlite3_value**);
+int sqlite3_preupdate_count(sqlite3*);
+int sqlite3_preupdate_new(sqlite3*, int, sqlite3_value**);
+}
+}  // namespace sqlite_api
+#endif
+
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cstring>
+#include <optional>
+#include <shared_mutex>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -108,6 +129,186 @@ void map_header(file_state& fs, const std::string& path) {
 
 std::atomic<std::uint64_t> g_connection_ids{0};
 
+// Columns used by equality-predicate reads, per table (lower-case names), per database
+// identity. Lives for the process: cached entries outlive the connections that registered
+// their columns, and a later write on any connection must still name their rows. A write
+// reads it only while holding its tables' tags (the predicate reads' guard).
+struct predicate_registry {
+  std::shared_mutex mu;
+  std::unordered_map<std::string, std::vector<std::string>> columns;
+  std::atomic<std::uint64_t> version{0};
+
+  void add(const std::string& table, const std::string& column) {
+    {
+      std::shared_lock lock(mu);
+      auto it = columns.find(table);
+      if (it != columns.end() &&
+          std::find(it->second.begin(), it->second.end(), column) != it->second.end())
+        return;
+    }
+    std::unique_lock lock(mu);
+    auto& v = columns[table];
+    if (std::find(v.begin(), v.end(), column) == v.end()) {
+      v.push_back(column);
+      version.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+  std::vector<std::string> of(const std::string& table) {
+    std::shared_lock lock(mu);
+    auto it = columns.find(table);
+    return it == columns.end() ? std::vector<std::string>{} : it->second;
+  }
+};
+
+std::mutex g_registries_mu;
+std::unordered_map<std::string, std::unique_ptr<predicate_registry>> g_registries;
+
+predicate_registry& registry_for(const std::string& identity) {
+  std::lock_guard lock(g_registries_mu);
+  auto& r = g_registries[identity];
+  if (!r) r = std::make_unique<predicate_registry>();
+  return *r;
+}
+
+// A :memory: or temp database dies with its connection: so can its registry.
+void drop_registry(const std::string& identity) {
+  std::lock_guard lock(g_registries_mu);
+  g_registries.erase(identity);
+}
+
+// Column classes for predicates: values compare textually after canonicalisation.
+constexpr char class_none = 0;
+constexpr char class_int = 'i';   // INTEGER or NUMERIC affinity, BINARY collation
+constexpr char class_text = 't';  // TEXT affinity, BINARY collation
+
+// SQLite's affinity rules for a declared type (section 3.1 of datatype3.html).
+char class_of_declared(std::string_view decl) {
+  std::string d;
+  for (char c : decl) d.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+  if (d.find("INT") != std::string::npos) return class_int;
+  if (d.find("CHAR") != std::string::npos || d.find("CLOB") != std::string::npos ||
+      d.find("TEXT") != std::string::npos)
+    return class_text;
+  if (d.empty() || d.find("BLOB") != std::string::npos) return class_none;
+  if (d.find("REAL") != std::string::npos || d.find("FLOA") != std::string::npos ||
+      d.find("DOUB") != std::string::npos)
+    return class_none;
+  if (d == "ANY") return class_none;  // STRICT tables: no affinity
+  return class_int;                   // NUMERIC
+}
+
+// "-?(0|[1-9][0-9]*)" within 64 bits, as its canonical decimal text; nullopt otherwise.
+std::optional<std::string> strict_int(std::string_view s) {
+  if (s.empty() || s.size() > 20) return std::nullopt;
+  std::size_t i = s[0] == '-' ? 1 : 0;
+  if (i == s.size()) return std::nullopt;
+  if (s[i] == '0' && (s.size() != i + 1 || i == 1)) return std::nullopt;  // 0 only, no -0/05
+  for (std::size_t k = i; k < s.size(); ++k)
+    if (s[k] < '0' || s[k] > '9') return std::nullopt;
+  long long v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return std::to_string(v);
+}
+
+// The integer a literal written in SQL denotes (leading zeros allowed), as decimal text.
+std::optional<std::string> literal_int(std::string_view s) {
+  if (s.empty() || s.size() > 40) return std::nullopt;
+  for (std::size_t k = s[0] == '-' ? 1 : 0; k < s.size(); ++k)
+    if (s[k] < '0' || s[k] > '9') return std::nullopt;
+  long long v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return std::to_string(v);
+}
+
+// Rewrites SQLite parameters (?, ?NNN, :name, @name, $name) as PostgreSQL's $n, n being
+// SQLite's own parameter number, so that qcache's PostgreSQL analyzer can read the
+// statement. `names[n]` receives SQLite's name of parameter n ("" for a bare ?). Fails
+// (nullopt) on anything it does not understand: the caller then does without predicates.
+std::optional<std::string> to_pg_placeholders(std::string_view sql, sq::sqlite3_stmt* stmt,
+                                              std::vector<std::string>& names) {
+  int count = sq::sqlite3_bind_parameter_count(stmt);
+  names.assign(static_cast<std::size_t>(count) + 1, std::string());
+  std::vector<bool> seen(static_cast<std::size_t>(count) + 1, false);
+  auto ident = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' ||
+           static_cast<unsigned char>(c) >= 0x80;
+  };
+  std::string out;
+  out.reserve(sql.size() + 8);
+  int max = 0;
+  std::size_t i = 0, n = sql.size();
+  while (i < n) {
+    char c = sql[i];
+    if (c == '\'' || c == '"') {
+      std::size_t j = i + 1;
+      while (j < n) {
+        if (sql[j] == c) {
+          if (j + 1 < n && sql[j + 1] == c) {
+            j += 2;
+            continue;
+          }
+          break;
+        }
+        ++j;
+      }
+      if (j >= n) return std::nullopt;
+      out.append(sql.substr(i, j + 1 - i));
+      i = j + 1;
+    } else if (c == '[' || c == '`') {
+      return std::nullopt;  // SQLite-only quoting
+    } else if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+      std::size_t j = sql.find('\n', i);
+      if (j == std::string_view::npos) j = n;
+      out.append(sql.substr(i, j - i));
+      i = j;
+    } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+      std::size_t j = sql.find("*/", i + 2);
+      if (j == std::string_view::npos) return std::nullopt;
+      out.append(sql.substr(i, j + 2 - i));
+      i = j + 2;
+    } else if (c == '?' || c == ':' || c == '@' || c == '$') {
+      std::size_t j = i + 1;
+      int number = 0;
+      std::string token;
+      if (c == '?') {
+        while (j < n && std::isdigit(static_cast<unsigned char>(sql[j]))) ++j;
+        if (j == i + 1) {
+          number = ++max;
+        } else {
+          token = std::string(sql.substr(i, j - i));
+          if (j - i > 6) return std::nullopt;
+          number = std::atoi(token.c_str() + 1);
+        }
+      } else {
+        while (j < n && ident(sql[j])) ++j;
+        if (j == i + 1) return std::nullopt;
+        token = std::string(sql.substr(i, j - i));
+        number = sq::sqlite3_bind_parameter_index(stmt, token.c_str());
+      }
+      if (j < n && (sql[j] == ':' || sql[j] == '(' || sql[j] == '$')) return std::nullopt;
+      if (number <= 0 || number > count) return std::nullopt;
+      max = std::max(max, number);
+      const char* real = sq::sqlite3_bind_parameter_name(stmt, number);
+      if (c == '?' && token.empty() ? real != nullptr
+                                    : (!real || token != real))
+        return std::nullopt;
+      if (seen[static_cast<std::size_t>(number)] && names[static_cast<std::size_t>(number)] != token)
+        return std::nullopt;
+      seen[static_cast<std::size_t>(number)] = true;
+      names[static_cast<std::size_t>(number)] = token;
+      out += '$';
+      out += std::to_string(number);
+      i = j;
+    } else {
+      out += c;
+      ++i;
+    }
+  }
+  return out;
+}
+
 // Reads the change counter of schema `db` without a lock: (source << 32) | counter, where
 // source 1 is the rollback-journal header counter and 2 the WAL index's change counter.
 // Returns file_state::unknown when it cannot be read.
@@ -174,6 +375,16 @@ struct plan {
   std::vector<std::string> read_schemas;  // distinct schemas read
   dependencies table_deps;
   std::vector<tags::tag> write_hold_tags;
+  // Column-equality predicates: for a read table (index into reads), its column, the
+  // column's class and the values compared (parameters are SQLite's parameter numbers).
+  struct pred_candidate {
+    std::size_t read = 0;
+    std::string column;  // lower-case
+    char cls = class_none;
+    std::vector<pg::eq_value> values;
+  };
+  std::vector<pred_candidate> preds;
+  std::vector<std::string> param_names;  // SQLite's name of each parameter number
   // The schema epochs (sqlite_engine::schema_epoch) when this analysis was made. A read
   // executed under other epochs drops what only the bytecode proved (the rowid predicate).
   std::uint64_t epoch = 0;
@@ -189,6 +400,7 @@ class sqlite_engine final : public engine {
     for (const auto& f : opts_->deterministic_functions) user_deterministic_.insert(lower(f));
     sq::sqlite3_set_authorizer(conn_, &sqlite_engine::authorizer, this);
     sq::sqlite3_update_hook(conn_, &sqlite_engine::update_hook, this);
+    sq::sqlite3_preupdate_hook(conn_, &sqlite_engine::preupdate_hook, this);
     sq::sqlite3_commit_hook(conn_, &sqlite_engine::commit_hook, this);
     sq::sqlite3_rollback_hook(conn_, &sqlite_engine::rollback_hook, this);
     refresh_schemas();
@@ -199,6 +411,9 @@ class sqlite_engine final : public engine {
       if (s.dv) sq::sqlite3_finalize(s.dv);
     sq::sqlite3_set_authorizer(conn_, nullptr, nullptr);
     sq::sqlite3_update_hook(conn_, nullptr, nullptr);
+    sq::sqlite3_preupdate_hook(conn_, nullptr, nullptr);
+    for (auto& [name, s] : schemas_)
+      if (!s.file) drop_registry(s.identity);
     sq::sqlite3_commit_hook(conn_, nullptr, nullptr);
     sq::sqlite3_rollback_hook(conn_, nullptr, nullptr);
   }
@@ -263,6 +478,7 @@ class sqlite_engine final : public engine {
     file_state* fs = nullptr;
     sq::sqlite3_stmt* dv = nullptr;  // PRAGMA data_version, when the counter is unreadable
     std::int64_t dv_last = -1;
+    predicate_registry* reg = nullptr;
   };
   struct table_info {
     bool ok = false;           // an ordinary or shadow table, or a view
@@ -270,6 +486,12 @@ class sqlite_engine final : public engine {
     bool silent = false;       // WITHOUT ROWID or virtual: the update hook is silent
     bool replace = false;      // its schema mentions REPLACE (ON CONFLICT REPLACE)
     std::string rowid_alias;   // INTEGER PRIMARY KEY column, lower-case
+    bool exists = false;       // some object of that name exists in that schema
+    // Predicates: every column (lower-case name, in table order) and its class; pred_ok
+    // when the preupdate hook's column indexes are these (no hidden/generated columns).
+    bool pred_ok = false;
+    std::vector<std::string> cols;
+    std::vector<char> classes;
   };
   struct memo {
     std::uint64_t gen = 0, epoch = 0;
@@ -300,6 +522,16 @@ class sqlite_engine final : public engine {
     auto* e = static_cast<sqlite_engine*>(self);
     e->hook_rows_.push_back({db ? db : "", table ? table : "", rowid});
   }
+  static void preupdate_hook(void* self, sq::sqlite3* db, int op, const char* zdb,
+                             const char* ztable, sq::sqlite3_int64, sq::sqlite3_int64) {
+    auto* e = static_cast<sqlite_engine*>(self);
+    try {
+      e->on_preupdate(db, op, zdb ? zdb : "", ztable ? ztable : "");
+    } catch (...) {
+      e->pred_failed_ = true;
+    }
+  }
+  void on_preupdate(sq::sqlite3* db, int op, const char* zdb, const char* ztable);
   static int commit_hook(void* self) {
     auto* e = static_cast<sqlite_engine*>(self);
     ++e->commits_;
@@ -349,6 +581,10 @@ class sqlite_engine final : public engine {
   bool deterministic(const std::string& fn);
   const table_info& table(const std::string& schema, const std::string& t);
   void detect_rowid_predicate(plan& p, sq::sqlite3_stmt* stmt);
+  void detect_column_predicates(plan& p, sq::sqlite3_stmt* stmt);
+  int map_read(const plan& p, const pg::qualified_name& n);
+  std::optional<std::string> read_value(const plan& p, const pg::eq_value& v, char cls,
+                                        const std::vector<const use_value*>& uses);
   void resolve(plan& p);
   const std::string& identity(const std::string& schema) {
     auto it = schemas_.find(schema);
@@ -386,6 +622,7 @@ class sqlite_engine final : public engine {
     tx_active_ = true;
   }
   void process_hook_rows(const plan* p);
+  bool hook_pending() const { return !hook_rows_.empty() || !pred_tags_.empty() || pred_failed_; }
   void settle();
 
   std::shared_ptr<cache> cache_;
@@ -409,6 +646,10 @@ class sqlite_engine final : public engine {
     std::int64_t rowid;
   };
   std::vector<hook_row> hook_rows_;
+  std::vector<tags::tag> pred_tags_;  // predicate/column tags named by the preupdate hook
+  bool pred_failed_ = false;          // the hook could not name a row: flush
+  bool utf8_ = false;                 // database text is UTF-8 (predicates compare bytes)
+  std::vector<std::string> schema_order_;  // temp, main, attached: name resolution order
   std::uint64_t commits_ = 0, rollbacks_ = 0, rollbacks_seen_ = 0, commits_seen_ = 0;
   std::vector<std::pair<std::string, std::uint64_t>> pre_commit_;
 
@@ -424,6 +665,7 @@ class sqlite_engine final : public engine {
 
 void sqlite_engine::refresh_schemas() {
   std::map<std::string, schema_info> next;
+  std::vector<std::string> order;
   query("PRAGMA database_list", [&](sq::sqlite3_stmt* st) {
     std::string name = text(st, 1), file = text(st, 2);
     schema_info s;
@@ -438,8 +680,17 @@ void sqlite_engine::refresh_schemas() {
       s.fs = &state_for(s.identity);
       map_header(*s.fs, s.path);
     }
+    s.reg = &registry_for(s.identity);
+    order.push_back(name);
     next.emplace(name, std::move(s));
   });
+  // Resolution order of unqualified names: temp first, then main, then attached ones.
+  std::stable_sort(order.begin(), order.end(), [](const std::string& a, const std::string& b) {
+    return (a == "temp" ? 0 : a == "main" ? 1 : 2) < (b == "temp" ? 0 : b == "main" ? 1 : 2);
+  });
+  schema_order_ = std::move(order);
+  utf8_ = false;
+  query("PRAGMA encoding", [&](sq::sqlite3_stmt* st) { utf8_ = text(st, 0) == "UTF-8"; });
   for (auto& [name, s] : schemas_)
     if (s.dv) sq::sqlite3_finalize(s.dv);
   schemas_ = std::move(next);
@@ -499,8 +750,10 @@ const sqlite_engine::table_info& sqlite_engine::table(const std::string& schema,
   if (lt == "sqlite_master" || lt == "sqlite_schema" || lt == "sqlite_temp_master" ||
       lt == "sqlite_temp_schema") {
     info.ok = true;  // changes only by DDL, which flushes the database
+    info.exists = true;
   } else if (lt.rfind("sqlite_", 0) == 0) {
     info.ok = false;  // sqlite_sequence, sqlite_stat*: written behind our back
+    info.exists = true;
   } else {
     std::string type;
     int wr = 0;
@@ -509,6 +762,7 @@ const sqlite_engine::table_info& sqlite_engine::table(const std::string& schema,
             type = text(st, 0);
             wr = sq::sqlite3_column_int(st, 1);
           });
+    info.exists = !type.empty();
     if (type == "table" || type == "shadow") {
       info.ok = true;
       info.silent = wr != 0;
@@ -534,6 +788,27 @@ const sqlite_engine::table_info& sqlite_engine::table(const std::string& schema,
             }
           });
     if (pks == 1) info.rowid_alias = alias;
+    if (type == "table" && utf8_) {
+      // Predicate columns: the declared type gives the affinity, the column's collation
+      // must be BINARY, and the preupdate hook's column numbers must be these columns.
+      bool hidden = false;
+      query("SELECT name, hidden FROM pragma_table_xinfo(" + quote(t) + ", " + quote(schema) + ")",
+            [&](sq::sqlite3_stmt* st) {
+              info.cols.push_back(lower(text(st, 0)));
+              if (sq::sqlite3_column_int(st, 1) != 0) hidden = true;
+            });
+      for (const auto& c : info.cols) {
+        const char* decl = nullptr;
+        const char* coll = nullptr;
+        char cls = class_none;
+        if (sq::sqlite3_table_column_metadata(conn_, schema.c_str(), t.c_str(), c.c_str(), &decl,
+                                              &coll, nullptr, nullptr, nullptr) == SQLITE_OK &&
+            coll && lower(coll) == "binary")
+          cls = class_of_declared(decl ? decl : "");
+        info.classes.push_back(cls);
+      }
+      info.pred_ok = !hidden && !info.cols.empty();
+    }
   }
   return table_memo_.emplace(key, std::move(info)).first->second;
 }
@@ -641,7 +916,10 @@ void sqlite_engine::classify(plan& p, const std::vector<auth_event>& ev, sq::sql
         }
       }
     }
-    if (p.k == kind::read) detect_rowid_predicate(p, stmt);
+    if (p.k == kind::read) {
+      detect_rowid_predicate(p, stmt);
+      detect_column_predicates(p, stmt);
+    }
   }
   if (p.k == kind::pragma || p.k == kind::uncacheable_read) {
     if (p.k == kind::pragma) p.reason = uncacheable_reason::not_a_read;
@@ -712,6 +990,216 @@ void sqlite_engine::detect_rowid_predicate(plan& p, sq::sqlite3_stmt* stmt) {
   const char* name = sq::sqlite3_bind_parameter_name(stmt, param);
   p.rowid_param_name = name ? name + 1 : "";
   if (name && name[0] != ':') p.rowid_param = 0;  // $name / @name: SOCI binds :name only
+}
+
+// Column-equality predicates, from qcache's PostgreSQL analyzer run on the statement with
+// its parameters written $n. Each relation the analyzer names must be a table SQLite read
+// (resolved as SQLite resolves it, unambiguously); a read table gets a predicate only
+// when exactly one occurrence reads it and that occurrence is restricted by `column =
+// value` on a column whose affinity and collation make equality textual. Anything else
+// leaves the statement on table tags.
+void sqlite_engine::detect_column_predicates(plan& p, sq::sqlite3_stmt* stmt) {
+  p.preds.clear();
+  p.param_names.clear();
+  if (p.reads.empty() || !stmt || !utf8_) return;
+  const char* sql = sq::sqlite3_sql(stmt);
+  if (!sql) return;
+  std::vector<std::string> names;
+  auto converted = to_pg_placeholders(sql, stmt, names);
+  if (!converted) return;
+  auto a = pg::analyze(*converted);
+  if (!a || !a->ok || a->statements.size() != 1) return;
+  const pg::statement& st = a->statements[0];
+  if (st.kind != pg::stmt_kind::read || st.reads.empty()) return;
+  std::vector<int> uses(p.reads.size(), 0);
+  std::vector<const pg::read_ref*> ref(p.reads.size(), nullptr);
+  for (const auto& rr : st.reads) {
+    int i = map_read(p, rr.table);
+    if (i < 0) return;
+    ++uses[static_cast<std::size_t>(i)];
+    ref[static_cast<std::size_t>(i)] = &rr;
+  }
+  std::vector<plan::pred_candidate> out;
+  for (std::size_t i = 0; i < p.reads.size(); ++i) {
+    if (uses[i] != 1 || ref[i]->conjuncts.empty()) continue;
+    const table_info& ti = table(p.reads[i].first, p.reads[i].second);
+    if (!ti.ok || ti.view || !ti.pred_ok) continue;
+    for (const pg::eq_conjunct& c : ref[i]->conjuncts) {
+      std::string col = lower(c.column);
+      auto it = std::find(ti.cols.begin(), ti.cols.end(), col);
+      if (it == ti.cols.end()) continue;
+      char cls = ti.classes[static_cast<std::size_t>(it - ti.cols.begin())];
+      if (cls == class_none || c.values.empty()) continue;
+      bool usable = true;
+      for (const auto& v : c.values) {
+        if (v.k == pg::eq_value::kind::param)
+          usable = usable && v.param >= 1 && static_cast<std::size_t>(v.param) < names.size();
+        else
+          usable = usable && (v.k == pg::eq_value::kind::integer || v.k == pg::eq_value::kind::string);
+      }
+      if (!usable) continue;
+      out.push_back({i, col, cls, c.values});
+      break;
+    }
+  }
+  if (out.empty()) return;
+  p.preds = std::move(out);
+  p.param_names = std::move(names);
+}
+
+// The index in p.reads of the table SQLite resolves `n` to, or -1 when it is not one of
+// them, not a table, or the name could mean objects of several schemas.
+int sqlite_engine::map_read(const plan& p, const pg::qualified_name& n) {
+  std::string schema;
+  if (!n.schema.empty()) {
+    std::string ls = lower(n.schema);
+    for (const auto& name : schema_order_)
+      if (lower(name) == ls) schema = name;
+    if (schema.empty()) return -1;
+    const table_info& ti = table(schema, n.name);
+    if (!ti.exists || !ti.ok || ti.view) return -1;
+  } else {
+    int found = 0;
+    for (const auto& name : schema_order_) {
+      const table_info& ti = table(name, n.name);
+      if (!ti.exists) continue;
+      ++found;
+      if (!ti.ok || ti.view) return -1;
+      schema = name;
+    }
+    if (found != 1) return -1;
+  }
+  std::string ln = lower(n.name);
+  int index = -1;
+  for (std::size_t i = 0; i < p.reads.size(); ++i) {
+    if (p.reads[i].first == schema && lower(p.reads[i].second) == ln) {
+      if (index >= 0) return -1;
+      index = static_cast<int>(i);
+    }
+  }
+  return index;
+}
+
+// The canonical text of a compared value as the column (class `cls`) sees it, or nullopt
+// when equality cannot be decided textually.
+std::optional<std::string> sqlite_engine::read_value(const plan& p, const pg::eq_value& v,
+                                                     char cls,
+                                                     const std::vector<const use_value*>& uses) {
+  switch (v.k) {
+    case pg::eq_value::kind::integer: return literal_int(v.text);
+    case pg::eq_value::kind::string:
+      if (cls == class_int) return strict_int(v.text);
+      return v.text;
+    case pg::eq_value::kind::param: break;
+    default: return std::nullopt;
+  }
+  if (v.param < 1 || static_cast<std::size_t>(v.param) >= p.param_names.size()) return std::nullopt;
+  const std::string& name = p.param_names[static_cast<std::size_t>(v.param)];
+  const use_value* u = nullptr;
+  bool named = false;
+  for (const use_value* x : uses)
+    if (!x->name.empty()) named = true;
+  if (named) {
+    // SOCI binds a named use to ":name" only.
+    if (name.size() < 2 || name[0] != ':') return std::nullopt;
+    for (const use_value* x : uses)
+      if (x->name == std::string_view(name).substr(1)) {
+        if (u) return std::nullopt;
+        u = x;
+      }
+  } else if (static_cast<std::size_t>(v.param) <= uses.size()) {
+    u = uses[static_cast<std::size_t>(v.param) - 1];
+  }
+  if (!u) return std::nullopt;
+  if (u->type == param_type::integer) return strict_int(u->text);
+  if (u->type == param_type::text) {
+    if (cls == class_int) return strict_int(u->text);
+    return u->text;
+  }
+  return std::nullopt;
+}
+
+// Before SQLite changes a row of any table (trigger and foreign-key rows included): names
+// predicate(t, c, value) before and after for every registered column c of t, or moves
+// column_epoch(t, c) when it cannot. Runs inside sqlite3_step: no queries here.
+void sqlite_engine::on_preupdate(sq::sqlite3* db, int op, const char* zdb, const char* ztable) {
+  auto sit = schemas_.find(zdb);
+  if (sit == schemas_.end() || !sit->second.reg) {
+    pred_failed_ = true;
+    return;
+  }
+  const schema_info& si = sit->second;
+  std::string lt = lower(ztable);
+  std::vector<std::string> cols = si.reg->of(lt);
+  if (cols.empty()) return;
+  auto tit = table_memo_.find(std::make_pair(std::string(zdb), std::string(ztable)));
+  const table_info* ti = tit == table_memo_.end() ? nullptr : &tit->second;
+  int n = sq::sqlite3_preupdate_count(db);
+  bool ok = ti && ti->pred_ok && n == static_cast<int>(ti->cols.size());
+  for (const std::string& c : cols) {
+    int idx = -1;
+    char cls = class_none;
+    if (ok) {
+      auto it = std::find(ti->cols.begin(), ti->cols.end(), c);
+      if (it != ti->cols.end()) {
+        idx = static_cast<int>(it - ti->cols.begin());
+        cls = ti->classes[static_cast<std::size_t>(idx)];
+      }
+    }
+    bool known = idx >= 0 && cls != class_none;
+    auto name = [&](bool old) {
+      if (!known) return;
+      sq::sqlite3_value* v = nullptr;
+      int rc = old ? sq::sqlite3_preupdate_old(db, idx, &v) : sq::sqlite3_preupdate_new(db, idx, &v);
+      if (rc != SQLITE_OK || !v) {
+        known = false;
+        return;
+      }
+      switch (sq::sqlite3_value_type(v)) {
+        case SQLITE_NULL:
+        case SQLITE_BLOB: return;  // equal to no integer or text value
+        case SQLITE_INTEGER:
+          if (cls != class_int) {
+            known = false;
+            return;
+          }
+          pred_tags_.push_back(tags::predicate(si.identity, lt, c,
+                                               std::to_string(sq::sqlite3_value_int64(v))));
+          return;
+        case SQLITE_FLOAT: {
+          double d = sq::sqlite3_value_double(v);
+          if (cls != class_int) {
+            known = false;
+            return;
+          }
+          if (d == static_cast<double>(static_cast<long long>(d)) && d >= -9.2e18 && d <= 9.2e18)
+            pred_tags_.push_back(tags::predicate(si.identity, lt, c,
+                                                 std::to_string(static_cast<long long>(d))));
+          return;  // not integral: equal to no integer
+        }
+        case SQLITE_TEXT: {
+          if (cls != class_text) {
+            known = false;
+            return;
+          }
+          const unsigned char* t = sq::sqlite3_value_text(v);
+          int len = sq::sqlite3_value_bytes(v);
+          if (!t) {
+            known = false;
+            return;
+          }
+          pred_tags_.push_back(tags::predicate(
+              si.identity, lt, c,
+              std::string_view(reinterpret_cast<const char*>(t), static_cast<std::size_t>(len))));
+          return;
+        }
+        default: known = false; return;
+      }
+    };
+    if (op != SQLITE_INSERT) name(true);
+    if (op != SQLITE_DELETE) name(false);
+    if (!known) pred_tags_.push_back(tags::column_epoch(si.identity, lt, c));
+  }
 }
 
 void sqlite_engine::resolve(plan& p) {
@@ -792,6 +1280,8 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
   }
   resolve(*p);
   hook_rows_.clear();
+  pred_tags_.clear();
+  pred_failed_ = false;
   switch (p->k) {
     case kind::read: break;
     case kind::uncacheable_read:
@@ -800,6 +1290,8 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
       return ex;
     case kind::write:
       add_hold(p->write_hold_tags);
+      // The preupdate hook may not query: load the written tables' columns now.
+      for (const auto& w : p->writes) table(w.schema, w.table);
       for (const auto& w : p->writes) tx_written_.insert(identity(w.schema) + '\x1f' + w.table);
       {
         auto st = std::make_shared<exec_state>();
@@ -879,6 +1371,8 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
     p->rowid_param = 0;
     p->rowid_param_name.clear();
     detect_rowid_predicate(*p, static_cast<::soci::sqlite3_statement_backend&>(real).stmt_);
+    table_memo_.clear();
+    detect_column_predicates(*p, static_cast<::soci::sqlite3_statement_backend&>(real).stmt_);
   }
   if (auto v = cache_->lookup(st->k)) {
     ex.hit = std::static_pointer_cast<const result_table>(v);
@@ -897,6 +1391,50 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
                  tags::table_epoch(id, t)};
     pred.guards = {tags::table(id, t)};
     deps = &pred;
+  } else if (!p->preds.empty()) {
+    // Column predicates: each restricted table depends on its rows with those values.
+    std::vector<std::optional<std::vector<std::string>>> values(p->reads.size());
+    bool any = false;
+    for (const auto& c : p->preds) {
+      std::vector<std::string> v;
+      for (const auto& x : c.values) {
+        auto cv = read_value(*p, x, c.cls, uses);
+        if (!cv) break;
+        v.push_back(std::move(*cv));
+      }
+      if (v.size() != c.values.size()) continue;
+      values[c.read] = std::move(v);
+      any = true;
+    }
+    if (any) {
+      std::set<std::string> schemas;
+      for (std::size_t i = 0; i < p->reads.size(); ++i) {
+        const std::string& id = p->read_ids[i];
+        const std::string& t = p->reads[i].second;
+        if (schemas.insert(id).second) pred.tags.push_back(tags::database(id));
+        if (!values[i]) {
+          pred.tags.push_back(tags::table(id, t));
+          continue;
+        }
+        const plan::pred_candidate* c = nullptr;
+        for (const auto& x : p->preds)
+          if (x.read == i) c = &x;
+        std::string lt = lower(t);
+        // Registered before the versions are captured: a write that starts later names
+        // these rows; one already in flight holds table(t), the guard.
+        auto sit = schemas_.find(p->reads[i].first);
+        if (sit == schemas_.end() || !sit->second.reg) {
+          pred.tags.push_back(tags::table(id, t));
+          continue;
+        }
+        sit->second.reg->add(lt, c->column);
+        pred.tags.push_back(tags::table_epoch(id, t));
+        pred.tags.push_back(tags::column_epoch(id, lt, c->column));
+        for (const auto& v : *values[i]) pred.tags.push_back(tags::predicate(id, lt, c->column, v));
+        pred.guards.push_back(tags::table(id, t));
+      }
+      deps = &pred;
+    }
   }
   st->flight = cache_->join_flight(st->k, *deps);
   if (st->flight.value()) {
@@ -920,6 +1458,13 @@ void sqlite_engine::process_hook_rows(const plan* p) {
     ++counts[{r.db, r.table}];
   }
   hook_rows_.clear();
+  t.insert(t.end(), pred_tags_.begin(), pred_tags_.end());
+  pred_tags_.clear();
+  if (pred_failed_) {
+    // The preupdate hook could not name some row: fail closed on every database.
+    pred_failed_ = false;
+    for (auto& [name, s] : schemas_) t.push_back(tags::database(s.identity));
+  }
   if (p) {
     // The hook is silent for DELETE without WHERE (truncate optimisation): compare the rows
     // SQLite counted with the rows the hook named.
@@ -940,7 +1485,7 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
   ex.state.reset();
   try {
     if (!st) {
-      if (!hook_rows_.empty()) process_hook_rows(nullptr);
+      if (hook_pending()) process_hook_rows(nullptr);
       settle();
       return;
     }
@@ -971,7 +1516,7 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
       case kind::write: process_hook_rows(&p); break;
       case kind::ddl:
       case kind::attach:
-        if (!hook_rows_.empty()) process_hook_rows(nullptr);
+        if (hook_pending()) process_hook_rows(nullptr);
         bump_epochs();
         refresh_schemas();
         invalidate_databases(invalidation_cause::ddl);
@@ -985,7 +1530,7 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
         }
         break;
       case kind::unknown:
-        if (!hook_rows_.empty()) process_hook_rows(nullptr);
+        if (hook_pending()) process_hook_rows(nullptr);
         bump_epochs();
         refresh_schemas();
         invalidate_databases(invalidation_cause::flush);
@@ -1006,7 +1551,7 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
 // Ends the current transaction's bookkeeping once SQLite is back in autocommit mode.
 void sqlite_engine::settle() {
   if (!sq::sqlite3_get_autocommit(conn_)) return;
-  if (!hook_rows_.empty()) process_hook_rows(nullptr);
+  if (hook_pending()) process_hook_rows(nullptr);
   bool rolled_back = rollbacks_ != rollbacks_seen_;
   rollbacks_seen_ = rollbacks_;
   bool committed = commits_ != commits_seen_;
@@ -1028,6 +1573,12 @@ void sqlite_engine::settle() {
         std::uint64_t expected = before;
         if (before != file_state::unknown && now == before + 1 &&
             fs.last.compare_exchange_strong(expected, now)) {
+          continue;
+        }
+        // A commit that changed no page (an UPDATE to identical values) leaves the counter
+        // alone: nothing to attribute when nobody else moved it either.
+        if (before != file_state::unknown && now == before &&
+            fs.last.load(std::memory_order_acquire) == before) {
           continue;
         }
         fs.schema_epoch.fetch_add(1, std::memory_order_acq_rel);
