@@ -194,6 +194,9 @@ TEST_F(SociPredicates, TriggerRowsInvalidate) {
            "END";
   read(comments_q, 1);
   EXPECT_TRUE(read(comments_q, 1));
+  // The preupdate hook names trigger rows: a comment on post 3 leaves post 1 cached.
+  *sql_ << "INSERT INTO log(post_id) VALUES(3)";
+  EXPECT_TRUE(read(comments_q, 1));
   *sql_ << "INSERT INTO log(post_id) VALUES(1)";
   EXPECT_FALSE(read(comments_q, 1));
   std::string rows;
@@ -206,14 +209,19 @@ TEST_F(SociPredicates, ForeignKeyCascadeRowsInvalidate) {
   read(comments_q, 2);
   read(count_q, 2);
   EXPECT_TRUE(read(count_q, 2));
+  read(count_q, 1);
   *sql_ << "DELETE FROM posts WHERE id = 2";
   EXPECT_FALSE(read(comments_q, 2));
   EXPECT_FALSE(read(count_q, 2));
+  EXPECT_TRUE(read(count_q, 1));  // cascade rows are named one by one
 }
 
 TEST_F(SociPredicates, InsertOrReplaceInvalidatesTheReplacedRow) {
   read(count_q, 1);
   read(count_q, 2);
+  *sql_ << "INSERT OR REPLACE INTO comments VALUES(2, 3, 1, 'replaced')";  // post 3 stays 3
+  EXPECT_TRUE(read(count_q, 1));
+  EXPECT_TRUE(read(count_q, 2));
   *sql_ << "INSERT OR REPLACE INTO comments VALUES(4, 2, 1, 'replaced')";  // was post 1
   EXPECT_FALSE(read(count_q, 1));
   EXPECT_FALSE(read(count_q, 2));
@@ -241,6 +249,13 @@ TEST_F(SociPredicates, WithoutRowidTables) {
   *sql_ << "UPDATE kv SET v = 'w' WHERE k = 'a'";
   EXPECT_FALSE(read(q, 1));
   EXPECT_FALSE(read(*sql_, qk, std::string("a")));
+  read(q, 2);
+  *sql_ << "UPDATE kv SET v = 'q' WHERE k = 'b'";  // g = 2
+  EXPECT_TRUE(read(q, 1));
+  EXPECT_FALSE(read(q, 2));
+  *sql_ << "DELETE FROM kv WHERE k = 'b'";
+  EXPECT_TRUE(read(q, 1));
+  EXPECT_FALSE(read(q, 2));
   *sql_ << "UPDATE kv SET g = 2 WHERE k = 'c'";
   EXPECT_FALSE(read(q, 1));
   EXPECT_FALSE(read(q, 2));

@@ -1,5 +1,6 @@
-// The SQLite engine: analysis by SQLite itself (authorizer at prepare time), row tags
-// from the update hook, transaction tracking by the commit/rollback hooks, and detection
+// The SQLite engine: analysis by SQLite itself (authorizer at prepare time) and by qcache's
+// PostgreSQL analyzer (equality conjuncts), row tags from the update and preupdate hooks,
+// transaction tracking by the commit/rollback hooks, and detection
 // of writes made by other connections or processes to the same file.
 //
 // Invariants:
@@ -10,12 +11,24 @@
 //    not name (VACUUM, unknown actions) flushes every database of the connection;
 //  * a read of rowid/INTEGER PRIMARY KEY = ? (proved from the statement's bytecode: one
 //    cursor, one SeekRowid from that parameter, no loops) depends on a predicate tag of that
-//    rowid plus the table's epoch; every other read depends on the table tag. Every write
-//    holds the table tag of each table it writes (so no predicate read can be stored while
-//    it is in flight) and, after it ran and again at COMMIT, bumps the predicate tag of each
-//    row the update hook named; where the hook may be silent (WITHOUT ROWID or virtual
-//    tables, writes from triggers, REPLACE anywhere, UPDATE of the rowid, DELETE without
-//    WHERE) it also holds and bumps the table's epoch;
+//    rowid plus the table's epoch and its rowid epoch;
+//  * otherwise a read whose tables qcache's PostgreSQL analyzer maps one to one onto the
+//    tables SQLite reported, restricted by `c = value` on a column whose affinity
+//    (INTEGER/NUMERIC or TEXT) and BINARY collation make equality textual, depends on
+//    {table_epoch(t), column_epoch(t,c), predicate(t,c,v)} and guards table(t); the column
+//    is registered (per database file, for the process) before its versions are captured.
+//    Every other table read depends on its table tag;
+//  * every write holds the table tag of each table it writes (so no predicate read can be
+//    stored while it is in flight) and, after it ran and again at COMMIT (never after a
+//    ROLLBACK), bumps the rowid tag of each row the update hook named and, from the
+//    preupdate hook (which fires for every row of a real table: triggers, FK cascades,
+//    REPLACE-deleted rows, WITHOUT ROWID tables, and disables the truncate optimisation),
+//    predicate(t,c,old) and predicate(t,c,new) for every registered column c, or
+//    column_epoch(t,c) when a value cannot be named. The hook reads the registry while the
+//    write holds table(t). Where the update hook may be silent (WITHOUT ROWID, triggers,
+//    REPLACE anywhere, UPDATE of the rowid, DELETE without WHERE) the write also moves the
+//    rowid epoch; where the preupdate hook may be (virtual tables, fewer rows seen than
+//    deleted) the table's epoch;
 //  * every read depends on its databases' tags; DDL, ATTACH/DETACH and external writes
 //    bump them. Database identity is the canonical path of the file; :memory: and temp
 //    databases get an identity private to the connection;
@@ -159,6 +172,12 @@ struct predicate_registry {
     return it == columns.end() ? std::vector<std::string>{} : it->second;
   }
 };
+
+// Moved by writes whose rows the update hook may not name: rowid-predicate reads depend
+// on it (column-predicate reads do not: the preupdate hook names those rows).
+tags::tag rowid_epoch(std::string_view id, std::string_view table) {
+  return tags::column_epoch(id, table, "\x01rowid");
+}
 
 std::mutex g_registries_mu;
 std::unordered_map<std::string, std::unique_ptr<predicate_registry>> g_registries;
@@ -356,6 +375,7 @@ enum class kind : std::uint8_t { read, uncacheable_read, write, ddl, attach, tx,
 struct write_target {
   std::string schema, table;
   bool maybe_silent = false;  // the update hook may not name every row
+  bool rows_unknown = false;  // neither may the preupdate hook (virtual, not a table)
   bool top_delete = false;    // a DELETE not from a trigger (truncate optimisation check)
 };
 
@@ -647,6 +667,9 @@ class sqlite_engine final : public engine {
   };
   std::vector<hook_row> hook_rows_;
   std::vector<tags::tag> pred_tags_;  // predicate/column tags named by the preupdate hook
+  // Rows the preupdate hook saw deleted, per (schema, table): compared with the rows SQLite
+  // counted for a DELETE.
+  std::vector<std::pair<std::pair<std::string, std::string>, std::int64_t>> pre_deletes_;
   bool pred_failed_ = false;          // the hook could not name a row: flush
   bool utf8_ = false;                 // database text is UTF-8 (predicates compare bytes)
   std::vector<std::string> schema_order_;  // temp, main, attached: name resolution order
@@ -884,6 +907,7 @@ void sqlite_engine::classify(plan& p, const std::vector<auth_event>& ev, sq::sql
   for (auto& [k, w] : writes) {
     const table_info& ti = table(w.schema, w.table);
     if (ti.silent || ti.replace || !ti.ok) w.maybe_silent = true;
+    if (!ti.ok) w.rows_unknown = true;
     p.writes.push_back(w);
   }
   for (const auto& r : reads) p.reads.push_back(r);
@@ -1123,6 +1147,16 @@ std::optional<std::string> sqlite_engine::read_value(const plan& p, const pg::eq
 // predicate(t, c, value) before and after for every registered column c of t, or moves
 // column_epoch(t, c) when it cannot. Runs inside sqlite3_step: no queries here.
 void sqlite_engine::on_preupdate(sq::sqlite3* db, int op, const char* zdb, const char* ztable) {
+  if (op == SQLITE_DELETE) {
+    bool found = false;
+    for (auto& [k, n] : pre_deletes_)
+      if (k.first == zdb && k.second == ztable) {
+        ++n;
+        found = true;
+        break;
+      }
+    if (!found) pre_deletes_.push_back({{zdb, ztable}, 1});
+  }
   auto sit = schemas_.find(zdb);
   if (sit == schemas_.end() || !sit->second.reg) {
     pred_failed_ = true;
@@ -1222,7 +1256,8 @@ void sqlite_engine::resolve(plan& p) {
   for (const auto& w : p.writes) {
     const std::string& id = identity(w.schema);
     p.write_hold_tags.push_back(tags::table(id, w.table));
-    if (w.maybe_silent) p.write_hold_tags.push_back(tags::table_epoch(id, w.table));
+    if (w.maybe_silent) p.write_hold_tags.push_back(rowid_epoch(id, w.table));
+    if (w.rows_unknown) p.write_hold_tags.push_back(tags::table_epoch(id, w.table));
   }
 }
 
@@ -1282,6 +1317,7 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
   hook_rows_.clear();
   pred_tags_.clear();
   pred_failed_ = false;
+  pre_deletes_.clear();
   switch (p->k) {
     case kind::read: break;
     case kind::uncacheable_read:
@@ -1388,7 +1424,7 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
     const std::string& id = p->read_ids[0];
     const std::string& t = p->reads[0].second;
     pred.tags = {tags::database(id), tags::predicate(id, t, "rowid", rowid_use->text),
-                 tags::table_epoch(id, t)};
+                 tags::table_epoch(id, t), rowid_epoch(id, t)};
     pred.guards = {tags::table(id, t)};
     deps = &pred;
   } else if (!p->preds.empty()) {
@@ -1458,6 +1494,8 @@ void sqlite_engine::process_hook_rows(const plan* p) {
     ++counts[{r.db, r.table}];
   }
   hook_rows_.clear();
+  std::vector<std::pair<std::pair<std::string, std::string>, std::int64_t>> pre_deletes;
+  pre_deletes.swap(pre_deletes_);
   t.insert(t.end(), pred_tags_.begin(), pred_tags_.end());
   pred_tags_.clear();
   if (pred_failed_) {
@@ -1471,7 +1509,15 @@ void sqlite_engine::process_hook_rows(const plan* p) {
     std::int64_t changes = sq::sqlite3_changes(conn_);
     for (const auto& w : p->writes) {
       const std::string& id = identity(w.schema);
+      // The update hook may have missed rows: rowid reads of the table. The preupdate hook
+      // names every row of a real table (triggers, cascades, REPLACE, WITHOUT ROWID,
+      // truncation included: verified on 3.40), so column predicates stay exact.
+      std::int64_t pre = 0;
+      for (const auto& [k, n] : pre_deletes)
+        if (k.first == w.schema && k.second == w.table) pre = n;
       if (w.maybe_silent || (w.top_delete && counts[{w.schema, w.table}] < changes))
+        t.push_back(rowid_epoch(id, w.table));
+      if (w.rows_unknown || (w.top_delete && pre < changes))
         t.push_back(tags::table_epoch(id, w.table));
     }
   }
