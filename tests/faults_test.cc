@@ -239,6 +239,27 @@ TEST_F(FaultsPg, Restart_DriverErrorReachesTheCallerAndNothingStaleIsServed) {
   still_consistent();
 }
 
+// The old connection's first statement after the restart comes after a write through
+// qcache on a new connection: a hit there would be stale (the writer's server identity is
+// the new one).
+TEST_F(FaultsPg, Restart_WriteBeforeTheOldConnectionNoticesIsNeverHiddenByAHit) {
+  QCACHE_REQUIRE_RESTART(cmd);
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  ASSERT_EQ(read_on(*conn_, q).value, "v1");
+  ASSERT_TRUE(hit_read(*conn_, q).first);
+  restart(cmd);
+  auto fresh = connect();
+  write_on(*fresh, "UPDATE t SET v = 'after' WHERE id = 1");
+  for (int i = 0; i < 3; ++i) {
+    caught c = read_on(*conn_, q);
+    if (!c.threw) {
+      EXPECT_EQ(c.value, "after") << "read " << i << ": stale entry from before the restart";
+    }
+  }
+  EXPECT_EQ(read_on(*fresh, q).value, "after");
+  still_consistent();
+}
+
 // ---- Cancellation ------------------------------------------------------------------------
 
 TEST_F(FaultsPg, Cancel_StatementTimeoutPassesThroughNothingCached) {

@@ -126,6 +126,12 @@ bool may_write(const qualified_name& f, char volatility) {
 
 struct database {
   std::string identity;
+  // The invalidation namespace (tags, predicate registry): the identity without the
+  // postmaster start time and the recovery flag. Entries are keyed by the full identity,
+  // so sessions that connect after a restart or promotion start cold; but a session that
+  // has not noticed it yet still serves entries of the old identity, and the writes of
+  // the new identity's sessions must invalidate them.
+  std::string tag_space;
   std::shared_ptr<catalog> cat;
   std::atomic<bool> catalog_stale{false};
   // DDL and unknown statements begun / finished through qcache on this database. A write
@@ -136,7 +142,7 @@ struct database {
   std::mutex refresh_mu;
 
   // Columns used by predicate reads, per relation. Shared by every database object of
-  // this identity for the life of the process: cached entries outlive the sessions that
+  // this tag space for the life of the process: cached entries outlive the sessions that
   // registered their columns, and a write must still name their rows.
   struct predicate_registry {
     mutable std::shared_mutex mu;
@@ -167,8 +173,23 @@ namespace {
 
 std::mutex g_databases_mu;
 std::unordered_map<std::string, std::weak_ptr<database>> g_databases;
-// Never dropped (a few bytes per relation with predicate reads, per database identity).
+// Never dropped (a few bytes per relation with predicate reads, per tag space).
 std::unordered_map<std::string, std::shared_ptr<database::predicate_registry>> g_registries;
+
+std::string tag_space_of(const std::string& identity) {
+  std::string out;
+  std::size_t i = 0;
+  while (i <= identity.size()) {
+    std::size_t j = std::min(identity.find(';', i), identity.size());
+    std::string_view f(identity.data() + i, j - i);
+    if (!f.starts_with("start=") && !f.starts_with("recovery=")) {
+      if (!out.empty()) out += ';';
+      out += f;
+    }
+    i = j + 1;
+  }
+  return out;
+}
 
 std::shared_ptr<database> database_for(std::shared_ptr<catalog> loaded) {
   std::string id = loaded->identity();
@@ -177,8 +198,9 @@ std::shared_ptr<database> database_for(std::shared_ptr<catalog> loaded) {
   if (auto db = w.lock()) return db;
   auto db = std::make_shared<database>();
   db->identity = id;
+  db->tag_space = tag_space_of(id);
   db->cat = std::move(loaded);
-  auto& reg = g_registries[id];
+  auto& reg = g_registries[db->tag_space];
   if (!reg) reg = std::make_shared<database::predicate_registry>();
   db->preds = reg;
   w = db;
@@ -347,7 +369,7 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
   p->context_id = st.context_id;
   const snapshot& cat = *st.snap;
   const auto& schemas = st.ctx.schemas;
-  const std::string& dbid = st.db->identity;
+  const std::string& dbid = st.db->tag_space;
 
   if (!a->ok) {
     p->act = action::unknown;
@@ -604,7 +626,7 @@ namespace {
 // predicate-column registry: call it only while holding the write's table tags.
 void write_row_tags(const plan& p, const database& db, std::span<const param> params,
                     std::vector<tags::tag>& out) {
-  const std::string& dbid = db.identity;
+  const std::string& dbid = db.tag_space;
   for (const write_target& t : p.writes) {
     const write_ref& w = t.ref;
     bool rows_named = w.op == write_op::update || w.op == write_op::del ||
@@ -743,7 +765,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
       dependencies deps;
       deps.tags = p->fixed_tags;
       deps.guards = p->guards;
-      const std::string& dbid = st.db->identity;
+      const std::string& dbid = st.db->tag_space;
       for (const pred_dep& d : p->preds) {
         std::vector<std::string> values;
         bool ok = true;
@@ -1024,7 +1046,7 @@ void session::invalidate_table(std::string_view table, const run_fn& run) {
   if (dot == std::string_view::npos) qn.name = std::string(table);
   else { qn.schema = std::string(table.substr(0, dot)); qn.name = std::string(table.substr(dot + 1)); }
   const relation* r = st.snap->resolve(qn, st.ctx.schemas);
-  const std::string& dbid = st.db->identity;
+  const std::string& dbid = st.db->tag_space;
   std::vector<tags::tag> t;
   if (!r) {
     t.push_back(tags::table(dbid, "name:" + std::string(table)));
@@ -1049,7 +1071,7 @@ void session::invalidate_row(std::string_view table, std::string_view column,
   if (dot == std::string_view::npos) qn.name = std::string(table);
   else { qn.schema = std::string(table.substr(0, dot)); qn.name = std::string(table.substr(dot + 1)); }
   const relation* r = st.snap->resolve(qn, st.ctx.schemas);
-  const std::string& dbid = st.db->identity;
+  const std::string& dbid = st.db->tag_space;
   std::vector<tags::tag> t;
   if (!r) {
     t.push_back(tags::table(dbid, "name:" + std::string(table)));
