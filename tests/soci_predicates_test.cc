@@ -412,6 +412,60 @@ TEST_F(SociPredicates, PlaceholderFormsAndAttachedDatabases) {
   EXPECT_EQ(rows, "temp|\ntemp2|\n");
 }
 
+TEST_F(SociPredicates, InListsAndSeveralParameters) {
+  soci::session& s = *sql_;
+  auto rows = [&](long long a, long long b, int author) {
+    std::string r;
+    soci::rowset<soci::row> rs =
+        (s.prepare << "SELECT id FROM comments WHERE author_id = ? AND post_id IN (?, ?) "
+                      "ORDER BY id",
+         soci::use(author), soci::use(a), soci::use(b));
+    for (const auto& row : rs) r += std::to_string(row.get<int>(0)) + ",";
+    return r;
+  };
+  auto plain_rows = [&](long long a, long long b, int author) {
+    soci::session p(soci::sqlite3, "db=" + path_);
+    std::string r;
+    soci::rowset<soci::row> rs =
+        (p.prepare << "SELECT id FROM comments WHERE author_id = ? AND post_id IN (?, ?) "
+                      "ORDER BY id",
+         soci::use(author), soci::use(a), soci::use(b));
+    for (const auto& row : rs) r += std::to_string(row.get<int>(0)) + ",";
+    return r;
+  };
+  EXPECT_EQ(rows(1, 2, 2), plain_rows(1, 2, 2));
+  auto hits = cache_->stats().hits;
+  EXPECT_EQ(rows(1, 2, 2), plain_rows(1, 2, 2));
+  EXPECT_EQ(cache_->stats().hits, hits + 1);
+  // author_id is the first conjunct: the entry follows author 2's rows.
+  s << "INSERT INTO comments VALUES(600, 4, 3, 'author 3')";
+  hits = cache_->stats().hits;
+  EXPECT_EQ(rows(1, 2, 2), plain_rows(1, 2, 2));
+  EXPECT_EQ(cache_->stats().hits, hits + 1);
+  s << "INSERT INTO comments VALUES(601, 2, 2, 'author 2 on post 2')";
+  hits = cache_->stats().hits;
+  EXPECT_EQ(rows(1, 2, 2), plain_rows(1, 2, 2));
+  EXPECT_EQ(cache_->stats().hits, hits);
+  // Named parameters in another order than the SQL, and @name (not bound by SOCI by name).
+  long long post = 1;
+  int author = 2;
+  std::string got, want;
+  auto named = [&](soci::session& x) {
+    std::string r;
+    soci::rowset<soci::row> rs =
+        (x.prepare << "SELECT id FROM comments WHERE post_id = :p AND author_id = :a ORDER BY id",
+         soci::use(author, "a"), soci::use(post, "p"));
+    for (const auto& row : rs) r += std::to_string(row.get<int>(0)) + ",";
+    return r;
+  };
+  soci::session p(soci::sqlite3, "db=" + path_);
+  EXPECT_EQ(named(s), named(p));
+  s << "INSERT INTO comments VALUES(602, 1, 2, 'post 1 author 2')";
+  EXPECT_EQ(named(s), named(p));
+  s << "UPDATE comments SET author_id = 1 WHERE id = 602";
+  EXPECT_EQ(named(s), named(p));
+}
+
 TEST_F(SociPredicates, SubqueriesAndSelfJoinsFallBackWhereNeeded) {
   const std::string q =
       "SELECT c.id FROM comments c WHERE c.post_id = :p AND c.author_id IN "
