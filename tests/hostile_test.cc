@@ -476,9 +476,10 @@ class HostileSqlite : public ::testing::Test {
     sql_ = std::make_unique<soci::session>(*factory_, "db=" + path_ + " timeout=5");
     plain_ = std::make_unique<soci::session>(soci::sqlite3, "db=" + path_ + " timeout=5");
     *sql_ << "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
-    for (int i = 1; i <= 5; ++i)
-      *sql_ << "INSERT INTO t(id, v) VALUES(:i, :v)", soci::use(i),
-          soci::use("v" + std::to_string(i));
+    for (int i = 1; i <= 5; ++i) {
+      std::string v = "v" + std::to_string(i);  // use() binds by reference: no temporaries
+      *sql_ << "INSERT INTO t(id, v) VALUES(:i, :v)", soci::use(i), soci::use(v);
+    }
   }
   void TearDown() override {
     sql_.reset();

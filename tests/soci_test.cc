@@ -34,10 +34,15 @@ class SociSqlite : public ::testing::Test {
     factory_ = std::make_unique<qcache::soci::caching_factory>(cache_, soci::sqlite3);
     sql_ = open();
     *sql_ << "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, n BIGINT, d REAL)";
-    for (int i = 1; i <= 10; ++i)
-      *sql_ << "INSERT INTO t(id, v, n, d) VALUES(:i, :v, :n, :d)", soci::use(i),
-          soci::use("v" + std::to_string(i)), soci::use(static_cast<long long>(i) * 1000000000LL),
-          soci::use(i / 3.0);
+    // SOCI binds use() by reference and runs a once-statement when its full expression
+    // ends, after temporaries are gone: every bound value is a named variable.
+    for (int i = 1; i <= 10; ++i) {
+      std::string v = "v" + std::to_string(i);
+      long long n = static_cast<long long>(i) * 1000000000LL;
+      double d = i / 3.0;
+      *sql_ << "INSERT INTO t(id, v, n, d) VALUES(:i, :v, :n, :d)", soci::use(i), soci::use(v),
+          soci::use(n), soci::use(d);
+    }
   }
   void TearDown() override {
     sql_.reset();
@@ -510,10 +515,13 @@ class SociBoth : public ::testing::TestWithParam<backend_case> {
     auto p = plain();
     *p << "DROP TABLE IF EXISTS qs_t";
     *p << "CREATE TABLE qs_t(id INTEGER PRIMARY KEY, v TEXT, n BIGINT, d DOUBLE PRECISION)";
-    for (int i = 1; i <= 10; ++i)
-      *p << "INSERT INTO qs_t(id, v, n, d) VALUES(:i, :v, :n, :d)", soci::use(i),
-          soci::use("v" + std::to_string(i)), soci::use(static_cast<long long>(i) * 1000000000LL),
-          soci::use(i / 3.0);
+    for (int i = 1; i <= 10; ++i) {
+      std::string v = "v" + std::to_string(i);
+      long long n = static_cast<long long>(i) * 1000000000LL;
+      double d = i / 3.0;
+      *p << "INSERT INTO qs_t(id, v, n, d) VALUES(:i, :v, :n, :d)", soci::use(i), soci::use(v),
+          soci::use(n), soci::use(d);
+    }
     sql_ = open();
   }
   void TearDown() override {
@@ -603,8 +611,9 @@ TEST_P(SociBoth, ValuesAreIdenticalToUncached) {
     double d = 0;
     std::string v;
     soci::indicator vi;
+    int k = 5;
     soci::statement q = (s.prepare << "SELECT id, n, d, v FROM qs_t WHERE id <= :k ORDER BY id",
-                         soci::use(5), soci::into(id), soci::into(n), soci::into(d),
+                         soci::use(k), soci::into(id), soci::into(n), soci::into(d),
                          soci::into(v, vi));
     q.execute();
     while (q.fetch()) {
