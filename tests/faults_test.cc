@@ -26,6 +26,11 @@
 
 #include "support/db_env.h"
 
+// LeakSanitizer (the ASan+UBSan stage): libpqxx 6.4 leaks a PGresult (2,264 bytes) when a
+// statement meets a connection the server has closed; plain libpqxx alone does the same.
+// Allocations made under libpqxx are not reported in this binary.
+extern "C" const char* __lsan_default_suppressions() { return "leak:libpqxx\n"; }
+
 namespace {
 
 using namespace std::chrono_literals;
