@@ -381,6 +381,43 @@ TEST_F(HostilePg, StatementsTheAnalyzerCannotParse) {
   still_consistent();
 }
 
+TEST_F(HostilePg, PreparedStatementsAndParameterCountMismatches) {
+  // A malformed prepared statement, an unknown name, a definition prepared twice: the
+  // driver's error each time (libpqxx prepares lazily, at the first exec_prepared).
+  auto prepared = [&](bool through_qcache, const std::string& name, const std::string& def,
+                      auto... args) {
+    return capture([&]() -> std::string {
+      if (through_qcache) {
+        conn_->prepare(name, def);
+        qcache::pqxx::nontransaction tx(*conn_);
+        return dump(tx.exec_prepared(name, args...));
+      }
+      plain_->prepare(name, def);
+      pqxx::nontransaction tx(*plain_);
+      return dump(tx.exec_prepared(name, args...));
+    });
+  };
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_EQ(prepared(true, "bad", "SELEC 1"), prepared(false, "bad", "SELEC 1"));
+    EXPECT_EQ(prepared(true, "p1", "SELECT v FROM t WHERE id = $1", 2),
+              prepared(false, "p1", "SELECT v FROM t WHERE id = $1", 2));
+    EXPECT_EQ(prepared(true, "p1", "SELECT v FROM t WHERE id = $1", 2, 3),
+              prepared(false, "p1", "SELECT v FROM t WHERE id = $1", 2, 3));
+    EXPECT_EQ(prepared(true, "p1", "SELECT v FROM t WHERE id = $1"),
+              prepared(false, "p1", "SELECT v FROM t WHERE id = $1"));
+    EXPECT_EQ(prepared(true, "p1", "SELECT v FROM t WHERE id = $1", "x"),
+              prepared(false, "p1", "SELECT v FROM t WHERE id = $1", "x"));
+    EXPECT_EQ(prepared(true, "p1", "SELECT v FROM t WHERE id = $1", nullptr),
+              prepared(false, "p1", "SELECT v FROM t WHERE id = $1", nullptr));
+  }
+  // exec_params with too many / too few parameters, and $0.
+  params_same_as_driver("SELECT v FROM t WHERE id = $1", 1, 2);
+  params_same_as_driver("SELECT v FROM t WHERE id = $2", 1);
+  params_same_as_driver("SELECT v FROM t WHERE id = $0", 1);
+  params_same_as_driver("SELECT v FROM t WHERE id = $1 AND id = $1", 3);
+  still_consistent();
+}
+
 class HostileSmallEntries : public HostilePg {
  protected:
   qcache::options cache_options() override {
