@@ -175,8 +175,8 @@ class FaultsPg : public ::testing::Test {
 
 // A cacheable read that takes about a second (a join of plain tables: no functions, which
 // could make it uncacheable).
-const char* const kSlow = "SELECT count(*) FROM t a, t b, t c, t d, t e WHERE a.id <= 5";
-const char* const kSlowCount = "31250000";
+const char* const kSlow = "SELECT count(*) FROM t a, t b, t c, t d, t e WHERE a.id <= 10";
+const char* const kSlowCount = "62500000";
 
 void restart(const std::string& cmd) { ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd; }
 
@@ -192,7 +192,8 @@ TEST_F(FaultsPg, Restart_DriverErrorReachesTheCallerAndNothingStaleIsServed) {
 
   // A slow statement in flight when the server goes down (a cacheable read).
   auto inflight = connect();
-  const std::string slow = std::string(kSlow) + " /*inflight*/";
+  // (About ten times kSlow: still running when the server goes down 300 ms later.)
+  const std::string slow = "SELECT count(*) FROM t a, t b, t c, t d, t e /*inflight*/";
   caught in_flight;
   auto stores_before = cache_->stats().stores;
   std::thread th([&] { in_flight = read_on(*inflight, slow); });
@@ -301,7 +302,7 @@ TEST_F(FaultsPg, Cancel_PgCancelBackendPassesThroughNothingCached) {
         pqxx::nontransaction tx(c);
         pqxx::result r = tx.exec(
             "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE state = 'active' AND "
-            "pid <> pg_backend_pid() AND query LIKE '%" + mark.substr(2, mark.size() - 4) +
+            "backend_type = 'client backend' AND pid <> pg_backend_pid() AND query LIKE '%" + mark.substr(2, mark.size() - 4) +
             "%' AND query NOT LIKE '%pg_cancel_backend%'");
         if (!r.empty()) return;
         std::this_thread::sleep_for(20ms);
