@@ -70,6 +70,9 @@ void print_table(const run_info& r, const std::vector<cell_result>& cells);
 bool write_json(const std::string& file, const run_info& r, const std::vector<cell_result>& cells);
 // Writes FILE.dat / FILE.gp next to FILE and runs gnuplot. SVG or PNG by FILE's extension.
 bool write_plot(const std::string& file, const run_info& r, const std::vector<cell_result>& cells);
+// Stale results of qcache's cells (stale entries + --verify mismatches); must be 0.
 std::uint64_t total_stale(const std::vector<cell_result>& cells);
+// The same for pgpool-II's query cache (the peer), reported apart.
+std::uint64_t peer_stale(const std::vector<cell_result>& cells);
 
 }  // namespace qcache::bench

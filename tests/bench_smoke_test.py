@@ -56,8 +56,15 @@ def check_json(path, targets, label):
         lat = r["latency_us"]
         if not (0 < lat["p50"] <= lat["p95"] <= lat["p99"]):
             failures.append(f"{where}: latency percentiles out of order: {lat}")
-        if r["stale_entries"] != 0:
-            failures.append(f"{where}: stale_entries = {r['stale_entries']}")
+        if r["target"] == "pgpool":
+            # pgpool-II's own cache is the peer being measured; its stale-set race
+            # (PGPOOL.md) is reported, not a qcache failure.
+            if r["stale_entries"] or r.get("verify_mismatches"):
+                log(f"  note: {where}: pgpool-II served {r['stale_entries']} stale entries, "
+                    f"{r.get('verify_mismatches')} stale sampled reads")
+        elif r["stale_entries"] != 0 or r.get("verify_mismatches"):
+            failures.append(f"{where}: stale_entries = {r['stale_entries']}, "
+                            f"verify_mismatches = {r.get('verify_mismatches')}")
         if r["mode"] == "cached":
             if not r["stale_checked"] or r["stale_checked_entries"] <= 0:
                 failures.append(f"{where}: freshness check did not run")
