@@ -97,6 +97,20 @@ std::optional<std::string> canonical(const eq_value& v, char cls, std::span<cons
 
 std::string oid_text(std::uint32_t oid) { return std::to_string(oid); }
 
+// "schema.table" or "table", as an application names a relation in an annotation or a
+// manual invalidation (as written: no case folding, no quoting).
+qualified_name split_name(std::string_view table) {
+  qualified_name qn;
+  auto dot = table.find('.');
+  if (dot == std::string_view::npos) {
+    qn.name = std::string(table);
+  } else {
+    qn.schema = std::string(table.substr(0, dot));
+    qn.name = std::string(table.substr(dot + 1));
+  }
+  return qn;
+}
+
 // Volatile functions of pg_catalog that change no table (sequences, session state and
 // randomness only). Any other volatile function may write: the statement flushes.
 bool may_write(const qualified_name& f, char volatility) {
@@ -791,11 +805,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
       if (h) {
         for (const auto& dep : h->depends_on) {
           if (dep.empty()) continue;
-          qualified_name qn;
-          auto dot = dep[0].find('.');
-          if (dot == std::string::npos) qn.name = dep[0];
-          else { qn.schema = dep[0].substr(0, dot); qn.name = dep[0].substr(dot + 1); }
-          const relation* r = st.snap->resolve(qn, st.ctx.schemas);
+          const relation* r = st.snap->resolve(split_name(dep[0]), st.ctx.schemas);
           std::string id = r ? oid_text(r->oid) : "name:" + dep[0];
           if (dep.size() >= 3) {
             deps.tags.push_back(tags::predicate(dbid, id, dep[1], dep[2]));
@@ -1041,11 +1051,7 @@ void session::invalidate_table(std::string_view table, const run_fn& run) {
   state& st = *st_;
   ensure_catalog(st, run);
   ensure_context(st, run);
-  qualified_name qn;
-  auto dot = table.find('.');
-  if (dot == std::string_view::npos) qn.name = std::string(table);
-  else { qn.schema = std::string(table.substr(0, dot)); qn.name = std::string(table.substr(dot + 1)); }
-  const relation* r = st.snap->resolve(qn, st.ctx.schemas);
+  const relation* r = st.snap->resolve(split_name(table), st.ctx.schemas);
   const std::string& dbid = st.db->tag_space;
   std::vector<tags::tag> t;
   if (!r) {
@@ -1066,11 +1072,7 @@ void session::invalidate_row(std::string_view table, std::string_view column,
   state& st = *st_;
   ensure_catalog(st, run);
   ensure_context(st, run);
-  qualified_name qn;
-  auto dot = table.find('.');
-  if (dot == std::string_view::npos) qn.name = std::string(table);
-  else { qn.schema = std::string(table.substr(0, dot)); qn.name = std::string(table.substr(dot + 1)); }
-  const relation* r = st.snap->resolve(qn, st.ctx.schemas);
+  const relation* r = st.snap->resolve(split_name(table), st.ctx.schemas);
   const std::string& dbid = st.db->tag_space;
   std::vector<tags::tag> t;
   if (!r) {
