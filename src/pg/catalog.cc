@@ -552,7 +552,7 @@ session_context session_context::parse(const row& r,
     append_key(c.key_text, context_columns[i].key, r[i]);
   for (std::size_t i = 0; i < extra_settings.size(); ++i) {
     // Extra names are user-chosen: length-prefix them too so they cannot collide.
-    c.key_text += "+" + std::to_string(extra_settings[i].size()) + ":";
+    c.key_text.append("+").append(std::to_string(extra_settings[i].size())).append(":");
     append_key(c.key_text, extra_settings[i], r[n_context_columns + i]);
   }
   return c;

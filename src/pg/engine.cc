@@ -1123,11 +1123,14 @@ explanation session::explain(std::string_view sql, const run_fn& run) {
     std::string vals;
     for (const eq_value& v : d.values) {
       if (!vals.empty()) vals += ",";
-      vals += v.k == eq_value::kind::param ? "$" + std::to_string(v.param) : v.text;
+      if (v.k == eq_value::kind::param) vals.append("$").append(std::to_string(v.param));
+      else vals += v.text;
     }
     const relation* r = st.snap->by_oid(d.oid);
-    e.tags.push_back("predicate " + (r ? r->schema + "." + r->name : d.table) + "." + d.column +
-                     " = " + vals);
+    std::string tag = "predicate ";
+    tag.append(r ? r->schema : std::string()).append(r ? "." : "");
+    tag.append(r ? r->name : d.table).append(".").append(d.column).append(" = ").append(vals);
+    e.tags.push_back(std::move(tag));
   }
   for (const std::string& n : p->read_names) e.tags.push_back("reads " + n);
   if (p->flush) e.tags.push_back("flush (" + p->flush_reason + ")");
