@@ -1047,11 +1047,19 @@ void end_transaction(session::state& st, cache& ch, bool commit) {
 void session::transaction_committed() { end_transaction(*st_, *cache_, true); }
 void session::transaction_rolled_back() { end_transaction(*st_, *cache_, false); }
 
-void session::invalidate_table(std::string_view table, const run_fn& run) {
-  state& st = *st_;
+namespace {
+// A relation named by the application (annotation, manual invalidation), resolved with the
+// session's current catalog and search_path; nullptr when it does not resolve.
+const relation* resolve_named(session::state& st, std::string_view table, const run_fn& run) {
   ensure_catalog(st, run);
   ensure_context(st, run);
-  const relation* r = st.snap->resolve(split_name(table), st.ctx.schemas);
+  return st.snap->resolve(split_name(table), st.ctx.schemas);
+}
+}  // namespace
+
+void session::invalidate_table(std::string_view table, const run_fn& run) {
+  state& st = *st_;
+  const relation* r = resolve_named(st, table, run);
   const std::string& dbid = st.db->tag_space;
   std::vector<tags::tag> t;
   if (!r) {
@@ -1070,9 +1078,7 @@ void session::invalidate_table(std::string_view table, const run_fn& run) {
 void session::invalidate_row(std::string_view table, std::string_view column,
                              std::string_view value, const run_fn& run) {
   state& st = *st_;
-  ensure_catalog(st, run);
-  ensure_context(st, run);
-  const relation* r = st.snap->resolve(split_name(table), st.ctx.schemas);
+  const relation* r = resolve_named(st, table, run);
   const std::string& dbid = st.db->tag_space;
   std::vector<tags::tag> t;
   if (!r) {
