@@ -500,7 +500,17 @@ class SociBoth : public ::testing::TestWithParam<backend_case> {
   void SetUp() override {
     if (std::string(GetParam().name) == "postgresql") {
       QCACHE_REQUIRE_PG(pg);
-      conn_ = pg;
+      // Each test in its own schema: ctest runs tests as parallel processes, and a shared
+      // qs_t would be dropped under another test's feet.
+      pg_base_ = pg;
+      schema_ = "qcs_" + std::to_string(::getpid()) + "_" +
+                std::to_string(std::hash<std::string>{}(
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name()) %
+                               1000000007u);
+      soci::session admin(*GetParam().factory, pg_base_);
+      admin << "DROP SCHEMA IF EXISTS " + schema_ + " CASCADE";
+      admin << "CREATE SCHEMA " + schema_;
+      conn_ = pg + " options='-c search_path=" + schema_ + "'";
     } else {
       dir_ = fs::temp_directory_path() /
              ("qcache_soci_both_" + std::to_string(::getpid()) + "_" +
@@ -527,6 +537,10 @@ class SociBoth : public ::testing::TestWithParam<backend_case> {
   void TearDown() override {
     sql_.reset();
     if (!dir_.empty()) fs::remove_all(dir_);
+    if (!schema_.empty()) {
+      soci::session admin(*GetParam().factory, pg_base_);
+      admin << "DROP SCHEMA IF EXISTS " + schema_ + " CASCADE";
+    }
   }
   std::unique_ptr<soci::session> open() { return std::make_unique<soci::session>(*factory_, conn_); }
   std::unique_ptr<soci::session> plain() {
@@ -541,7 +555,7 @@ class SociBoth : public ::testing::TestWithParam<backend_case> {
   qcache::stats st() const { return cache_->stats(); }
 
   fs::path dir_;
-  std::string conn_;
+  std::string conn_, pg_base_, schema_;
   std::shared_ptr<qcache::cache> cache_;
   std::unique_ptr<qcache::soci::caching_factory> factory_;
   std::unique_ptr<soci::session> sql_;
