@@ -170,11 +170,16 @@ struct database {
     return it != preds->columns.end() &&
            std::find(it->second.begin(), it->second.end(), c) != it->second.end();
   }
-  void add_predicate_column(std::uint32_t oid, const std::string& c) {
-    if (has_predicate_column(oid, c)) return;
+  // Registers `c` for predicate reads of `oid`. False when the registry for `oid` is full
+  // (64 columns): such a read must fall back to the table tag.
+  bool add_predicate_column(std::uint32_t oid, const std::string& c) {
+    if (has_predicate_column(oid, c)) return true;
     std::unique_lock lock(preds->mu);
     auto& v = preds->columns[oid];
-    if (std::find(v.begin(), v.end(), c) == v.end() && v.size() < 64) v.push_back(c);
+    if (std::find(v.begin(), v.end(), c) != v.end()) return true;
+    if (v.size() >= 64) return false;
+    v.push_back(c);
+    return true;
   }
   std::vector<std::string> predicate_columns_of(std::uint32_t oid) const {
     std::shared_lock lock(preds->mu);
@@ -264,11 +269,9 @@ struct plan {
   uncacheable_reason reason = uncacheable_reason::other;
   std::shared_ptr<const analysis> a;
   std::string isolation;  // txn_begin / txn_set
-  bool session_default_change = false;  // txn_set of SESSION CHARACTERISTICS
   // Reads (for read_cacheable; read_oids also for the transaction-local check).
   std::vector<std::uint32_t> read_oids;
-  std::vector<tags::tag> fixed_tags;
-  std::vector<tags::tag> guards;
+  std::vector<tags::tag> fixed_tags;  // guards depend on parameters: computed per call
   std::vector<pred_dep> preds;
   std::vector<std::string> read_names;
   // Writes.
@@ -428,9 +431,6 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
     case stmt_kind::txn_set:
       p->act = action::txn_set;
       p->isolation = s.isolation;
-      p->session_default_change = s.node != "TransactionStmt" && s.node != "VariableSetStmt"
-                                      ? true
-                                      : lower(s.variable).find("session") != std::string::npos;
       return p;
     case stmt_kind::session_set:
     case stmt_kind::session_reset: p->act = action::session_change; return p;
@@ -467,10 +467,14 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
           continue;
         }
         p->write_names.push_back(rel_name(*r));
-        if (r->user_triggers || r->rules) {
-          p->flush = true;
-          p->flush_reason = "triggers or rules on " + rel_name(*r);
-        }
+        // Triggers and rules may write anywhere: a write that can fire them flushes.
+        auto check_side_effects = [&](const relation& x) {
+          if (x.user_triggers || x.rules) {
+            p->flush = true;
+            p->flush_reason = "triggers or rules on " + rel_name(x);
+          }
+        };
+        check_side_effects(*r);
         if (r->system || r->kind == 'S' || r->kind == 'f') {
           // Writing a catalog or a foreign table: anything may change.
           p->flush = true;
@@ -488,19 +492,12 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
             p->flush_reason = "unknown relation in closure";
             return;
           }
-          if (x->user_triggers || x->rules) {
-            p->flush = true;
-            p->flush_reason = "triggers or rules on " + rel_name(*x);
-          }
+          check_side_effects(*x);
           closure.push_back(x);
           for (std::uint32_t f : x->family) {
-            const relation* y = cat.by_oid(f);
-            if (y) {
+            if (const relation* y = cat.by_oid(f)) {
+              check_side_effects(*y);
               closure.push_back(y);
-              if (y->user_triggers || y->rules) {
-                p->flush = true;
-                p->flush_reason = "triggers or rules on " + rel_name(*y);
-              }
             }
           }
         };
@@ -559,10 +556,9 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
   if (s.locking) refuse(uncacheable_reason::locking);
   if (s.time_literal) refuse(uncacheable_reason::time_literal);
   if (s.tablesample) refuse(uncacheable_reason::volatile_function);
-  for (const std::string& vf : s.value_functions) {
-    (void)vf;
-    if (!opts.cache_stable_functions) refuse(uncacheable_reason::stable_function);
-  }
+  // CURRENT_TIMESTAMP, CURRENT_USER, ...: all STABLE.
+  if (!s.value_functions.empty() && !opts.cache_stable_functions)
+    refuse(uncacheable_reason::stable_function);
   for (const qualified_name& f : s.functions) {
     char v = cat.function_volatility(f, schemas);
     if (v == 'v') refuse(uncacheable_reason::volatile_function);
@@ -638,8 +634,8 @@ namespace {
 // Tags a write moves for one call (fixed closure + per-target table/predicate tags).
 // Row and column tags of a write (table tags are in plan::write_fixed_tags). Reads the
 // predicate-column registry: call it only while holding the write's table tags.
-void write_row_tags(const plan& p, const database& db, std::span<const param> params,
-                    std::vector<tags::tag>& out) {
+void write_row_tags(const plan& p, const database& db, const snapshot& snap,
+                    std::span<const param> params, std::vector<tags::tag>& out) {
   const std::string& dbid = db.tag_space;
   for (const write_target& t : p.writes) {
     const write_ref& w = t.ref;
@@ -651,9 +647,8 @@ void write_row_tags(const plan& p, const database& db, std::span<const param> pa
       continue;
     }
     std::vector<std::string> cols = db.predicate_columns_of(t.oid);
-    // Column classes come from the catalog snapshot current when the plan was built.
-    std::shared_ptr<const snapshot> snap = db.cat->current();
-    const relation* r = snap->by_oid(t.oid);
+    // Column classes come from the catalog snapshot the plan was built with.
+    const relation* r = snap.by_oid(t.oid);
     for (const std::string& c : cols) {
       char cls = r ? r->column_class(c) : column_other;
       std::vector<std::string> values;
@@ -778,7 +773,6 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
       // Miss: dependencies for these parameter values.
       dependencies deps;
       deps.tags = p->fixed_tags;
-      deps.guards = p->guards;
       const std::string& dbid = st.db->tag_space;
       for (const pred_dep& d : p->preds) {
         std::vector<std::string> values;
@@ -788,10 +782,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
           if (!cv) { ok = false; break; }
           values.push_back(std::move(*cv));
         }
-        if (ok) {
-          st.db->add_predicate_column(d.oid, d.column);
-          ok = st.db->has_predicate_column(d.oid, d.column);  // the registry is capped
-        }
+        if (ok) ok = st.db->add_predicate_column(d.oid, d.column);
         if (ok) {
           deps.tags.push_back(tags::table_epoch(dbid, d.table));
           deps.tags.push_back(tags::column_epoch(dbid, d.table, d.column));
@@ -870,7 +861,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
         hold = ch.begin_write(t, cause);
       }
       std::vector<tags::tag> rows;
-      write_row_tags(*p, *st.db, params, rows);
+      write_row_tags(*p, *st.db, *st.snap, params, rows);
       hold.add(rows);
       if (tx.active) {
         tx.written.insert(p->written_oids.begin(), p->written_oids.end());
