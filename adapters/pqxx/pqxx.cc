@@ -95,10 +95,10 @@ pg::run_fn runner(::pqxx::transaction_base& tx) {
   };
 }
 
-// Runs `fn` with a short-lived nontransaction when no transaction is open.
+// Runs `fn` on a short-lived nontransaction of its own (the connection must have no
+// transaction open, as libpqxx requires).
 template <class F>
-auto with_tx(connection& c, ::pqxx::connection& raw, F&& fn) {
-  (void)c;
+auto with_tx(::pqxx::connection& raw, F&& fn) {
   ::pqxx::nontransaction tx(raw);
   return fn(runner(tx));
 }
@@ -106,13 +106,13 @@ auto with_tx(connection& c, ::pqxx::connection& raw, F&& fn) {
 }  // namespace
 
 explanation connection::explain(const std::string& sql) {
-  return with_tx(*this, impl_->raw, [&](const pg::run_fn& run) {
+  return with_tx(impl_->raw, [&](const pg::run_fn& run) {
     return impl_->session.explain(sql, run);
   });
 }
 
 void connection::invalidate_table(const std::string& table) {
-  with_tx(*this, impl_->raw, [&](const pg::run_fn& run) {
+  with_tx(impl_->raw, [&](const pg::run_fn& run) {
     impl_->session.invalidate_table(table, run);
     return 0;
   });
@@ -120,7 +120,7 @@ void connection::invalidate_table(const std::string& table) {
 
 void connection::invalidate_row(const std::string& table, const std::string& column,
                                 const std::string& value) {
-  with_tx(*this, impl_->raw, [&](const pg::run_fn& run) {
+  with_tx(impl_->raw, [&](const pg::run_fn& run) {
     impl_->session.invalidate_row(table, column, value, run);
     return 0;
   });

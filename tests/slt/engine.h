@@ -8,6 +8,8 @@
 // Thread safety: one engine per thread.
 #pragma once
 
+#include <qcache/cache.h>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -51,6 +53,14 @@ class engine {
   // Cache counters, for the summary (empty when there is no cache).
   virtual std::string stats() const { return {}; }
 };
+
+// One summary line of a cache's counters.
+inline std::string describe(const qcache::stats& s) {
+  return "cache: " + std::to_string(s.hits) + " hits, " + std::to_string(s.misses) +
+         " misses, " + std::to_string(s.stores) + " stores, " +
+         std::to_string(s.invalidations) + " invalidations (" + std::to_string(s.flushes) +
+         " flushes), " + std::to_string(s.uncacheable) + " uncacheable";
+}
 
 struct engine_options {
   bool with_cache = false;  // false: `direct` mode, no cache object at all

@@ -111,14 +111,7 @@ class postgresql_engine final : public engine {
 
   rows query(const std::string& sql, bool cached) override { return convert(run(sql, cached)); }
 
-  std::string stats() const override {
-    if (!cache_) return {};
-    auto s = cache_->stats();
-    return "cache: " + std::to_string(s.hits) + " hits, " + std::to_string(s.misses) +
-           " misses, " + std::to_string(s.stores) + " stores, " +
-           std::to_string(s.invalidations) + " invalidations (" + std::to_string(s.flushes) +
-           " flushes), " + std::to_string(s.uncacheable) + " uncacheable";
-  }
+  std::string stats() const override { return cache_ ? describe(cache_->stats()) : std::string(); }
 
  private:
   ::pqxx::result exec_cached(const std::string& sql) {

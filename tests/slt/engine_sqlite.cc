@@ -186,14 +186,7 @@ class sqlite_soci final : public engine {
     return out;
   }
 
-  std::string stats() const override {
-    if (!cache_) return {};
-    auto s = cache_->stats();
-    return "cache: " + std::to_string(s.hits) + " hits, " + std::to_string(s.misses) +
-           " misses, " + std::to_string(s.stores) + " stores, " +
-           std::to_string(s.invalidations) + " invalidations (" + std::to_string(s.flushes) +
-           " flushes), " + std::to_string(s.uncacheable) + " uncacheable";
-  }
+  std::string stats() const override { return cache_ ? describe(cache_->stats()) : std::string(); }
 
  private:
   static cell convert(const ::soci::row& r, std::size_t j) {
