@@ -531,11 +531,125 @@ TEST_F(Rows, Delete_InvalidatesPointAndTableReads) {
   expect_hit("SELECT v FROM t WHERE id = 2");
 }
 
-TEST_F(Rows, Delete_WithoutPredicateInvalidatesEveryPointRead) {
+// Outside a transaction the engine reads the ids of the rows the DELETE may touch first
+// (a pre-image): the point reads of the deleted rows go, the others stay.
+TEST_F(Rows, Delete_WithoutPredicateInvalidatesThePointReadsOfTheRowsItDeletes) {
   cache_it("SELECT v FROM t WHERE id = 3");
+  cache_it("SELECT v FROM t WHERE id = 4");
   exec("DELETE FROM t WHERE v LIKE 't%'");
   expect_fresh("SELECT v FROM t WHERE id = 3");
+  expect_hit("SELECT v FROM t WHERE id = 4");
   EXPECT_EQ(read("SELECT count(*) FROM t WHERE id = 3").v(), "0");
+}
+
+// ---- Pre-images: old values of rows an UPDATE/DELETE touches ------------------------
+
+TEST_F(Rows, Preimage_DeleteByIdInvalidatesOnlyTheDeletedRowsPredicateValue) {
+  cache_it("SELECT count(*) FROM t WHERE k = 'a'");
+  cache_it("SELECT count(*) FROM t WHERE k = 'b'");
+  exec("DELETE FROM t WHERE id = 4");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'b'");
+  expect_hit("SELECT count(*) FROM t WHERE k = 'a'");
+  EXPECT_EQ(read("SELECT count(*) FROM t WHERE k = 'b'").v(), "1");
+}
+
+TEST_F(Rows, Preimage_UpdateByIdInvalidatesTheReadsOfTheRowsValues) {
+  cache_it("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+  cache_it("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");
+  exec("UPDATE t SET v = 'ONE' WHERE id = 1");
+  expect_fresh("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+  expect_hit("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");
+}
+
+TEST_F(Rows, Preimage_UpdateMovingTheColumnInvalidatesOldAndNewValues) {
+  cache_it("SELECT count(*) FROM t WHERE k = 'a'");
+  cache_it("SELECT count(*) FROM t WHERE k = 'b'");
+  cache_it("SELECT count(*) FROM t WHERE k = 'c'");
+  exec("UPDATE t SET k = 'c' WHERE id = 1");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'a'");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'c'");
+  expect_hit("SELECT count(*) FROM t WHERE k = 'b'");
+}
+
+TEST_F(Rows, Preimage_UpdateByAnUnknownNewValueInvalidatesTheColumn) {
+  cache_it("SELECT count(*) FROM t WHERE k = 'b'");
+  cache_it("SELECT count(*) FROM t WHERE k = 'ax'");
+  exec("UPDATE t SET k = k || 'x' WHERE id = 1");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'ax'");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'b'");
+}
+
+// Parameters go into the pre-image as literals: quotes, backslashes and NULLs must
+// select exactly the rows the statement touches.
+TEST_F(Rows, Preimage_ParametersWithQuotesBackslashesAndNulls) {
+  exec("UPDATE t SET v = E'it''s \\\\ five' WHERE id = 5");
+  cache_it("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+  cache_it("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");
+  {
+    qcache::pqxx::nontransaction tx(*conn_);
+    auto r = tx.exec_params("UPDATE t SET v = $1 WHERE v = $2 OR v = $3", "FIVE",
+                            "it's \\ five", nullptr);
+    EXPECT_EQ(r.affected_rows(), 1u);
+  }
+  expect_fresh("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");
+  expect_hit("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+  EXPECT_EQ(direct("SELECT v FROM t WHERE id = 5")[0][0].c_str(), std::string("FIVE"));
+}
+
+TEST_F(Rows, Preimage_InsideATransactionTheWriteIsStillInvalidated) {
+  cache_it("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+  {
+    qcache::pqxx::work tx{*conn_};
+    tx.exec("UPDATE t SET v = 'ONE' WHERE id = 1");
+    tx.commit();
+  }
+  expect_fresh("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+}
+
+// A pre-image the server refuses (no SELECT privilege on the column) must change nothing
+// the application sees: the write succeeds, and the column's reads are all invalidated.
+TEST_F(Rows, Preimage_RefusedByTheServerFallsBackAndTheWriteSucceeds) {
+  const std::string r = role("w");
+  admin("CREATE ROLE " + r + "; GRANT USAGE ON SCHEMA " + schema_ + " TO " + r +
+        "; GRANT SELECT (id), UPDATE (v) ON " + schema_ + ".t TO " + r);
+  cache_it("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+  cache_it("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");
+  qcache::pqxx::connection& w = another();
+  exec_on(w, "SET ROLE " + r);
+  pqxx::result res = exec_on(w, "UPDATE t SET v = 'FOUR' WHERE id = 4");
+  EXPECT_EQ(res.affected_rows(), 1u);
+  expect_fresh("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");
+  expect_fresh("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+  // The connection is fine afterwards.
+  EXPECT_EQ(exec_on(w, "UPDATE t SET v = 'four' WHERE id = 4").affected_rows(), 1u);
+  expect_fresh("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");
+}
+
+// More distinct old values than the engine turns into tags: the column's epoch moves.
+TEST_F(Rows, Preimage_ManyValuesFallBackToTheColumn) {
+  exec("INSERT INTO t SELECT g, 'k' || g, 'v' FROM generate_series(10, 400) g");
+  cache_it("SELECT count(*) FROM t WHERE k = 'a'");
+  cache_it("SELECT count(*) FROM t WHERE k = 'k399'");
+  exec("UPDATE t SET v = 'w' WHERE id >= 10");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'k399'");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'a'");
+}
+
+class RowsNoPreimage : public Rows {
+ protected:
+  qcache::options cache_options() override {
+    qcache::options o;
+    o.write_preimage = false;
+    return o;
+  }
+};
+
+TEST_F(RowsNoPreimage, Preimage_SwitchedOffTheColumnIsInvalidated) {
+  cache_it("SELECT count(*) FROM t WHERE k = 'a'");
+  cache_it("SELECT count(*) FROM t WHERE k = 'b'");
+  exec("DELETE FROM t WHERE id = 4");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'b'");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'a'");
 }
 
 TEST_F(Rows, OnConflict_DoUpdateInvalidatesTheConflictingRow) {

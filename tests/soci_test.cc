@@ -587,6 +587,29 @@ TEST_P(SociBoth, UpdateOfRow5LeavesRow4AHit) {
   EXPECT_EQ(value_of(*sql_, 5), "five");
 }
 
+// A write that names only the id of its row still leaves reads by another column's other
+// values cached (PostgreSQL: a pre-image read; SQLite: the preupdate hook).
+TEST_P(SociBoth, DeleteByIdInvalidatesOnlyTheReadsOfItsRowsValues) {
+  auto count_v = [&](const std::string& v) {
+    int n = -1;
+    *sql_ << "SELECT count(*) FROM qs_t WHERE v = :v", soci::use(v), soci::into(n);
+    return n;
+  };
+  EXPECT_EQ(count_v("v3"), 1);
+  EXPECT_EQ(count_v("v4"), 1);
+  auto before = st();
+  EXPECT_EQ(count_v("v3"), 1);
+  EXPECT_EQ(count_v("v4"), 1);
+  ASSERT_EQ(st().hits, before.hits + 2);
+  int id = 3;
+  *sql_ << "DELETE FROM qs_t WHERE id = :id", soci::use(id);
+  before = st();
+  EXPECT_EQ(count_v("v4"), 1);
+  EXPECT_EQ(st().hits, before.hits + 1) << "v4's row was not touched";
+  EXPECT_EQ(count_v("v3"), 0);
+  EXPECT_EQ(st().hits, before.hits + 1) << "v3's count must be read again";
+}
+
 TEST_P(SociBoth, WritesAndTransactions) {
   auto count = [&] {
     int n = 0;

@@ -55,6 +55,13 @@ struct options {
   // Cache results of statements calling STABLE functions (now(), current_setting()...).
   // Off by default: such results may change without any write.
   bool cache_stable_functions = false;
+  // PostgreSQL: before an UPDATE or DELETE that runs outside an explicit transaction and
+  // does not name, in its WHERE clause, the values of the columns cached reads filter on
+  // (`DELETE FROM comments WHERE id = $1` vs reads by post_id), read those values from
+  // the rows it may touch (one extra SELECT, same connection), so that only the reads of
+  // those values are invalidated. false, inside a transaction, or when that SELECT fails:
+  // such a write invalidates every cached read filtering on the column.
+  bool write_preimage = true;
 };
 
 // Why a statement was not cached. Counted in stats::uncacheable.

@@ -346,6 +346,116 @@ struct from_leaf {
   bool aliased = false;
 };
 
+
+// ---- top-level WHERE ----------------------------------------------------------------------
+
+bool ident_start(char c) {
+  return std::isalpha(static_cast<unsigned char>(c)) || c == '_' ||
+         static_cast<unsigned char>(c) >= 0x80;
+}
+bool ident_char(char c) {
+  return ident_start(c) || std::isdigit(static_cast<unsigned char>(c)) || c == '$';
+}
+
+// The text between the only top-level WHERE keyword of a single statement and its
+// top-level RETURNING (or its end, a trailing `;` excluded). Top level: outside
+// parentheses/brackets, string and identifier quotes, dollar quotes and comments. nullopt
+// when there is no such WHERE, more than one, a second statement, or a lexing surprise
+// (an unterminated quote or comment): the caller then does without. `params` receives
+// the offset and length of every $n in the statement.
+std::optional<std::string_view> top_level_where(
+    std::string_view sql, std::vector<std::pair<std::size_t, std::size_t>>& params) {
+  std::size_t i = 0, n = sql.size();
+  int depth = 0;
+  std::optional<std::size_t> where_begin, where_end;
+  std::size_t stmt_end = n;
+  bool ended = false;  // saw the terminating `;`
+  while (i < n) {
+    char c = sql[i];
+    if (std::isspace(static_cast<unsigned char>(c))) { ++i; continue; }
+    if (ended) return std::nullopt;  // a second statement
+    if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+      while (i < n && sql[i] != '\n') ++i;
+      continue;
+    }
+    if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+      int nest = 1;
+      i += 2;
+      while (i < n && nest > 0) {
+        if (sql[i] == '/' && i + 1 < n && sql[i + 1] == '*') { ++nest; i += 2; }
+        else if (sql[i] == '*' && i + 1 < n && sql[i + 1] == '/') { --nest; i += 2; }
+        else ++i;
+      }
+      if (nest) return std::nullopt;
+      continue;
+    }
+    if (c == '\'' || c == '"') {
+      // E'...' strings take backslash escapes; a doubled quote is a quote in all kinds.
+      bool backslash = c == '\'' && i > 0 && (sql[i - 1] == 'e' || sql[i - 1] == 'E') &&
+                       (i < 2 || !ident_char(sql[i - 2]));
+      std::size_t j = i + 1;
+      for (;;) {
+        if (j >= n) return std::nullopt;
+        if (backslash && sql[j] == '\\') { j += 2; continue; }
+        if (sql[j] == c) {
+          if (j + 1 < n && sql[j + 1] == c) { j += 2; continue; }
+          break;
+        }
+        ++j;
+      }
+      i = j + 1;
+      continue;
+    }
+    if (c == '$') {
+      if (i + 1 < n && std::isdigit(static_cast<unsigned char>(sql[i + 1]))) {  // $n
+        std::size_t b = i;
+        i += 2;
+        while (i < n && std::isdigit(static_cast<unsigned char>(sql[i]))) ++i;
+        params.emplace_back(b, i - b);
+        continue;
+      }
+      std::size_t j = i + 1;
+      while (j < n && sql[j] != '$' && ident_char(sql[j])) ++j;
+      if (j < n && sql[j] == '$' && (j == i + 1 || ident_start(sql[i + 1]))) {
+        std::string_view tag = sql.substr(i, j - i + 1);
+        std::size_t close = sql.find(tag, j + 1);
+        if (close == std::string_view::npos) return std::nullopt;
+        i = close + tag.size();
+        continue;
+      }
+      return std::nullopt;
+    }
+    if (c == '(' || c == '[') { ++depth; ++i; continue; }
+    if (c == ')' || c == ']') { --depth; ++i; continue; }
+    if (c == ';' && depth == 0) {
+      stmt_end = i;
+      ended = true;
+      ++i;
+      continue;
+    }
+    if (ident_start(c)) {
+      std::size_t j = i;
+      while (j < n && ident_char(sql[j])) ++j;
+      if (depth == 0) {
+        std::string word = lower(sql.substr(i, j - i));
+        if (word == "where") {
+          if (where_begin) return std::nullopt;
+          where_begin = j;
+        } else if (word == "returning" && where_begin && !where_end) {
+          where_end = i;
+        }
+      }
+      i = j;
+      continue;
+    }
+    ++i;
+  }
+  if (!where_begin || depth != 0) return std::nullopt;
+  std::size_t e = where_end.value_or(stmt_end);
+  if (e < *where_begin) return std::nullopt;
+  return sql.substr(*where_begin, e - *where_begin);
+}
+
 class walker {
  public:
   walker(std::string_view sql, statement& st) : sql_(sql), st_(st), stack_base_(frame_address()) {}
@@ -369,6 +479,7 @@ class walker {
   void func_call(const json::object& o);
   void a_const(const json::object& o);
   write_ref& add_write(const json::object& rv, write_op op);
+  void set_where_sql(const json::object& stmt, const json::object& rv, write_ref& w) const;
 
   std::optional<eq_value> value(const json::value& v) const;
   // Equality conjuncts of `where`'s top-level AND, each with the column's qualifier parts.
@@ -440,6 +551,22 @@ void walker::range_var(const json::object& rv) {
   }
   read_index_[&rv] = st_.reads.size();
   st_.reads.push_back(read_ref{std::move(q), {}});
+}
+
+void walker::set_where_sql(const json::object& stmt, const json::object& rv,
+                           write_ref& w) const {
+  const json::value* where = stmt.if_contains("whereClause");
+  if (where == nullptr || stmt.contains("withClause") || node_of(where, "CurrentOfExpr")) return;
+  std::vector<std::pair<std::size_t, std::size_t>> params;
+  auto text = top_level_where(sql_, params);
+  if (!text) return;
+  w.where_sql = std::string(*text);
+  std::size_t base = static_cast<std::size_t>(text->data() - sql_.data());
+  for (auto [at, len] : params)
+    if (at >= base && at < base + text->size())
+      w.where_params.emplace_back(static_cast<std::uint32_t>(at - base),
+                                  static_cast<std::uint32_t>(len));
+  if (range_var_has_alias(rv)) w.alias = std::string(range_var_refname(rv));
 }
 
 write_ref& walker::add_write(const json::object& rv, write_op op) {
@@ -623,6 +750,7 @@ void walker::update(const json::object& o) {
     }
     bool alone = !nonempty(field_arr(o, "fromClause"));
     w.where = target_conjuncts(conjuncts(o.if_contains("whereClause")), *rel, alone);
+    if (top && alone) set_where_sql(o, *rel, w);
   }
   scopes_.resize(saved_scopes);
   mode_ = saved_mode;
@@ -641,6 +769,7 @@ void walker::del(const json::object& o) {
   if (rel != nullptr) {
     bool alone = !nonempty(field_arr(o, "usingClause"));
     st_.writes[wi].where = target_conjuncts(conjuncts(o.if_contains("whereClause")), *rel, alone);
+    if (top && alone) set_where_sql(o, *rel, st_.writes[wi]);
   }
   scopes_.resize(saved_scopes);
   mode_ = saved_mode;

@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <vector>
+#include <utility>
 
 namespace qcache::pg {
 
@@ -89,6 +90,13 @@ struct write_ref {
   enum class conflict : std::uint8_t { none, nothing, update } on_conflict = conflict::none;
   std::vector<std::string> conflict_columns;  // inference columns of ON CONFLICT (...)
   bool only = false;  // ONLY t (no inheritance children)
+  // UPDATE/DELETE of one table as the whole statement (no WITH, FROM or USING, not WHERE
+  // CURRENT OF): the WHERE condition exactly as written, $n parameters included, and the
+  // target's alias (empty when none). Empty when the statement has no such WHERE. Lets
+  // the engine read the rows' current values before the write (a pre-image).
+  std::string where_sql;
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> where_params;  // $n in where_sql: offset, length
+  std::string alias;
   bool cascade = false;  // TRUNCATE ... CASCADE
 };
 

@@ -631,11 +631,75 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
 
 namespace {
 
-// Tags a write moves for one call (fixed closure + per-target table/predicate tags).
+// Distinct current values of some columns in the rows an UPDATE/DELETE may touch (rows
+// of text, NULL as nullopt), or nullopt when they could not be read.
+using preimage_fn = std::function<std::optional<std::vector<row>>(
+    const write_target&, const std::vector<std::string>& columns)>;
+
+// At most this many distinct value combinations are turned into predicate tags; a
+// pre-image with more falls back to the column epochs.
+constexpr std::size_t kMaxPreimageRows = 256;
+
+std::string quote_ident(std::string_view s) {
+  std::string r = "\"";
+  for (char c : s) {
+    if (c == '"') r += '"';
+    r += c;
+  }
+  return r + "\"";
+}
+
+// `SELECT DISTINCT cols FROM target WHERE <the statement's condition>`, its $n replaced by
+// the parameters as untyped literals (what the server does with an untyped parameter:
+// libpqxx and SOCI send all of them untyped). nullopt when that cannot be done exactly.
+std::optional<std::string> preimage_sql(const write_target& t, const relation& r,
+                                        const std::vector<std::string>& cols,
+                                        std::span<const param> params) {
+  const write_ref& w = t.ref;
+  if (w.where_sql.empty() || cols.empty()) return std::nullopt;
+  std::string q = "SELECT DISTINCT ";
+  for (std::size_t i = 0; i < cols.size(); ++i) q += (i ? ", " : "") + quote_ident(cols[i]);
+  q += " FROM ";
+  if (w.only) q += "ONLY ";
+  q += quote_ident(r.schema) + "." + quote_ident(r.name);
+  if (!w.alias.empty()) q += " AS " + quote_ident(w.alias);
+  q += " WHERE (";
+  std::size_t at = 0;
+  for (auto [off, len] : w.where_params) {
+    q.append(w.where_sql, at, off - at);
+    int k = 0;
+    for (std::size_t i = off + 1; i < off + len; ++i) {
+      k = k * 10 + (w.where_sql[i] - '0');
+      if (k > 65535) return std::nullopt;
+    }
+    if (k < 1 || static_cast<std::size_t>(k) > params.size()) return std::nullopt;
+    const param& x = params[static_cast<std::size_t>(k) - 1];
+    if (x.type == param_type::binary) return std::nullopt;
+    if (x.type == param_type::null) {
+      q += "NULL";
+    } else {
+      if (std::memchr(x.text.data(), 0, x.text.size())) return std::nullopt;
+      q += "E'";
+      for (char c : x.text) {
+        if (c == '\'' || c == '\\') q += c;
+        q += c;
+      }
+      q += "'";
+    }
+    at = off + len;
+  }
+  q.append(w.where_sql, at, std::string::npos);
+  q += ") LIMIT " + std::to_string(kMaxPreimageRows + 1);
+  return q;
+}
+
 // Row and column tags of a write (table tags are in plan::write_fixed_tags). Reads the
-// predicate-column registry: call it only while holding the write's table tags.
+// predicate-column registry: call it only while holding the write's table tags. For an
+// UPDATE/DELETE whose WHERE does not pin a registered column, `preimage` (when given)
+// reads the old values of that column; what cannot be named moves the column's epoch.
 void write_row_tags(const plan& p, const database& db, const snapshot& snap,
-                    std::span<const param> params, std::vector<tags::tag>& out) {
+                    std::span<const param> params, const preimage_fn* preimage,
+                    std::vector<tags::tag>& out) {
   const std::string& dbid = db.tag_space;
   for (const write_target& t : p.writes) {
     const write_ref& w = t.ref;
@@ -649,6 +713,8 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
     std::vector<std::string> cols = db.predicate_columns_of(t.oid);
     // Column classes come from the catalog snapshot the plan was built with.
     const relation* r = snap.by_oid(t.oid);
+    std::vector<std::string> deferred;  // columns whose old values only a pre-image can name
+    std::vector<char> deferred_cls;
     for (const std::string& c : cols) {
       char cls = r ? r->column_class(c) : column_other;
       std::vector<std::string> values;
@@ -658,17 +724,30 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
         if (!cv) known = false;
         else values.push_back(std::move(*cv));
       };
-      if (known && (w.op == write_op::update || w.op == write_op::del)) {
+      bool update_or_delete = w.op == write_op::update || w.op == write_op::del;
+      if (known && update_or_delete) {
         auto it = std::find_if(w.where.begin(), w.where.end(),
                                [&](const eq_conjunct& e) { return e.column == c; });
-        if (it == w.where.end()) known = false;
-        else
+        bool pinned = it != w.where.end();
+        if (pinned)
           for (const eq_value& v : it->values) add_value(v);
         if (known && w.op == write_op::update) {
           for (const auto& [col, val] : w.set) {
             if (col != c) continue;
             if (!val) known = false;
             else add_value(*val);
+          }
+        }
+        if (known && !pinned) {
+          if (preimage && r && !w.where_sql.empty()) {
+            deferred.push_back(c);
+            deferred_cls.push_back(cls);
+          } else {
+            known = false;
+          }
+          if (known) {  // the new value (if SET) is named now; the old ones by the pre-image
+            for (const std::string& v : values) out.push_back(tags::predicate(dbid, t.table, c, v));
+            continue;
           }
         }
       } else if (known) {  // INSERT ... VALUES
@@ -686,6 +765,29 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
         for (const std::string& v : values) out.push_back(tags::predicate(dbid, t.table, c, v));
       else
         out.push_back(tags::column_epoch(dbid, t.table, c));
+    }
+    if (deferred.empty()) continue;
+    std::optional<std::vector<row>> rows = (*preimage)(t, deferred);
+    if (rows && rows->size() > kMaxPreimageRows) rows.reset();
+    for (std::size_t k = 0; k < deferred.size(); ++k) {
+      std::vector<std::string> values;
+      bool known = rows.has_value();
+      for (std::size_t i = 0; known && i < rows->size(); ++i) {
+        const row& x = (*rows)[i];
+        if (k >= x.size()) { known = false; break; }
+        if (!x[k]) continue;  // NULL equals nothing: no read of `c = v` saw this row
+        eq_value v;
+        v.k = eq_value::kind::string;
+        v.text = *x[k];
+        auto cv = canonical(v, deferred_cls[k], params);
+        if (!cv) known = false;
+        else values.push_back(std::move(*cv));
+      }
+      if (known)
+        for (const std::string& v : values)
+          out.push_back(tags::predicate(dbid, t.table, deferred[k], v));
+      else
+        out.push_back(tags::column_epoch(dbid, t.table, deferred[k]));
     }
   }
 }
@@ -860,8 +962,24 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
       } else {
         hold = ch.begin_write(t, cause);
       }
+      // Outside a transaction a failed pre-image costs nothing but precision; inside one it
+      // would abort the application's transaction, so it is not tried there.
+      preimage_fn pre = [&](const write_target& t, const std::vector<std::string>& cols)
+          -> std::optional<std::vector<row>> {
+        const relation* r = st.snap->by_oid(t.oid);
+        if (!r) return std::nullopt;
+        auto q = preimage_sql(t, *r, cols, params);
+        if (!q) return std::nullopt;
+        try {
+          return run(*q);
+        } catch (...) {
+          return std::nullopt;
+        }
+      };
+      bool try_preimage = ch.settings().write_preimage && !tx.active && !p->flush &&
+                          p->act == action::write && sql.find('\\') == std::string_view::npos;
       std::vector<tags::tag> rows;
-      write_row_tags(*p, *st.db, *st.snap, params, rows);
+      write_row_tags(*p, *st.db, *st.snap, params, try_preimage ? &pre : nullptr, rows);
       hold.add(rows);
       if (tx.active) {
         tx.written.insert(p->written_oids.begin(), p->written_oids.end());

@@ -355,6 +355,53 @@ TEST(AnalyzerConjuncts, UpdateAndDeleteWhereRestrictTheTarget) {
   for (const conjunct_case& c : cases) EXPECT_EQ(writes(one(c.sql)), c.expected) << c.sql;
 }
 
+// The WHERE text of a one-table UPDATE/DELETE, for the engine's pre-image read: exactly as
+// written between the top-level WHERE and RETURNING/`;`/end, with its $n located; empty
+// whenever the statement is not one table with a plain WHERE.
+TEST(AnalyzerWrites, WhereTextForThePreimage) {
+  struct where_case {
+    const char* sql;
+    const char* where;   // expected where_sql
+    const char* params;  // "$2@1 $10@9": each $n with its offset in where_sql
+    const char* alias;
+  };
+  const where_case cases[] = {
+      {"DELETE FROM t WHERE id = $1", " id = $1", "$1@6", ""},
+      {"UPDATE t AS x SET a = 'WHERE' WHERE x.id = $2 RETURNING a", " x.id = $2 ", "$2@8", "x"},
+      {"update t set a = (select b from u where u.c = $1) where id = $10;", " id = $10", "$10@6", ""},
+      {"DELETE FROM t -- WHERE not here\n WHERE /* WHERE ( */ k = $$it's WHERE$$ AND v = $3",
+       " /* WHERE ( */ k = $$it's WHERE$$ AND v = $3", "$3@42", ""},
+      {"DELETE FROM t WHERE k = E'a\\'b' AND \"where\" = 1 AND v = $tag$)$tag$",
+       " k = E'a\\'b' AND \"where\" = 1 AND v = $tag$)$tag$", "", ""},
+      {"UPDATE ONLY s.t SET a = 1 WHERE k IN (SELECT k FROM u WHERE u.z = $1) RETURNING *",
+       " k IN (SELECT k FROM u WHERE u.z = $1) ", "$1@35", ""},
+      {"UPDATE t SET a = 1", "", "", ""},
+      {"UPDATE t SET a = 1 FROM u WHERE t.id = u.id", "", "", ""},
+      {"DELETE FROM t USING u WHERE t.id = u.id", "", "", ""},
+      {"DELETE FROM t WHERE CURRENT OF c", "", "", ""},
+      {"WITH d AS (SELECT 1) DELETE FROM t WHERE id = 1", "", "", ""},
+      {"WITH d AS (DELETE FROM q WHERE id = 4 RETURNING *) SELECT * FROM d", "", "", ""},
+      {"DELETE FROM t WHERE id = 1; DELETE FROM t WHERE id = 2", "", "", ""},
+      {"INSERT INTO t VALUES (1)", "", "", ""},
+  };
+  for (const where_case& c : cases) {
+    auto a = analyze_uncached(c.sql);
+    ASSERT_TRUE(a.ok) << c.sql << ": " << a.error;
+    std::string where, params, alias;
+    for (const statement& st : a.statements)
+      for (const write_ref& w : st.writes) {
+        where += w.where_sql;
+        alias += w.alias;
+        for (auto [off, len] : w.where_params)
+          params += (params.empty() ? "" : " ") + w.where_sql.substr(off, len) + "@" +
+                    std::to_string(off);
+      }
+    EXPECT_EQ(where, c.where) << c.sql;
+    EXPECT_EQ(params, c.params) << c.sql;
+    EXPECT_EQ(alias, c.alias) << c.sql;
+  }
+}
+
 // ---- write details ----------------------------------------------------------------------------
 
 TEST(AnalyzerWrites, UpdateSetList) {
