@@ -136,6 +136,64 @@ TEST(cache, p1_a_write_between_capture_and_store_drops_the_store) {
   EXPECT_EQ(c.stats().stores, 0u);
 }
 
+// ---- fences and dependencies named from the result -------------------------------------
+
+dependencies fenced(std::vector<tags::tag> t, std::vector<tags::tag> fences) {
+  dependencies d;
+  d.tags = std::move(t);
+  d.fences = std::move(fences);
+  return d;
+}
+
+TEST(cache, a_named_store_depends_on_the_named_tags_and_not_on_the_fence) {
+  cache c(opts());
+  snapshot s = c.capture(fenced({t2}, {t1}));
+  const tags::tag named[] = {p1};
+  ASSERT_TRUE(c.store_named(k("q"), s, val("rows"), named));
+  write(c, {t1});  // the fence moves later: not a dependency
+  EXPECT_EQ(str(c.lookup(k("q"))), "rows");
+  write(c, {p1});
+  EXPECT_EQ(c.lookup(k("q")), nullptr);
+}
+
+TEST(cache, a_fence_that_moved_before_the_store_refuses_it) {
+  cache c(opts());
+  snapshot s = c.capture(fenced({t2}, {t1}));
+  c.set_test_hook_before_store([&] { write(c, {t1}); });
+  const tags::tag named[] = {p1};
+  EXPECT_FALSE(c.store_named(k("q"), s, val("rows"), named));
+  EXPECT_FALSE(c.store(k("q"), s, val("rows")));
+  c.set_test_hook_before_store(nullptr);
+  EXPECT_EQ(c.lookup(k("q")), nullptr);
+  EXPECT_EQ(c.stats().stores_dropped_stale, 2u);
+}
+
+TEST(cache, a_fence_with_a_write_in_flight_is_not_storable) {
+  cache c(opts());
+  write_hold h = c.begin_write(std::vector<tags::tag>{t1}, invalidation_cause::write);
+  snapshot s = c.capture(fenced({t2}, {t1}));
+  EXPECT_FALSE(s.storable());
+  h.release(true);
+}
+
+TEST(cache, a_plain_store_keeps_the_fence_as_a_dependency) {
+  cache c(opts());
+  ASSERT_TRUE(fill(c, k("q"), fenced({t2}, {t1}), "rows"));
+  EXPECT_EQ(str(c.lookup(k("q"))), "rows");
+  write(c, {t1});
+  EXPECT_EQ(c.lookup(k("q")), nullptr);
+}
+
+TEST(cache, a_named_tag_with_a_write_in_flight_refuses_the_store) {
+  cache c(opts());
+  snapshot s = c.capture(fenced({t2}, {t1}));
+  write_hold h = c.begin_write(std::vector<tags::tag>{p1}, invalidation_cause::write);
+  const tags::tag named[] = {p1};
+  EXPECT_FALSE(c.store_named(k("q"), s, val("rows"), named));
+  h.release(true);
+  EXPECT_EQ(c.lookup(k("q")), nullptr);
+}
+
 // The same interleaving with the writer on its own thread: the reader is paused inside
 // store() until the writer has committed.
 TEST(cache, p1_a_reader_paused_before_store_while_another_thread_commits_stores_nothing) {

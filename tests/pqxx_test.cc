@@ -635,6 +635,101 @@ TEST_F(Rows, Preimage_ManyValuesFallBackToTheColumn) {
   expect_fresh("SELECT count(*) FROM t WHERE k = 'a'");
 }
 
+// ---- Correlated scalar subqueries: dependencies named by the result's values ---------
+
+class Correlated : public Rows {
+ protected:
+  void SetUp() override {
+    Rows::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    exec("CREATE TABLE c (id int PRIMARY KEY, t_id int, body text)");
+    exec("INSERT INTO c VALUES (1, 1, 'x'), (2, 1, 'y'), (3, 2, 'z'), (4, 4, 'w')");
+  }
+  // Posts with k = 'a' (ids 1, 2, 3) and their comment counts.
+  const std::string q =
+      "SELECT t.id, t.v, (SELECT count(*) FROM c WHERE c.t_id = t.id) AS n FROM t "
+      "WHERE t.k = 'a' ORDER BY t.id";
+};
+
+TEST_F(Correlated, Correlated_WritesForRowsNotInTheResultKeepItCached) {
+  cache_it(q);
+  exec("INSERT INTO c (id, t_id, body) VALUES (10, 4, 'new')");
+  expect_hit(q);
+  exec("DELETE FROM c WHERE id = 4");  // t_id 4, learnt by the pre-image
+  expect_hit(q);
+  exec("UPDATE c SET body = 'edited' WHERE id = 10");
+  expect_hit(q);
+}
+
+TEST_F(Correlated, Correlated_WritesForRowsInTheResultInvalidateIt) {
+  cache_it(q);
+  exec("INSERT INTO c (id, t_id, body) VALUES (10, 3, 'new')");
+  expect_fresh(q);
+  cache_it(q);
+  exec("DELETE FROM c WHERE id = 3");  // t_id 2
+  expect_fresh(q);
+  cache_it(q);
+  exec("UPDATE c SET t_id = 2 WHERE id = 4");  // moves a comment from 4 (absent) to 2
+  expect_fresh(q);
+  cache_it(q);
+  {
+    qcache::pqxx::work tx{*conn_};
+    tx.exec("UPDATE c SET body = 'tx' WHERE id = 1");  // no pre-image in a transaction
+    tx.commit();
+  }
+  expect_fresh(q);
+  EXPECT_EQ(dump(read(q).r), dump(direct(q)));
+}
+
+// Which rows the result shows depends on t: a write to t invalidates as before.
+TEST_F(Correlated, Correlated_WritesToTheOuterTableInvalidate) {
+  cache_it(q);
+  exec("UPDATE t SET k = 'a' WHERE id = 4");
+  expect_fresh(q);
+}
+
+// A write to the subquery's table while the read runs: its tags cannot be read after
+// the fact, so the result must not be stored.
+TEST_F(Correlated, Correlated_WriteBetweenExecutionAndStoreIsNotStored) {
+  qcache::pqxx::connection& writer = another();
+  bool once = false;
+  cache_->set_test_hook_before_store([&] {
+    if (once) return;
+    once = true;
+    exec_on(writer, "INSERT INTO c (id, t_id, body) VALUES (20, 2, 'during')");
+  });
+  outcome a = read(q);
+  cache_->set_test_hook_before_store(nullptr);
+  ASSERT_TRUE(once);
+  EXPECT_EQ(a.d.stores, 0u) << a;
+  outcome b = read(q);
+  EXPECT_FALSE(b.d.hits) << b;
+  EXPECT_EQ(dump(b.r), dump(direct(q)));
+  EXPECT_TRUE(b.stored()) << b;
+}
+
+TEST_F(Correlated, Correlated_ExplainNamesTheResultColumn) {
+  qcache::explanation e = conn_->explain(q);
+  EXPECT_TRUE(e.cacheable) << e.to_string();
+  EXPECT_NE(std::find(e.tags.begin(), e.tags.end(),
+                      "predicate " + schema_ + ".c.t_id = each value of result column 1"),
+            e.tags.end())
+      << e.to_string();
+}
+
+// Different classes on the two sides (int vs numeric): no textual equality, so the
+// subquery's table is a whole-table dependency (still correct).
+TEST_F(Correlated, Correlated_MismatchedTypesDependOnTheWholeTable) {
+  exec("CREATE TABLE cn (id int PRIMARY KEY, t_id numeric)");
+  exec("INSERT INTO cn VALUES (1, 1), (2, 4)");
+  const std::string qn =
+      "SELECT t.id, (SELECT count(*) FROM cn WHERE cn.t_id = t.id) FROM t WHERE t.k = 'a' "
+      "ORDER BY t.id";
+  cache_it(qn);
+  exec("INSERT INTO cn (id, t_id) VALUES (3, 5)");
+  expect_fresh(qn);
+}
+
 class RowsNoPreimage : public Rows {
  protected:
   qcache::options cache_options() override {

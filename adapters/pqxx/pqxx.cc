@@ -28,6 +28,17 @@ class result_value final : public cached_value {
     bytes_ = n;
   }
   std::size_t bytes() const noexcept override { return bytes_; }
+  bool column_text(std::size_t col,
+                   std::vector<std::optional<std::string>>& out) const override {
+    if (col >= static_cast<std::size_t>(r_.columns())) return false;
+    out.reserve(r_.size());
+    for (const auto& row : r_) {
+      const auto& f = row[static_cast<::pqxx::row::size_type>(col)];
+      if (f.is_null()) out.emplace_back(std::nullopt);
+      else out.emplace_back(std::string(f.c_str(), f.size()));
+    }
+    return true;
+  }
   const ::pqxx::result& result() const noexcept { return r_; }
 
  private:

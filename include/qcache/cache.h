@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -136,6 +137,14 @@ class cached_value {
   virtual ~cached_value() = default;
   // Bytes this value owns (rows, strings, driver buffers), for the byte budget.
   virtual std::size_t bytes() const noexcept = 0;
+  // The values of result column `col` (0-based) of every row as text, NULL as nullopt,
+  // for dependencies named by a result's values. Adapters that cannot say return false
+  // (such reads then depend on whole tables).
+  virtual bool column_text(std::size_t col, std::vector<std::optional<std::string>>& out) const {
+    (void)col;
+    (void)out;
+    return false;
+  }
 };
 
 // What a read depends on.
@@ -147,6 +156,13 @@ struct dependencies {
   // table that is still in flight may touch the predicate's rows in ways it has not
   // announced yet).
   std::vector<tags::tag> guards;
+  // Tags that, like guards, must have no write in flight when the read starts, and whose
+  // versions must not move until the result is stored (store() refuses otherwise), but
+  // which the entry does not keep when the read's remaining dependencies are named from
+  // its result (store_named). Used for a relation read only through rows whose key values
+  // appear in the result: no write to it between capture and store, so tags read at store
+  // time still describe the state the result was computed from.
+  std::vector<tags::tag> fences;
 };
 
 class cache;
@@ -162,6 +178,7 @@ class snapshot {
  private:
   friend class cache;
   std::vector<std::pair<std::uint32_t, std::uint64_t>> slots_;
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> fences_;
   bool storable_ = false;
 };
 
@@ -224,6 +241,11 @@ class cache : public std::enable_shared_from_this<cache> {
   // Stores `v` under `k` if `snap` is storable and no captured version moved. Returns
   // true when stored. Never throws.
   bool store(const key& k, const snapshot& snap, std::shared_ptr<const cached_value> v) noexcept;
+  // Like store() for a read with fences: if no captured version (fences included) moved,
+  // stores `v` depending on the captured tags (fences excluded) plus `named` at their
+  // current versions. Refuses when a named tag has a write in flight.
+  bool store_named(const key& k, const snapshot& snap, std::shared_ptr<const cached_value> v,
+                   std::span<const tags::tag> named) noexcept;
 
   // Single flight for a miss. The first caller for a key becomes the leader (a ticket
   // with leader() == true): it executes, stores, then calls done(). Other callers wait

@@ -492,6 +492,7 @@ class walker {
   std::optional<raw_conjunct> conjunct(const json::value& e) const;
   void collect_from(const json::value& item, std::vector<from_leaf>& leaves) const;
   void attribute_select_conjuncts(const json::object& select);
+  void attribute_correlations(const json::object& select);
   static std::vector<eq_conjunct> target_conjuncts(const std::vector<raw_conjunct>& all,
                                                    const json::object& rv, bool allow_unqualified);
 
@@ -662,7 +663,10 @@ void walker::select(const json::object& o) {
     }
   }
   walk_fields(o, {"withClause", "intoClause"});
-  if (top) attribute_select_conjuncts(o);
+  if (top) {
+    attribute_select_conjuncts(o);
+    attribute_correlations(o);
+  }
   scopes_.resize(saved_scopes);
   mode_ = saved_mode;
 }
@@ -979,6 +983,107 @@ void walker::attribute_select_conjuncts(const json::object& select) {
     auto it = read_index_.find(match->rv);
     if (it == read_index_.end()) continue;  // a CTE reference
     st_.reads[it->second].conjuncts.push_back(std::move(c.c));
+  }
+}
+
+namespace {
+std::optional<std::vector<std::string_view>> column_ref_parts(const json::value* v) {
+  const json::object* cr = node_of(v, "ColumnRef");
+  const json::array* fields = cr ? field_arr(*cr, "fields") : nullptr;
+  if (fields == nullptr) return std::nullopt;
+  return string_list(*fields);  // nullopt for `*`
+}
+}  // namespace
+
+void walker::attribute_correlations(const json::object& select) {
+  if (select.contains("op") && field_str(select, "op") != "SETOP_NONE") return;
+  if (nonempty(field_arr(select, "distinctClause")) || nonempty(field_arr(select, "groupClause")) ||
+      select.contains("havingClause") || nonempty(field_arr(select, "windowClause")))
+    return;
+  const json::array* targets = field_arr(select, "targetList");
+  const json::array* from = field_arr(select, "fromClause");
+  if (targets == nullptr || from == nullptr) return;
+  std::vector<from_leaf> leaves;
+  for (const json::value& item : *from) collect_from(item, leaves);
+  // Plain output columns by position; any `*` shifts positions: give up.
+  std::vector<std::optional<std::vector<std::string_view>>> plain;
+  for (const json::value& t : *targets) {
+    const json::object* rt = node_of(&t, "ResTarget");
+    const json::value* val = rt ? rt->if_contains("val") : nullptr;
+    if (val == nullptr) return;
+    if (const json::object* cr = node_of(val, "ColumnRef")) {
+      const json::array* fields = field_arr(*cr, "fields");
+      if (fields == nullptr || !string_list(*fields)) return;  // `*` or `t.*`
+    }
+    plain.push_back(column_ref_parts(val));
+  }
+  // ORDER BY only qualified columns (an unqualified name or a position may be the subquery).
+  if (const json::array* sort = field_arr(select, "sortClause")) {
+    for (const json::value& s : *sort) {
+      const json::object* sb = node_of(&s, "SortBy");
+      auto parts = sb ? column_ref_parts(sb->if_contains("node")) : std::nullopt;
+      if (!parts || parts->size() < 2) return;
+    }
+  }
+  for (std::size_t i = 0; i < targets->size(); ++i) {
+    const json::object* rt = node_of(&(*targets)[i], "ResTarget");
+    const json::object* sl = node_of(rt->if_contains("val"), "SubLink");
+    if (sl == nullptr || field_str(*sl, "subLinkType") != "EXPR_SUBLINK") continue;
+    const json::object* q = node_of(sl->if_contains("subselect"), "SelectStmt");
+    if (q == nullptr || q->contains("withClause") ||
+        (q->contains("op") && field_str(*q, "op") != "SETOP_NONE"))
+      continue;
+    const json::array* qfrom = field_arr(*q, "fromClause");
+    if (qfrom == nullptr || qfrom->size() != 1) continue;
+    const json::object* rv = node_of(&(*qfrom)[0], "RangeVar");
+    if (rv == nullptr) continue;
+    auto ri = read_index_.find(rv);
+    if (ri == read_index_.end() || st_.reads[ri->second].by_output) continue;
+    std::string_view inner = range_var_refname(*rv);
+    std::vector<const json::value*> ands;
+    if (const json::value* w = q->if_contains("whereClause")) flatten_and(*w, ands);
+    for (const json::value* e : ands) {
+      const json::object* ax = node_of(e, "A_Expr");
+      if (ax == nullptr || field_str(*ax, "kind") != "AEXPR_OP") continue;
+      const json::array* op = field_arr(*ax, "name");
+      if (op == nullptr || op->size() != 1 || string_node((*op)[0]) != "=") continue;
+      auto l = column_ref_parts(ax->if_contains("lexpr"));
+      auto r = column_ref_parts(ax->if_contains("rexpr"));
+      if (!l || !r) continue;
+      auto is_inner = [&](const std::vector<std::string_view>& c) {
+        return c.size() == 1 || (c.size() == 2 && c[0] == inner);
+      };
+      auto is_outer = [&](const std::vector<std::string_view>& c) {
+        return c.size() == 2 && c[0] != inner;
+      };
+      const std::vector<std::string_view>* in = nullptr;
+      const std::vector<std::string_view>* out = nullptr;
+      if (is_inner(*l) && is_outer(*r)) in = &*l, out = &*r;
+      else if (is_inner(*r) && is_outer(*l)) in = &*r, out = &*l;
+      else continue;
+      // The outer qualifier names exactly one relation of the outer FROM.
+      const from_leaf* leaf = nullptr;
+      int n = 0;
+      for (const from_leaf& f : leaves)
+        if (f.refname == (*out)[0]) leaf = &f, ++n;
+      if (n != 1 || leaf->rv == nullptr) continue;
+      int output = -1;
+      for (std::size_t k = 0; k < plain.size() && output < 0; ++k) {
+        if (!plain[k]) continue;
+        const auto& pc = *plain[k];
+        if ((pc.size() == 2 && pc[0] == (*out)[0] && pc[1] == (*out)[1]) ||
+            (pc.size() == 1 && leaves.size() == 1 && pc[0] == (*out)[1]))
+          output = static_cast<int>(k);
+      }
+      if (output < 0) continue;
+      read_ref::correlation c;
+      c.column = std::string(in->back());
+      c.output = output;
+      c.outer_table = range_var_name(*leaf->rv);
+      c.outer_column = std::string((*out)[1]);
+      st_.reads[ri->second].by_output = std::move(c);
+      break;
+    }
   }
 }
 

@@ -69,6 +69,22 @@ struct read_ref {
   // top-level AND; columns must be qualified by this occurrence's alias/name, or
   // unqualified when it is the only relation in that FROM. Empty otherwise.
   std::vector<eq_conjunct> conjuncts;
+  // Set when this occurrence is the only relation of a scalar subquery in the outermost
+  // SELECT's target list, correlated by a top-level `column = outer.outer_column`, where
+  // that outer column is also plain output column `output` (0-based) of the statement:
+  //   SELECT p.id, (SELECT count(*) FROM c WHERE c.post_id = p.id) FROM p ...
+  // For each result row, the subquery read only rows whose `column` equals the row's
+  // output value. Only when nothing else can make the subquery's value matter to which
+  // rows the statement returns (no DISTINCT, GROUP BY, HAVING, window, set operation,
+  // ORDER BY other than qualified columns, no `*` in the target list).
+  struct correlation {
+    std::string column;          // of this relation
+    int output = -1;             // result column holding the outer value
+    qualified_name outer_table;  // the outer relation, as written
+    std::string outer_column;
+    bool operator==(const correlation&) const = default;
+  };
+  std::optional<correlation> by_output;
 };
 
 enum class write_op : std::uint8_t { insert, update, del, merge, truncate, copy_from, select_into };

@@ -253,6 +253,9 @@ struct pred_dep {
   std::string column;
   char cls = column_other;
   std::vector<eq_value> values;
+  // >= 0: the values are those of this result column (a correlated scalar subquery),
+  // known only after the read ran.
+  int output = -1;
 };
 
 struct write_target {
@@ -603,6 +606,25 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
     }
     p->read_oids.push_back(r->oid);
     std::string id = oid_text(r->oid);
+    if (rr.by_output) {
+      // Named by the result's values when both columns compare the same textual way.
+      const read_ref::correlation& k = *rr.by_output;
+      const relation* outer = cat.resolve(k.outer_table, schemas);
+      char cls = r->column_class(k.column);
+      if (outer && (cls == column_int || cls == column_text) &&
+          outer->column_class(k.outer_column) == cls && p->preds.size() < 0xffff) {
+        pred_dep d;
+        d.table = id;
+        d.oid = r->oid;
+        d.column = k.column;
+        d.cls = cls;
+        d.output = k.output;
+        p->preds.push_back(std::move(d));
+      } else {
+        p->fixed_tags.push_back(tags::table(dbid, id));
+      }
+      continue;
+    }
     // Pick the first equality conjunct on a column whose values compare textually.
     const eq_conjunct* use = nullptr;
     char cls = column_other;
@@ -792,6 +814,36 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
   }
 }
 
+// At most this many distinct values of a result column become predicate tags; beyond, the
+// read depends on the whole table.
+constexpr std::size_t kMaxResultTags = 1024;
+
+// The predicate tags a result names for its by-result dependencies; false when the
+// adapter cannot give the values or there are too many.
+bool result_tags(const plan& p, const std::vector<std::uint16_t>& which, const cached_value& v,
+                 const std::string& dbid, std::vector<tags::tag>& out) {
+  std::vector<std::optional<std::string>> col;
+  std::unordered_set<std::string> seen;
+  for (std::uint16_t i : which) {
+    const pred_dep& d = p.preds[i];
+    col.clear();
+    seen.clear();
+    if (!v.column_text(static_cast<std::size_t>(d.output), col)) return false;
+    for (const auto& x : col) {
+      if (!x) continue;  // NULL = anything is never true: no rows read
+      eq_value ev;
+      ev.k = eq_value::kind::string;
+      ev.text = *x;
+      auto cv = canonical(ev, d.cls, {});
+      if (!cv) return false;
+      if (!seen.insert(*cv).second) continue;
+      if (seen.size() > kMaxResultTags) return false;
+      out.push_back(tags::predicate(dbid, d.table, d.column, *cv));
+    }
+  }
+  return true;
+}
+
 bool params_have_time_word(std::span<const param> params) {
   for (const param& x : params)
     if ((x.type == param_type::text || x.type == param_type::other ||
@@ -876,7 +928,21 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
       dependencies deps;
       deps.tags = p->fixed_tags;
       const std::string& dbid = st.db->tag_space;
-      for (const pred_dep& d : p->preds) {
+      for (std::size_t i = 0; i < p->preds.size(); ++i) {
+        const pred_dep& d = p->preds[i];
+        if (d.output >= 0) {
+          // Values known from the result: no write to the table may happen until it is
+          // stored (a fence), then the predicate tags of its values are read.
+          if (st.db->add_predicate_column(d.oid, d.column)) {
+            deps.tags.push_back(tags::table_epoch(dbid, d.table));
+            deps.tags.push_back(tags::column_epoch(dbid, d.table, d.column));
+            deps.fences.push_back(tags::table(dbid, d.table));
+            c.by_result.push_back(static_cast<std::uint16_t>(i));
+          } else {
+            deps.tags.push_back(tags::table(dbid, d.table));
+          }
+          continue;
+        }
         std::vector<std::string> values;
         bool ok = true;
         for (const eq_value& v : d.values) {
@@ -1003,7 +1069,17 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
     auto x = static_cast<std::uint32_t>(std::min<std::int64_t>(us, 0x7fffffff));
     if (c.p) c.p->exec_us = c.p->exec_us == plan::unmeasured ? x : (3 * c.p->exec_us + x) / 4;
   }
-  if (c.store && value) ch.store(c.k, c.snap, std::move(value));
+  if (c.store && value) {
+    if (c.by_result.empty() || !c.p) {
+      ch.store(c.k, c.snap, std::move(value));
+    } else {
+      std::vector<tags::tag> named;
+      if (result_tags(*c.p, c.by_result, *value, st.db->tag_space, named))
+        ch.store_named(c.k, c.snap, std::move(value), named);
+      else
+        ch.store(c.k, c.snap, std::move(value));  // the fences become dependencies
+    }
+  }
   c.store = false;
   c.flight.done();
   if (!c.p) return;
@@ -1235,7 +1311,8 @@ explanation session::explain(std::string_view sql, const run_fn& run) {
   e.reads = p->read_names;
   e.writes = p->write_names;
   for (const pred_dep& d : p->preds) {
-    std::string vals;
+    std::string vals = d.output >= 0 ? "each value of result column " + std::to_string(d.output + 1)
+                                     : std::string();
     for (const eq_value& v : d.values) {
       if (!vals.empty()) vals += ",";
       if (v.k == eq_value::kind::param) vals.append("$").append(std::to_string(v.param));

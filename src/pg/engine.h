@@ -68,6 +68,8 @@ struct call {
   bool ddl_quiet = true;       // no other DDL in flight then
   bool ddl_owned = false;      // an autocommit DDL statement: finished in succeeded/failed
   std::shared_ptr<const plan> p;
+  // Indexes into the plan's predicate dependencies named by this result's values.
+  std::vector<std::uint16_t> by_result;
 };
 
 class session {

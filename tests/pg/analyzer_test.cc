@@ -402,6 +402,49 @@ TEST(AnalyzerWrites, WhereTextForThePreimage) {
   }
 }
 
+// A scalar subquery in the target list correlated to an output column: its rows are named
+// by that column's values in the result.
+TEST(AnalyzerConjuncts, CorrelatedScalarSubqueryByOutputColumn) {
+  struct corr_case {
+    const char* sql;
+    const char* expected;  // "table.column=#k(outer.column)" for each annotated read
+  };
+  const corr_case cases[] = {
+      {"SELECT p.id, (SELECT count(*) FROM c WHERE c.post_id = p.id) AS n FROM p "
+       "WHERE p.published = 1 ORDER BY p.created_at DESC, p.id LIMIT 10",
+       "c.post_id=#0(p.id)"},
+      {"SELECT x.title, x.id, (SELECT max(v) FROM s.c cc WHERE x.id = cc.pid AND cc.k = 2) "
+       "FROM posts x JOIN users u ON u.id = x.a",
+       "s.c.pid=#1(posts.id)"},
+      {"SELECT id, (SELECT count(*) FROM c WHERE post_id = p.id) FROM p", "c.post_id=#0(p.id)"},
+      // no output column carries the outer value
+      {"SELECT p.title, (SELECT count(*) FROM c WHERE c.post_id = p.id) FROM p", ""},
+      // ORDER BY the subquery (by name or position), DISTINCT, GROUP BY, *, set operations
+      {"SELECT p.id, (SELECT count(*) FROM c WHERE c.post_id = p.id) AS n FROM p ORDER BY n", ""},
+      {"SELECT p.id, (SELECT count(*) FROM c WHERE c.post_id = p.id) FROM p ORDER BY 2", ""},
+      {"SELECT DISTINCT p.id, (SELECT count(*) FROM c WHERE c.post_id = p.id) FROM p", ""},
+      {"SELECT p.id, (SELECT count(*) FROM c WHERE c.post_id = p.id) FROM p GROUP BY p.id", ""},
+      {"SELECT *, (SELECT count(*) FROM c WHERE c.post_id = p.id) FROM p", ""},
+      {"SELECT p.id, (SELECT count(*) FROM c WHERE c.post_id = p.id) FROM p UNION SELECT 1, 2", ""},
+      // the correlation is not a top-level AND conjunct, or the subquery joins
+      {"SELECT p.id, (SELECT count(*) FROM c WHERE c.post_id = p.id OR c.k = 1) FROM p", ""},
+      {"SELECT p.id, (SELECT count(*) FROM c, d WHERE c.post_id = p.id) FROM p", ""},
+      // the inner relation shadows the outer name: not a correlation
+      {"SELECT p.id, (SELECT count(*) FROM p WHERE p.x = p.id) FROM p", ""},
+      // EXISTS filters rows; only scalar subqueries in the target list qualify
+      {"SELECT p.id FROM p WHERE EXISTS (SELECT 1 FROM c WHERE c.post_id = p.id)", ""},
+  };
+  for (const corr_case& c : cases) {
+    std::string got;
+    for (const read_ref& r : one(c.sql).reads)
+      if (r.by_output)
+        got += (got.empty() ? "" : " ") + name(r.table) + "." + r.by_output->column + "=#" +
+               std::to_string(r.by_output->output) + "(" + name(r.by_output->outer_table) + "." +
+               r.by_output->outer_column + ")";
+    EXPECT_EQ(got, c.expected) << c.sql;
+  }
+}
+
 // ---- write details ----------------------------------------------------------------------------
 
 TEST(AnalyzerWrites, UpdateSetList) {
