@@ -399,8 +399,10 @@ class worker {
         "SELECT grp, count(*), sum(val), max(ver) FROM items GROUP BY grp ORDER BY grp",
         "SELECT count(*) FROM items WHERE val > 50",
         "SELECT g.name, count(i.id) FROM grps g LEFT JOIN items i ON i.grp = g.id GROUP BY g.name ORDER BY g.name",
-        "SELECT count(*) FROM side"};
-    (void)d_.query(q[pick(0, 3)]);
+        "SELECT count(*) FROM side",
+        // correlated subqueries: named by the g.id values of the result
+        "SELECT g.id, g.ver, (SELECT count(*) FROM items i WHERE i.grp = g.id), (SELECT sum(ver) FROM items i WHERE i.grp = g.id AND i.val > 50) FROM grps g ORDER BY g.id"};
+    (void)d_.query(q[pick(0, 4)]);
   }
 
   struct written {
@@ -548,6 +550,7 @@ std::vector<std::string> final_reads(shared_state& s) {
       "SELECT grp, count(*), sum(val), max(ver) FROM items GROUP BY grp ORDER BY grp",
       "SELECT count(*) FROM items WHERE val > 50",
       "SELECT count(*) FROM side",
+      "SELECT g.id, g.ver, (SELECT count(*) FROM items i WHERE i.grp = g.id), (SELECT sum(ver) FROM items i WHERE i.grp = g.id AND i.val > 50) FROM grps g ORDER BY g.id",
       "SELECT id, ver, val, grp FROM items ORDER BY id"};
   for (int lo = 0; lo <= 90; lo += 5)
     q.push_back("SELECT id, ver FROM items WHERE val BETWEEN " + std::to_string(lo) + " AND " +
