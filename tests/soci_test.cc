@@ -610,6 +610,39 @@ TEST_P(SociBoth, DeleteByIdInvalidatesOnlyTheReadsOfItsRowsValues) {
   EXPECT_EQ(st().hits, before.hits + 1) << "v3's count must be read again";
 }
 
+// PostgreSQL: a scalar subquery correlated to an output column depends only on the rows
+// of the ids the result shows (the values come from SOCI's into columns).
+TEST_P(SociBoth, CorrelatedSubqueryIsNamedByTheResultsIds) {
+  {
+    auto p = plain();
+    *p << "CREATE TABLE qs_c(id INTEGER PRIMARY KEY, t_id BIGINT, body TEXT)";
+    *p << "INSERT INTO qs_c(id, t_id, body) VALUES (1, 1, 'a'), (2, 1, 'b'), (3, 2, 'c'), (4, 9, 'd')";
+  }
+  const std::string q =
+      "SELECT t.id, (SELECT count(*) FROM qs_c c WHERE c.t_id = t.id) FROM qs_t t "
+      "WHERE t.id <= 3 ORDER BY t.id";
+  auto counts = [&] {
+    std::vector<long long> ids(10), n(10);
+    *sql_ << q, soci::into(ids), soci::into(n);
+    std::string out;
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      out += std::to_string(ids[i]) + ":" + std::to_string(n[i]) + " ";
+    return out;
+  };
+  EXPECT_EQ(counts(), "1:2 2:1 3:0 ");
+  auto before = st();
+  EXPECT_EQ(counts(), "1:2 2:1 3:0 ");
+  ASSERT_EQ(st().hits, before.hits + 1);
+  *sql_ << "INSERT INTO qs_c(id, t_id, body) VALUES (5, 9, 'e')";  // t_id 9 is not shown
+  before = st();
+  EXPECT_EQ(counts(), "1:2 2:1 3:0 ");
+  if (std::string(GetParam().name) == "postgresql") EXPECT_EQ(st().hits, before.hits + 1);
+  *sql_ << "INSERT INTO qs_c(id, t_id, body) VALUES (6, 3, 'f')";  // t_id 3 is
+  before = st();
+  EXPECT_EQ(counts(), "1:2 2:1 3:1 ");
+  EXPECT_EQ(st().hits, before.hits) << "a comment of a shown id must be read again";
+}
+
 TEST_P(SociBoth, WritesAndTransactions) {
   auto count = [&] {
     int n = 0;

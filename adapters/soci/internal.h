@@ -14,6 +14,7 @@
 #include <ctime>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,9 @@ class column {
   virtual void fill(void* data, bool vec, std::size_t row, std::size_t n,
                     ::soci::indicator* inds) const = 0;
   virtual std::unique_ptr<column> empty_clone() const = 0;
+  // Row `row`'s value as PostgreSQL prints it, for integer and string columns; false for
+  // other types. Not called for null rows.
+  virtual bool text_at(std::size_t row, std::string& out) const = 0;
 
  protected:
   explicit column(exchange_type t) : type_(t) {}
@@ -79,6 +83,23 @@ class result_table final : public cached_value {
   bool has_description = false;
   std::vector<described_column> description;
   long long affected_rows = -1;  // recorded when the backend derives it from the result
+
+  bool column_text(std::size_t col,
+                   std::vector<std::optional<std::string>>& out) const override {
+    if (col >= cols.size() || !cols[col]) return false;
+    const column& c = *cols[col];
+    out.reserve(rows);
+    for (std::size_t i = 0; i < rows && i < c.size(); ++i) {
+      if (c.ind(i) == ::soci::i_null) {
+        out.emplace_back(std::nullopt);
+        continue;
+      }
+      std::string v;
+      if (!c.text_at(i, v)) return false;
+      out.emplace_back(std::move(v));
+    }
+    return out.size() == rows;
+  }
 
   std::size_t bytes() const noexcept override {
     std::size_t b = sizeof(*this) + 64;

@@ -108,6 +108,22 @@ class typed_column final : public column {
     return std::make_unique<typed_column<T>>(type_);
   }
 
+  bool text_at(std::size_t row, std::string& out) const override {
+    if constexpr (std::is_same_v<T, std::string>) {
+      out = vals_[row];
+      return true;
+    } else if constexpr (std::is_same_v<T, short> || std::is_same_v<T, int> ||
+                         std::is_same_v<T, long long> ||
+                         std::is_same_v<T, unsigned long long>) {
+      out = std::to_string(vals_[row]);
+      return true;
+    } else {
+      (void)row;
+      (void)out;
+      return false;
+    }
+  }
+
  private:
   void push(const T& v, indicator ind) {
     inds_.push_back(ind);
