@@ -16,6 +16,8 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace qcache::bench {
@@ -145,6 +147,18 @@ struct write_tracker {
   std::array<std::atomic<std::uint64_t>, 8> seq{};
 };
 
+// --oracle: what an ideal cache would have missed in the same run. A read counts as a
+// necessary miss when its (statement, first parameter) was never read before in this
+// repetition (warm-up included) or its result differs from the previous read's. Shared
+// by the threads of one repetition; only the measured phase is counted.
+struct change_oracle {
+  std::mutex mu;
+  std::unordered_map<std::uint64_t, std::size_t> last;  // key -> hash of the result text
+  bool counting = false;
+  std::uint64_t reads = 0, necessary_misses = 0;
+  void saw(std::uint64_t key, const std::string& result);
+};
+
 // Per-thread front of a connection: what a workload talks to.
 class session {
  public:
@@ -158,6 +172,7 @@ class session {
   // After an operation threw: ends the open transaction, if any (best effort).
   void recover() noexcept;
 
+  change_oracle* oracle = nullptr;  // --oracle (not combined with --verify)
   std::uint64_t statements = 0;  // statements handed to the driver (BEGIN/COMMIT included)
   std::uint64_t verified = 0, verify_mismatches = 0, verify_skipped = 0;
   std::uint64_t excluded_ns = 0;  // time spent verifying, not part of the operation

@@ -81,6 +81,10 @@ Run:
   --verify            during cached runs, re-run a sample of cached reads directly when
                       no write to their tables is in flight, and compare
   --verify-rate F     fraction of reads sampled by --verify (default 0.01)
+  --oracle            during cached runs, also count the misses an ideal cache would have:
+                      reads never seen before in the repetition (warm-up included) or whose
+                      result differs from the previous read of the same statement and key
+                      (costs a result copy and a lock per read; not with --verify)
   --stale-check-max N re-check at most N distinct reads per cached run (default 200000)
   --stats-settle S    seconds to wait for PostgreSQL's statistics after a pgpool run
                       (default 11: idle backends publish their counters within ~10 s)
@@ -107,6 +111,7 @@ struct options {
   double duration = 5, warmup = 1;
   bool verify = false;
   double verify_rate = 0.01;
+  bool oracle = false;
   std::size_t stale_check_max = 200000;
   double stats_settle = 11;
   std::string json, plot;
@@ -185,6 +190,7 @@ options parse(int argc, char** argv) {
     else if (a == "--reps") o.reps = int(num());
     else if (a == "--verify") o.verify = true;
     else if (a == "--verify-rate") o.verify_rate = num();
+    else if (a == "--oracle") o.oracle = true;
     else if (a == "--stale-check-max") o.stale_check_max = std::size_t(num());
     else if (a == "--stats-settle") o.stats_settle = num();
     else if (a == "--json") o.json = val();
@@ -195,6 +201,7 @@ options parse(int argc, char** argv) {
   }
   if (o.threads < 1 || o.reps < 1 || o.duration <= 0 || o.warmup < 0)
     usage_error("--threads and --reps must be >= 1, --duration > 0, --warmup >= 0");
+  if (o.oracle && o.verify) usage_error("--oracle and --verify cannot be combined");
   for (const auto& t : o.targets)
     if (t != "sqlite" && t != "postgresql" && t != "soci-pg" && t != "pgpool")
       usage_error("unknown target " + t + " (sqlite, postgresql, soci-pg, pgpool)");
@@ -259,7 +266,8 @@ std::vector<worker_result> run_phase(qb::workload& wl, std::vector<std::unique_p
                                      qb::write_tracker& wt, const std::vector<qb::statement>& stmts,
                                      double seconds, bool record, double verify_rate,
                                      std::uint64_t seed, progress& bar, const std::string& what,
-                                     double frac0, double frac1, double* elapsed) {
+                                     double frac0, double frac1, double* elapsed,
+                                     qb::change_oracle* oracle = nullptr) {
   std::atomic<bool> stop{false};
   std::vector<worker_result> res(conns.size());
   std::vector<std::thread> threads;
@@ -269,6 +277,7 @@ std::vector<worker_result> run_phase(qb::workload& wl, std::vector<std::unique_p
       worker_result& w = res[k];
       qb::session s(*conns[k], direct.empty() ? nullptr : direct[k].get(), wt, stmts, record,
                     verify_rate, seed * 7919 + k);
+      s.oracle = oracle;
       std::mt19937_64 rng(seed * 104729 + k);
       while (!stop.load(std::memory_order_relaxed)) {
         auto a = clk::now();
@@ -346,13 +355,16 @@ void run_cell(cell& c, int rep, const options& o, qb::workload& wl,
   qb::write_tracker wt;
   double elapsed = 0;
   double fw = o.warmup / (o.warmup + o.duration);
+  std::unique_ptr<qb::change_oracle> oracle;
+  if (o.oracle && cached) oracle = std::make_unique<qb::change_oracle>();
   // Warm-up, on connections closed afterwards so the server publishes their counters.
   if (o.warmup > 0) {
     std::vector<std::unique_ptr<qb::connection>> conns, none;
     for (int k = 0; k < o.threads; ++k) conns.push_back(t.connect(c.m));
     run_phase(wl, conns, none, wt, stmts, o.warmup, false, 0, o.wl.seed + 1000 * rep + 500, bar,
-              what + " (warm-up)", frac0, frac0 + (frac1 - frac0) * fw, &elapsed);
+              what + " (warm-up)", frac0, frac0 + (frac1 - frac0) * fw, &elapsed, oracle.get());
   }
+  if (oracle) oracle->counting = true;
   bool pgpool_cached = t.name() == "pgpool" && cached;
   double settle = pgpool_cached ? o.stats_settle : 1.0;
   std::optional<std::uint64_t> x0;
@@ -366,7 +378,7 @@ void run_cell(cell& c, int rep, const options& o, qb::workload& wl,
   }
   auto res = run_phase(wl, conns, direct, wt, stmts, o.duration, cached, o.verify ? o.verify_rate : 0,
                        o.wl.seed + 1000 * rep, bar, what, frac0 + (frac1 - frac0) * fw, frac1,
-                       &elapsed);
+                       &elapsed, oracle.get());
   conns.clear();
   direct.clear();
   auto s1 = t.cache_stats(c.m);
@@ -388,6 +400,10 @@ void run_cell(cell& c, int rep, const options& o, qb::workload& wl,
     if (!w.first_mismatch.empty() && r.first_stale.empty())
       r.first_stale = "verify: " + w.first_mismatch;
     keys.insert(keys.end(), w.read_keys.begin(), w.read_keys.end());
+  }
+  if (oracle) {
+    r.oracle_reads += oracle->reads;
+    r.oracle_necessary_misses += oracle->necessary_misses;
   }
   r.ops += ops;
   r.statements += stmts_sent;

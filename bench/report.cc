@@ -229,6 +229,15 @@ void print_table(const run_info& r, const std::vector<cell_result>& cells) {
     if (x.db_cut) std::printf("   database statements cut %.1f %%", 100 * *x.db_cut);
     std::printf("\n");
   }
+  for (const auto& c : cells)
+    if (c.oracle_reads)
+      std::printf("\noracle (%s %s): an ideal cache, missing only reads never seen before or "
+                  "whose result changed, would hit %.1f %% of %llu reads; qcache hit %.1f %%\n",
+                  c.target.c_str(), c.mode.c_str(),
+                  100.0 * double(c.oracle_reads - c.oracle_necessary_misses) /
+                      double(c.oracle_reads),
+                  (unsigned long long)c.oracle_reads,
+                  c.hits + c.misses ? 100.0 * double(c.hits) / double(c.hits + c.misses) : 0);
   std::uint64_t checked = 0, verified = 0, mismatches = 0, skipped = 0;
   for (const auto& c : cells) {
     checked += c.stale_checked_entries;
@@ -312,6 +321,8 @@ bool write_json(const std::string& file, const run_info& r, const std::vector<ce
       << ", \"stale_entries\": " << c.stale_entries << ", \"verified\": " << c.verified
       << ", \"verify_mismatches\": " << c.verify_mismatches
       << ", \"verify_skipped\": " << c.verify_skipped << ",\n";
+    o << "     \"oracle_reads\": " << c.oracle_reads
+      << ", \"oracle_necessary_misses\": " << c.oracle_necessary_misses << ",\n";
     o << "     \"latency_cdf_us\": [";
     auto cdf = c.latency.cdf();
     for (std::size_t k = 0; k < cdf.size(); ++k)

@@ -50,6 +50,7 @@ struct cell_result {
   std::uint64_t stale_checked_entries = 0, stale_entries = 0;
   std::string first_stale;
   std::uint64_t verified = 0, verify_mismatches = 0, verify_skipped = 0;
+  std::uint64_t oracle_reads = 0, oracle_necessary_misses = 0;  // --oracle
   double measured_seconds = 0;
 
   double median_throughput() const;

@@ -37,11 +37,30 @@ session::session(connection& c, connection* direct, write_tracker& wt,
     : c_(c), direct_(direct), wt_(wt), stmts_(stmts), record_(record_reads),
       verify_rate_(direct ? verify_rate : 0.0), rng_(seed) {}
 
+void change_oracle::saw(std::uint64_t key, const std::string& result) {
+  std::size_t h = std::hash<std::string>{}(result);
+  std::lock_guard<std::mutex> l(mu);
+  auto [it, fresh] = last.try_emplace(key, h);
+  bool changed = fresh || it->second != h;
+  it->second = h;
+  if (!counting) return;
+  ++reads;
+  if (changed) ++necessary_misses;
+}
+
 std::uint64_t session::read(int stmt, const params& p) {
   ++statements;
   if (record_) {
     std::uint64_t arg = p.n ? static_cast<std::uint64_t>(p.i[0]) & 0xffffffffffffULL : 0;
     reads.push_back(std::uint64_t(stmt) << 48 | arg);
+  }
+  if (oracle) {
+    std::string text;
+    std::uint64_t sum = c_.read(stmt, p, &text);
+    oracle->saw(std::uint64_t(stmt) << 48 |
+                    (p.n ? static_cast<std::uint64_t>(p.i[0]) & 0xffffffffffffULL : 0),
+                text);
+    return sum;
   }
   if (verify_rate_ <= 0 ||
       std::uniform_real_distribution<double>(0, 1)(rng_) >= verify_rate_) {
