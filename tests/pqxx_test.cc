@@ -730,6 +730,34 @@ TEST_F(Correlated, Correlated_MismatchedTypesDependOnTheWholeTable) {
   expect_fresh(qn);
 }
 
+// A second evaluation of the WHERE could select other rows: no pre-image, the column's
+// reads all go.
+TEST_F(Rows, Preimage_NotForWheresThatMaySelectOtherRowsTheSecondTime) {
+  const char* writes[] = {
+      "UPDATE t SET v = 'x' WHERE id = 4 AND random() >= 0",
+      "UPDATE t SET v = 'x' WHERE id = 4 AND now() > '2000-01-01'",
+      "UPDATE t SET v = 'x' WHERE id = 4 AND CURRENT_DATE > '2000-01-01'",
+      "UPDATE t SET v = 'x' WHERE id IN (SELECT id FROM t WHERE k = 'b' LIMIT 1)",
+  };
+  for (const char* w : writes) {
+    cache_it("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+    cache_it("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");
+    exec(w);
+    expect_fresh("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");
+    outcome a = read("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+    EXPECT_FALSE(a.d.hits) << w << a;
+  }
+}
+
+// Functions outside the WHERE do not matter: SET updated = now() keeps its pre-image.
+TEST_F(Rows, Preimage_FunctionsInTheSetListDoNotPreventIt) {
+  cache_it("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+  cache_it("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");
+  exec("UPDATE t SET v = 'at ' || now()::text WHERE id = 4 AND abs(id) = 4");
+  expect_fresh("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");
+  expect_hit("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
+}
+
 class RowsNoPreimage : public Rows {
  protected:
   qcache::options cache_options() override {

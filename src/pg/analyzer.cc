@@ -554,10 +554,46 @@ void walker::range_var(const json::object& rv) {
   st_.reads.push_back(read_ref{std::move(q), {}});
 }
 
+// Collects the functions a WHERE clause calls into `w`; false when it contains a
+// subquery (SubLink). Iterative: trees may be deep.
+bool scan_where(const json::value& v, write_ref& w) {
+  std::vector<const json::value*> todo{&v};
+  while (!todo.empty()) {
+    const json::value* x = todo.back();
+    todo.pop_back();
+    if (const json::object* o = x->if_object()) {
+      for (const auto& kv : *o) {
+        std::string_view key(kv.key().data(), kv.key().size());
+        if (key == "SubLink") return false;
+        if (key == "SQLValueFunction") w.where_value_function = true;
+        if (key == "FuncCall") {
+          const json::object* f = kv.value().if_object();
+          const json::array* parts = f ? field_arr(*f, "funcname") : nullptr;
+          if (parts) {
+            std::vector<std::string_view> names;
+            for (const json::value& p : *parts) names.push_back(string_node(p));
+            w.where_functions.push_back(name_from_parts(names));
+          }
+        }
+        todo.push_back(&kv.value());
+      }
+    } else if (const json::array* a = x->if_array()) {
+      for (const json::value& e : *a) todo.push_back(&e);
+    }
+  }
+  return true;
+}
+
 void walker::set_where_sql(const json::object& stmt, const json::object& rv,
                            write_ref& w) const {
   const json::value* where = stmt.if_contains("whereClause");
   if (where == nullptr || stmt.contains("withClause") || node_of(where, "CurrentOfExpr")) return;
+  // A subquery may read other tables, or pick rows nondeterministically (LIMIT without
+  // a total order): a second evaluation could select other rows.
+  if (!scan_where(*where, w)) {
+    w.where_functions.clear();
+    return;
+  }
   std::vector<std::pair<std::size_t, std::size_t>> params;
   auto text = top_level_where(sql_, params);
   if (!text) return;

@@ -107,12 +107,16 @@ struct write_ref {
   std::vector<std::string> conflict_columns;  // inference columns of ON CONFLICT (...)
   bool only = false;  // ONLY t (no inheritance children)
   // UPDATE/DELETE of one table as the whole statement (no WITH, FROM or USING, not WHERE
-  // CURRENT OF): the WHERE condition exactly as written, $n parameters included, and the
+  // CURRENT OF, no subquery in the WHERE): the WHERE condition exactly as written, $n
+  // parameters included, and the
   // target's alias (empty when none). Empty when the statement has no such WHERE. Lets
   // the engine read the rows' current values before the write (a pre-image).
   std::string where_sql;
   std::vector<std::pair<std::uint32_t, std::uint32_t>> where_params;  // $n in where_sql: offset, length
   std::string alias;
+  // Functions and SQL value functions (CURRENT_TIMESTAMP...) the WHERE above calls.
+  std::vector<qualified_name> where_functions;
+  bool where_value_function = false;
   bool cascade = false;  // TRUNCATE ... CASCADE
 };
 

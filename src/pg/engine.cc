@@ -284,6 +284,10 @@ struct plan {
   std::vector<std::string> write_names;
   bool flush = false;
   std::string flush_reason;
+  // The statement's WHERE selects the same rows each time it is evaluated: it calls only
+  // IMMUTABLE functions, no CURRENT_TIMESTAMP-like values; no 'now' literals or
+  // TABLESAMPLE anywhere. A pre-image (a second evaluation of that WHERE) is only run then.
+  bool preimage_ok = false;
   bool dirties_context = false;  // set_config() and friends
   // Recent execution time of this read on this connection (EWMA, microseconds), to decide
   // whether concurrent misses should wait for each other. Touched only by the session's
@@ -528,6 +532,12 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
         p->write_fixed_tags.push_back(tags::table(dbid, t.table));
         p->written_oids.push_back(r->oid);
         p->writes.push_back(std::move(t));
+      }
+      p->preimage_ok = !s.time_literal && !s.tablesample;
+      for (const write_target& t : p->writes) {
+        if (t.ref.where_value_function) p->preimage_ok = false;
+        for (const qualified_name& f : t.ref.where_functions)
+          if (cat.function_volatility(f, schemas) != 'i') p->preimage_ok = false;
       }
       // A write statement may also call functions; a user function may write anywhere.
       for (const qualified_name& f : s.functions) {
@@ -1043,7 +1053,9 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
         }
       };
       bool try_preimage = ch.settings().write_preimage && !tx.active && !p->flush &&
-                          p->act == action::write && sql.find('\\') == std::string_view::npos;
+                          p->act == action::write && p->preimage_ok &&
+                          sql.find('\\') == std::string_view::npos &&
+                          !params_have_time_word(params);
       std::vector<tags::tag> rows;
       write_row_tags(*p, *st.db, *st.snap, params, try_preimage ? &pre : nullptr, rows);
       hold.add(rows);
