@@ -64,7 +64,7 @@ std::string str(const std::shared_ptr<const cached_value>& v) {
 }
 
 dependencies on(std::vector<tags::tag> t, std::vector<tags::tag> guards = {}) {
-  return dependencies{std::move(t), std::move(guards)};
+  return dependencies{std::move(t), std::move(guards), {}};
 }
 
 // A miss: capture, "execute", store. Returns whether the result was stored.

@@ -636,7 +636,9 @@ TEST_P(SociBoth, CorrelatedSubqueryIsNamedByTheResultsIds) {
   *sql_ << "INSERT INTO qs_c(id, t_id, body) VALUES (5, 9, 'e')";  // t_id 9 is not shown
   before = st();
   EXPECT_EQ(counts(), "1:2 2:1 3:0 ");
-  if (std::string(GetParam().name) == "postgresql") EXPECT_EQ(st().hits, before.hits + 1);
+  if (std::string(GetParam().name) == "postgresql") {
+    EXPECT_EQ(st().hits, before.hits + 1);
+  }
   *sql_ << "INSERT INTO qs_c(id, t_id, body) VALUES (6, 3, 'f')";  // t_id 3 is
   before = st();
   EXPECT_EQ(counts(), "1:2 2:1 3:1 ");
