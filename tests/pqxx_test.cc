@@ -758,6 +758,79 @@ TEST_F(Rows, Preimage_FunctionsInTheSetListDoNotPreventIt) {
   expect_hit("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
 }
 
+// ---- Joins to a row chosen by a key: the joined table is named by the result ----------
+
+class KeyedJoin : public PqxxTest {
+ protected:
+  void SetUp() override {
+    PqxxTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    exec("CREATE TABLE revs (id int PRIMARY KEY, body text)");
+    exec("CREATE TABLE pages (id int PRIMARY KEY, slug text, latest int)");
+    exec("INSERT INTO revs (id, body) VALUES (1, 'one'), (2, 'two')");
+    exec("INSERT INTO pages (id, slug, latest) VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 99)");
+  }
+  static std::string view(int page) {
+    return "SELECT p.id, r.id, r.body FROM pages p JOIN revs r ON r.id = p.latest WHERE p.id = " +
+           std::to_string(page);
+  }
+};
+
+TEST_F(KeyedJoin, Join_WritesToOtherRowsOfTheJoinedTableKeepViewsCached) {
+  cache_it(view(1));
+  cache_it(view(2));
+  exec("INSERT INTO revs (id, body) VALUES (10, 'new')");
+  expect_hit(view(1));
+  expect_hit(view(2));
+  exec("UPDATE revs SET body = 'ONE' WHERE id = 1");
+  expect_fresh(view(1));
+  expect_hit(view(2));
+  exec("DELETE FROM revs WHERE id = 10");
+  expect_hit(view(2));
+}
+
+TEST_F(KeyedJoin, Join_MovingTheJoinColumnInvalidatesThatView) {
+  cache_it(view(1));
+  cache_it(view(2));
+  exec("INSERT INTO revs (id, body) VALUES (10, 'new')");
+  exec("UPDATE pages SET latest = 10 WHERE id = 1");
+  expect_fresh(view(1));
+  expect_hit(view(2));
+  EXPECT_EQ(std::string(read(view(1)).r[0][2].c_str()), "new");
+}
+
+// An empty result names no join value: the row that would make it non-empty is unknown.
+TEST_F(KeyedJoin, Join_EmptyResultDependsOnTheWholeJoinedTable) {
+  cache_it(view(3));  // latest = 99 does not exist
+  EXPECT_EQ(read(view(3)).r.size(), 0u);
+  exec("INSERT INTO revs (id, body) VALUES (99, 'late')");
+  expect_fresh(view(3));
+  EXPECT_EQ(read(view(3)).r.size(), 1u);
+}
+
+// Without a key on the outer filter, several outer rows may qualify, some without a
+// match: the joined table is a whole-table dependency.
+TEST_F(KeyedJoin, Join_OuterFilterThatIsNotAKeyDependsOnTheWholeJoinedTable) {
+  exec("INSERT INTO pages (id, slug, latest) VALUES (4, 'a', 77)");
+  const std::string q =
+      "SELECT p.id, r.id, r.body FROM pages p JOIN revs r ON r.id = p.latest "
+      "WHERE p.slug = 'a' ORDER BY p.id";
+  cache_it(q);
+  exec("INSERT INTO revs (id, body) VALUES (77, 'seven')");
+  expect_fresh(q);
+  EXPECT_EQ(read(q).r.size(), 2u);
+}
+
+// An inheritance parent's primary key does not make `id = v` select one row.
+TEST_F(KeyedJoin, Join_InheritanceParentKeyIsNotAKey) {
+  exec("CREATE TABLE pages_kid () INHERITS (pages)");
+  exec("INSERT INTO pages_kid (id, slug, latest) VALUES (1, 'kid', 88)");
+  cache_it(view(1));
+  exec("INSERT INTO revs (id, body) VALUES (88, 'eight')");
+  expect_fresh(view(1));
+  EXPECT_EQ(read(view(1)).r.size(), 2u);
+}
+
 class RowsNoPreimage : public Rows {
  protected:
   qcache::options cache_options() override {

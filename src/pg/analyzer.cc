@@ -493,6 +493,9 @@ class walker {
   void collect_from(const json::value& item, std::vector<from_leaf>& leaves) const;
   void attribute_select_conjuncts(const json::object& select);
   void attribute_correlations(const json::object& select);
+  void attribute_join_correlations(
+      const json::object& select, const std::vector<from_leaf>& leaves,
+      const std::vector<std::optional<std::vector<std::string_view>>>& plain);
   static std::vector<eq_conjunct> target_conjuncts(const std::vector<raw_conjunct>& all,
                                                    const json::object& rv, bool allow_unqualified);
 
@@ -551,7 +554,7 @@ void walker::range_var(const json::object& rv) {
     return;
   }
   read_index_[&rv] = st_.reads.size();
-  st_.reads.push_back(read_ref{std::move(q), {}});
+  st_.reads.push_back(read_ref{std::move(q), {}, std::nullopt});
 }
 
 // Collects the functions a WHERE clause calls into `w`; false when it contains a
@@ -1119,6 +1122,73 @@ void walker::attribute_correlations(const json::object& select) {
       c.outer_column = std::string((*out)[1]);
       st_.reads[ri->second].by_output = std::move(c);
       break;
+    }
+  }
+  attribute_join_correlations(select, leaves, plain);
+}
+
+// Equalities between two relations of the outermost FROM: the WHERE's top-level AND and
+// the ON conditions of inner joins reached only through inner joins.
+void walker::attribute_join_correlations(
+    const json::object& select, const std::vector<from_leaf>& leaves,
+    const std::vector<std::optional<std::vector<std::string_view>>>& plain) {
+  std::vector<const json::value*> ands;
+  if (const json::value* w = select.if_contains("whereClause")) flatten_and(*w, ands);
+  std::vector<const json::value*> todo;
+  for (const json::value& item : *field_arr(select, "fromClause")) todo.push_back(&item);
+  while (!todo.empty()) {
+    const json::value* item = todo.back();
+    todo.pop_back();
+    const json::object* j = node_of(item, "JoinExpr");
+    if (j == nullptr || j->contains("alias") || field_str(*j, "jointype") != "JOIN_INNER") continue;
+    if (const json::value* q = j->if_contains("quals")) flatten_and(*q, ands);
+    if (const json::value* l = j->if_contains("larg")) todo.push_back(l);
+    if (const json::value* r = j->if_contains("rarg")) todo.push_back(r);
+  }
+  auto leaf_of = [&](std::string_view refname) -> const from_leaf* {
+    const from_leaf* found = nullptr;
+    int n = 0;
+    for (const from_leaf& f : leaves)
+      if (f.refname == refname) found = &f, ++n;
+    return n == 1 && found->rv != nullptr ? found : nullptr;
+  };
+  auto output_of = [&](const std::vector<std::string_view>& col) {
+    for (std::size_t k = 0; k < plain.size(); ++k)
+      if (plain[k] && plain[k]->size() == 2 && (*plain[k])[0] == col[0] && (*plain[k])[1] == col[1])
+        return static_cast<int>(k);
+    return -1;
+  };
+  for (const json::value* e : ands) {
+    const json::object* ax = node_of(e, "A_Expr");
+    if (ax == nullptr || field_str(*ax, "kind") != "AEXPR_OP") continue;
+    const json::array* op = field_arr(*ax, "name");
+    if (op == nullptr || op->size() != 1 || string_node((*op)[0]) != "=") continue;
+    auto l = column_ref_parts(ax->if_contains("lexpr"));
+    auto r = column_ref_parts(ax->if_contains("rexpr"));
+    if (!l || !r || l->size() != 2 || r->size() != 2 || (*l)[0] == (*r)[0]) continue;
+    for (int side = 0; side < 2; ++side) {
+      const auto& in = side ? *r : *l;
+      const auto& out = side ? *l : *r;
+      const from_leaf* inner = leaf_of(in[0]);
+      const from_leaf* outer = leaf_of(out[0]);
+      if (inner == nullptr || outer == nullptr) continue;
+      auto ii = read_index_.find(inner->rv);
+      auto oi = read_index_.find(outer->rv);
+      if (ii == read_index_.end() || oi == read_index_.end()) continue;
+      read_ref& ir = st_.reads[ii->second];
+      if (ir.by_output || !ir.conjuncts.empty()) continue;
+      read_ref::correlation c;
+      for (const eq_conjunct& k : st_.reads[oi->second].conjuncts)
+        if (k.values.size() == 1) c.outer_keys.push_back(k.column);
+      if (c.outer_keys.empty()) continue;
+      c.output = output_of(in);
+      if (c.output < 0) c.output = output_of(out);
+      if (c.output < 0) continue;
+      c.column = std::string(in[1]);
+      c.outer_table = range_var_name(*outer->rv);
+      c.outer_column = std::string(out[1]);
+      c.join = true;
+      ir.by_output = std::move(c);
     }
   }
 }

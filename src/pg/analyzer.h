@@ -77,11 +77,20 @@ struct read_ref {
   // output value. Only when nothing else can make the subquery's value matter to which
   // rows the statement returns (no DISTINCT, GROUP BY, HAVING, window, set operation,
   // ORDER BY other than qualified columns, no `*` in the target list).
+  //
+  // Also set (join == true) for a relation of the outermost FROM joined by an inner-join
+  // or WHERE equality `this.column = outer.outer_column`, where the outer relation is
+  // restricted by `k = <one value>` for each column k in outer_keys, and one side of the
+  // equality is plain output column `output`: when one of those k is a key of the outer
+  // relation (the engine checks), at most one outer row qualifies, and a non-empty result
+  // names the only value of `column` this relation was read through.
   struct correlation {
     std::string column;          // of this relation
     int output = -1;             // result column holding the outer value
     qualified_name outer_table;  // the outer relation, as written
     std::string outer_column;
+    bool join = false;
+    std::vector<std::string> outer_keys;
     bool operator==(const correlation&) const = default;
   };
   std::optional<correlation> by_output;

@@ -90,7 +90,11 @@ const std::string q_columns =
     std::string(
         "SELECT a.attrelid, a.attname,"
         " CASE WHEN a.atttypid IN (20, 21, 23) THEN 'i'"
-        "      WHEN a.atttypid IN (25, 1043) AND co.collisdeterministic THEN 't' ELSE 'o' END"
+        "      WHEN a.atttypid IN (25, 1043) AND co.collisdeterministic THEN 't' ELSE 'o' END,"
+        // The column alone is a key: a valid, non-partial unique index on just it.
+        " EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = a.attrelid"
+        "   AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 AND i.indkey[0] = a.attnum"
+        "   AND i.indpred IS NULL AND i.indexprs IS NULL)"
         " FROM pg_catalog.pg_attribute a"
         " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
         " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
@@ -307,8 +311,11 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
   };
 
   for (const row& r : query(q_columns)) {
-    if (relation* rel = rel_of(oid_at(r, 0, "attrelid")))
-      rel->columns.emplace(text_at(r, 1, "attname"), char_at(r, 2, "type class"));
+    if (relation* rel = rel_of(oid_at(r, 0, "attrelid"))) {
+      std::string name = text_at(r, 1, "attname");
+      if (char_at(r, 3, "unique") == 't') rel->unique_columns.insert(name);
+      rel->columns.emplace(std::move(name), char_at(r, 2, "type class"));
+    }
   }
 
   std::unordered_map<std::uint32_t, char> proc_vol;

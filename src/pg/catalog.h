@@ -40,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -109,6 +110,9 @@ struct relation {
   // Column name -> type class (column_int / column_text / column_other). Empty for
   // system relations.
   std::map<std::string, char, std::less<>> columns;
+  // Columns that alone are a key (a valid, non-partial unique index on just that column):
+  // `c = v` selects at most one row.
+  std::set<std::string, std::less<>> unique_columns;
 
   // The column's class, or '\0' when there is no such column (or it was not loaded).
   char column_class(std::string_view column) const;

@@ -253,9 +253,10 @@ struct pred_dep {
   std::string column;
   char cls = column_other;
   std::vector<eq_value> values;
-  // >= 0: the values are those of this result column (a correlated scalar subquery),
-  // known only after the read ran.
+  // >= 0: the values are those of this result column (a correlated scalar subquery, or
+  // a join to a relation restricted to one row by a key), known only after the read ran.
   int output = -1;
+  bool join = false;  // the join case: an empty result names nothing (whole table then)
 };
 
 struct write_target {
@@ -621,7 +622,13 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
       const read_ref::correlation& k = *rr.by_output;
       const relation* outer = cat.resolve(k.outer_table, schemas);
       char cls = r->column_class(k.column);
-      if (outer && (cls == column_int || cls == column_text) &&
+      bool keyed = !k.join;
+      for (const std::string& key : k.outer_keys)
+        // An inheritance parent's index does not cover its children's rows; a
+        // partitioned table's unique index does.
+        keyed = keyed || (outer && outer->unique_columns.count(key) &&
+                          (outer->family.empty() || outer->kind == 'p'));
+      if (outer && keyed && (cls == column_int || cls == column_text) &&
           outer->column_class(k.outer_column) == cls && p->preds.size() < 0xffff) {
         pred_dep d;
         d.table = id;
@@ -629,6 +636,7 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
         d.column = k.column;
         d.cls = cls;
         d.output = k.output;
+        d.join = k.join;
         p->preds.push_back(std::move(d));
       } else {
         p->fixed_tags.push_back(tags::table(dbid, id));
@@ -850,6 +858,9 @@ bool result_tags(const plan& p, const std::vector<std::uint16_t>& which, const c
       if (seen.size() > kMaxResultTags) return false;
       out.push_back(tags::predicate(dbid, d.table, d.column, *cv));
     }
+    // A join that produced no row: the outer row (if any) and the join value it would
+    // have used are unknown.
+    if (d.join && seen.empty()) return false;
   }
   return true;
 }

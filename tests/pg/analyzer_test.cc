@@ -435,6 +435,14 @@ TEST(AnalyzerConjuncts, CorrelatedScalarSubqueryByOutputColumn) {
       {"SELECT p.id, (SELECT count(*) FROM p WHERE p.x = p.id) FROM p", ""},
       // EXISTS filters rows; only scalar subqueries in the target list qualify
       {"SELECT p.id FROM p WHERE EXISTS (SELECT 1 FROM c WHERE c.post_id = p.id)", ""},
+      // joins to a relation restricted by `k = one value` (the engine checks k is a key)
+      {"SELECT p.id, r.id, r.body FROM pages p JOIN revs r ON r.id = p.latest WHERE p.id = $1",
+       "revs.id=#1(pages.latest) join[id]"},
+      {"SELECT p.title, p.latest, r.body FROM pages p, revs r WHERE p.latest = r.id AND p.slug = 'x' AND p.n = 1",
+       "revs.id=#1(pages.latest) join[slug n]"},
+      {"SELECT p.id, r.id FROM pages p JOIN revs r ON r.id = p.latest WHERE p.id IN (1, 2)", ""},
+      {"SELECT p.id, r.id FROM pages p LEFT JOIN revs r ON r.id = p.latest WHERE p.id = 1", ""},
+      {"SELECT p.id, r.body FROM pages p JOIN revs r ON r.id = p.latest WHERE p.id = 1", ""},
   };
   for (const corr_case& c : cases) {
     std::string got;
@@ -443,6 +451,13 @@ TEST(AnalyzerConjuncts, CorrelatedScalarSubqueryByOutputColumn) {
         got += (got.empty() ? "" : " ") + name(r.table) + "." + r.by_output->column + "=#" +
                std::to_string(r.by_output->output) + "(" + name(r.by_output->outer_table) + "." +
                r.by_output->outer_column + ")";
+    for (const read_ref& r : one(c.sql).reads)
+      if (r.by_output && r.by_output->join) {
+        got += " join[";
+        for (std::size_t k = 0; k < r.by_output->outer_keys.size(); ++k)
+          got += (k ? " " : "") + r.by_output->outer_keys[k];
+        got += "]";
+      }
     EXPECT_EQ(got, c.expected) << c.sql;
   }
 }
