@@ -96,18 +96,27 @@ tag hash_parts(char kind, std::initializer_list<std::string_view> parts) noexcep
 
 }  // namespace
 
-tag global() noexcept { return hash_parts('G', {}); }
-tag database(std::string_view db) noexcept { return hash_parts('D', {db}); }
-tag table(std::string_view db, std::string_view t) noexcept { return hash_parts('T', {db, t}); }
+// The top two bits say which region of the version table a tag maps to (see
+// detail::versions::slot_of), so the few tags nearly every read depends on never share a
+// counter with the many predicate tags.
+namespace {
+tag in_region(tag h, std::uint64_t region) noexcept { return (h >> 2) | (region << 62); }
+}  // namespace
+
+tag global() noexcept { return in_region(hash_parts('G', {}), 0); }
+tag database(std::string_view db) noexcept { return in_region(hash_parts('D', {db}), 1); }
+tag table(std::string_view db, std::string_view t) noexcept {
+  return in_region(hash_parts('T', {db, t}), 2);
+}
 tag table_epoch(std::string_view db, std::string_view t) noexcept {
-  return hash_parts('E', {db, t});
+  return in_region(hash_parts('E', {db, t}), 2);
 }
 tag column_epoch(std::string_view db, std::string_view t, std::string_view c) noexcept {
-  return hash_parts('C', {db, t, c});
+  return in_region(hash_parts('C', {db, t, c}), 2);
 }
 tag predicate(std::string_view db, std::string_view t, std::string_view c,
               std::string_view v) noexcept {
-  return hash_parts('P', {db, t, c, v});
+  return in_region(hash_parts('P', {db, t, c, v}), 3);
 }
 
 }  // namespace tags

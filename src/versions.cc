@@ -12,6 +12,8 @@ versions::versions(std::size_t slots) {
   slots_ = std::make_unique<std::atomic<std::uint64_t>[]>(slots);
   for (std::size_t i = 0; i < slots; ++i) slots_[i].store(0, std::memory_order_relaxed);
   mask_ = slots - 1;
+  r0_ = slots >> 8;           // databases: 1/256 (4 slots at the minimum 1024)
+  r1_ = r0_ + (slots >> 4);   // table-level tags: 1/16
 }
 
 }  // namespace qcache::detail

@@ -25,8 +25,20 @@ class versions {
 
   explicit versions(std::size_t slots);
 
+  // Regions by the tag's top two bits (tags.h): 0 the global tag, alone in slot 0;
+  // 1 database tags, slots [1, r0); 2 table, table_epoch and column_epoch tags, [r0, r1);
+  // 3 predicate tags, the rest. A read depends on the global and a database tag and on a
+  // few table-level ones; sharing their counters with any of the many predicate tags
+  // would make every such read miss whenever that predicate is written.
   std::uint32_t slot_of(std::uint64_t tag) const noexcept {
-    return static_cast<std::uint32_t>((tag ^ (tag >> 29)) & mask_);
+    std::uint64_t h = tag & ~(std::uint64_t{3} << 62);
+    h ^= h >> 29;
+    switch (tag >> 62) {
+      case 0: return 0;
+      case 1: return static_cast<std::uint32_t>(1 + h % (r0_ - 1));
+      case 2: return static_cast<std::uint32_t>(r0_ + h % (r1_ - r0_));
+      default: return static_cast<std::uint32_t>(r1_ + h % (mask_ + 1 - r1_));
+    }
   }
   std::uint64_t load(std::uint32_t slot) const noexcept {
     return slots_[slot].load(std::memory_order_acquire);
@@ -47,6 +59,7 @@ class versions {
 
  private:
   std::unique_ptr<std::atomic<std::uint64_t>[]> slots_;
+  std::uint64_t r0_ = 0, r1_ = 0;  // region bounds (slot_of)
   std::size_t mask_;
 };
 

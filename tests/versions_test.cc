@@ -5,6 +5,9 @@
 // current again; a counter with a writer in flight says so.
 #include "versions.h"
 
+#include <qcache/tags.h>
+#include <string>
+
 #include <gtest/gtest.h>
 
 #include <random>
@@ -158,12 +161,28 @@ TEST(versions, slot_of_any_tag_is_within_the_table) {
   }
 }
 
-TEST(versions, slot_of_spreads_tags_over_the_table) {
-  versions v(1024);
-  std::mt19937_64 rng(1);
-  std::set<std::uint32_t> used;
-  for (int i = 0; i < 10000; ++i) used.insert(v.slot_of(rng()));
-  EXPECT_GT(used.size(), 1000u);
+// Each kind of tag has its own region: the global tag alone, database tags, table-level
+// tags, predicate tags; within a region tags spread over every slot.
+TEST(versions, slot_of_keeps_tag_kinds_apart_and_spreads_each_over_its_region) {
+  versions v(1u << 14);
+  std::set<std::uint32_t> db, table_level, pred;
+  for (int i = 0; i < 4000; ++i) {
+    std::string n = std::to_string(i);
+    db.insert(v.slot_of(tags::database("db" + n)));
+    table_level.insert(v.slot_of(tags::table("db", n)));
+    table_level.insert(v.slot_of(tags::table_epoch("db", n)));
+    table_level.insert(v.slot_of(tags::column_epoch("db", "t", n)));
+  }
+  for (int i = 0; i < 100000; ++i) pred.insert(v.slot_of(tags::predicate("db", "t", "c", std::to_string(i))));
+  std::uint32_t g = v.slot_of(tags::global());
+  EXPECT_EQ(g, 0u);
+  EXPECT_EQ(db.size(), (1u << 14) / 256 - 1);        // [1, 64): every slot used
+  EXPECT_EQ(table_level.size(), (1u << 14) / 16);    // [64, 1088)
+  EXPECT_GT(pred.size(), 15000u);                    // of the remaining 15296
+  EXPECT_EQ(*db.begin(), 1u);
+  EXPECT_LT(*db.rbegin(), *table_level.begin());
+  EXPECT_LT(*table_level.rbegin(), *pred.begin());
+  EXPECT_LT(*pred.rbegin(), 1u << 14);
   EXPECT_EQ(v.slot_of(12345), v.slot_of(12345));
 }
 
