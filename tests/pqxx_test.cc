@@ -553,6 +553,16 @@ TEST_F(Rows, Preimage_DeleteByIdInvalidatesOnlyTheDeletedRowsPredicateValue) {
   EXPECT_EQ(read("SELECT count(*) FROM t WHERE k = 'b'").v(), "1");
 }
 
+// The statement's WHERE is copied as written: comments in it, including a trailing line
+// comment, must not break the pre-image.
+TEST_F(Rows, Preimage_CommentsInTheWhere) {
+  cache_it("SELECT count(*) FROM t WHERE k = 'a'");
+  cache_it("SELECT count(*) FROM t WHERE k = 'b'");
+  exec("DELETE FROM t WHERE /* row ( */ id = 4 -- the fourth )");
+  expect_fresh("SELECT count(*) FROM t WHERE k = 'b'");
+  expect_hit("SELECT count(*) FROM t WHERE k = 'a'");
+}
+
 TEST_F(Rows, Preimage_UpdateByIdInvalidatesTheReadsOfTheRowsValues) {
   cache_it("SELECT id, v FROM t WHERE k = 'a' ORDER BY id");
   cache_it("SELECT id, v FROM t WHERE k = 'b' ORDER BY id");

@@ -729,7 +729,7 @@ std::optional<std::string> preimage_sql(const write_target& t, const relation& r
     at = off + len;
   }
   q.append(w.where_sql, at, std::string::npos);
-  q += ") LIMIT " + std::to_string(kMaxPreimageRows + 1);
+  q += "\n) LIMIT " + std::to_string(kMaxPreimageRows + 1);  // after a trailing -- comment
   return q;
 }
 
