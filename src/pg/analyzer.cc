@@ -174,6 +174,14 @@ std::optional<std::vector<std::string_view>> string_list(const json::value& v) {
   return out;
 }
 
+// The name parts of a ColumnRef (`a`, `t.a`, `s.t.a`); nullopt for anything else and for `*`.
+std::optional<std::vector<std::string_view>> column_ref_parts(const json::value* v) {
+  const json::object* cr = node_of(v, "ColumnRef");
+  const json::array* fields = cr ? field_arr(*cr, "fields") : nullptr;
+  if (fields == nullptr) return std::nullopt;
+  return string_list(*fields);
+}
+
 qualified_name name_from_parts(const std::vector<std::string_view>& parts) {
   qualified_name q;
   if (parts.empty()) return q;
@@ -346,111 +354,161 @@ struct from_leaf {
   bool aliased = false;
 };
 
+// Output columns that are plain column references (nullopt for other expressions).
+using plain_outputs = std::vector<std::optional<std::vector<std::string_view>>>;
+
+
+// ---- a token scanner ------------------------------------------------------------------------
+
+// One token of PostgreSQL text, as scan_sql sees it: just enough lexing to tell what is
+// inside comments, quotes and dollar quotes from what is not.
+struct sql_token {
+  enum kind_t : std::uint8_t {
+    word,           // identifier or keyword (is_ident_char run)
+    number,         // digits or '.' followed by alphanumerics and dots
+    param,          // $n
+    string,         // '...', or E'...' with backslash escapes (begin at the E)
+    quoted_ident,   // "..."
+    dollar_string,  // $tag$...$tag$
+    dollar,         // a `$` that starts none of the above
+    comment,        // -- to the end of the line, or /* */ (nested)
+    other,          // any other single character
+  } kind = other;
+  std::size_t begin = 0, end = 0;
+  bool unterminated = false;  // a quote, dollar quote or comment that runs to the end
+};
+
+// Calls f(const sql_token&) for each token of `sql` (whitespace skipped) until f returns
+// false. Never fails: malformed text just yields unterminated tokens.
+template <class F>
+void scan_sql(std::string_view sql, F&& f) {
+  const std::size_t n = sql.size();
+  std::size_t i = 0;
+  // From the opening quote at i; returns the index after the closing one.
+  auto quoted = [&](std::size_t at, char q, bool backslash, bool& open) {
+    std::size_t j = at + 1;
+    while (j < n) {
+      if (backslash && sql[j] == '\\') {
+        j += 2;
+      } else if (sql[j] == q) {
+        if (j + 1 < n && sql[j + 1] == q) j += 2;
+        else return j + 1;
+      } else {
+        ++j;
+      }
+    }
+    open = true;
+    return n;
+  };
+  while (i < n) {
+    char c = sql[i];
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      ++i;
+      continue;
+    }
+    sql_token t;
+    t.begin = i;
+    if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+      t.kind = sql_token::comment;
+      std::size_t e = sql.find('\n', i);
+      i = e == std::string_view::npos ? n : e + 1;
+    } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+      t.kind = sql_token::comment;
+      int level = 0;
+      while (i < n) {
+        if (sql[i] == '/' && i + 1 < n && sql[i + 1] == '*') {
+          ++level, i += 2;
+        } else if (sql[i] == '*' && i + 1 < n && sql[i + 1] == '/') {
+          i += 2;
+          if (--level == 0) break;
+        } else {
+          ++i;
+        }
+      }
+      t.unterminated = level != 0;
+    } else if (c == '\'' || c == '"') {
+      t.kind = c == '\'' ? sql_token::string : sql_token::quoted_ident;
+      i = quoted(i, c, false, t.unterminated);
+    } else if (c == '$') {
+      std::size_t j = i + 1;
+      while (j < n && std::isdigit(static_cast<unsigned char>(sql[j]))) ++j;
+      if (j > i + 1) {
+        t.kind = sql_token::param;
+        i = j;
+      } else {
+        while (j < n && is_ident_char(sql[j]) && sql[j] != '$') ++j;
+        if (j < n && sql[j] == '$') {
+          t.kind = sql_token::dollar_string;
+          std::string_view tag = sql.substr(i, j - i + 1);
+          std::size_t e = sql.find(tag, j + 1);
+          t.unterminated = e == std::string_view::npos;
+          i = t.unterminated ? n : e + tag.size();
+        } else {
+          t.kind = sql_token::dollar;
+          ++i;
+        }
+      }
+    } else if (std::isdigit(static_cast<unsigned char>(c)) || c == '.') {
+      t.kind = sql_token::number;
+      ++i;
+      while (i < n && (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '.')) ++i;
+    } else if (is_ident_char(c)) {
+      t.kind = sql_token::word;
+      while (i < n && is_ident_char(sql[i])) ++i;
+      if (i == t.begin + 1 && (c == 'e' || c == 'E') && i < n && sql[i] == '\'') {
+        t.kind = sql_token::string;  // E'...'
+        i = quoted(i, '\'', true, t.unterminated);
+      }
+    } else {
+      ++i;
+    }
+    t.end = i;
+    if (!f(static_cast<const sql_token&>(t))) return;
+  }
+}
 
 // ---- top-level WHERE ----------------------------------------------------------------------
-
-bool ident_start(char c) {
-  return std::isalpha(static_cast<unsigned char>(c)) || c == '_' ||
-         static_cast<unsigned char>(c) >= 0x80;
-}
-bool ident_char(char c) {
-  return ident_start(c) || std::isdigit(static_cast<unsigned char>(c)) || c == '$';
-}
 
 // The text between the only top-level WHERE keyword of a single statement and its
 // top-level RETURNING (or its end, a trailing `;` excluded). Top level: outside
 // parentheses/brackets, string and identifier quotes, dollar quotes and comments. nullopt
 // when there is no such WHERE, more than one, a second statement, or a lexing surprise
-// (an unterminated quote or comment): the caller then does without. `params` receives
-// the offset and length of every $n in the statement.
+// (an unterminated quote or comment, a stray `$`): the caller then does without.
+// `params` receives the offset and length of every $n in the statement.
 std::optional<std::string_view> top_level_where(
     std::string_view sql, std::vector<std::pair<std::size_t, std::size_t>>& params) {
-  std::size_t i = 0, n = sql.size();
   int depth = 0;
   std::optional<std::size_t> where_begin, where_end;
-  std::size_t stmt_end = n;
+  std::size_t stmt_end = sql.size();
   bool ended = false;  // saw the terminating `;`
-  while (i < n) {
-    char c = sql[i];
-    if (std::isspace(static_cast<unsigned char>(c))) { ++i; continue; }
-    if (ended) return std::nullopt;  // a second statement
-    if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
-      while (i < n && sql[i] != '\n') ++i;
-      continue;
+  bool surprise = false;
+  scan_sql(sql, [&](const sql_token& t) {
+    if (ended || t.unterminated || t.kind == sql_token::dollar) {
+      surprise = true;  // a second statement, or text the server would not accept
+      return false;
     }
-    if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
-      int nest = 1;
-      i += 2;
-      while (i < n && nest > 0) {
-        if (sql[i] == '/' && i + 1 < n && sql[i + 1] == '*') { ++nest; i += 2; }
-        else if (sql[i] == '*' && i + 1 < n && sql[i + 1] == '/') { --nest; i += 2; }
-        else ++i;
-      }
-      if (nest) return std::nullopt;
-      continue;
-    }
-    if (c == '\'' || c == '"') {
-      // E'...' strings take backslash escapes; a doubled quote is a quote in all kinds.
-      bool backslash = c == '\'' && i > 0 && (sql[i - 1] == 'e' || sql[i - 1] == 'E') &&
-                       (i < 2 || !ident_char(sql[i - 2]));
-      std::size_t j = i + 1;
-      for (;;) {
-        if (j >= n) return std::nullopt;
-        if (backslash && sql[j] == '\\') { j += 2; continue; }
-        if (sql[j] == c) {
-          if (j + 1 < n && sql[j + 1] == c) { j += 2; continue; }
-          break;
+    char c = sql[t.begin];
+    if (t.kind == sql_token::param) {
+      params.emplace_back(t.begin, t.end - t.begin);
+    } else if (t.kind == sql_token::other) {
+      if (c == '(' || c == '[') ++depth;
+      else if (c == ')' || c == ']') --depth;
+      else if (c == ';' && depth == 0) stmt_end = t.begin, ended = true;
+    } else if (t.kind == sql_token::word && depth == 0) {
+      std::string word = lower(sql.substr(t.begin, t.end - t.begin));
+      if (word == "where") {
+        if (where_begin) {
+          surprise = true;
+          return false;
         }
-        ++j;
+        where_begin = t.end;
+      } else if (word == "returning" && where_begin && !where_end) {
+        where_end = t.begin;
       }
-      i = j + 1;
-      continue;
     }
-    if (c == '$') {
-      if (i + 1 < n && std::isdigit(static_cast<unsigned char>(sql[i + 1]))) {  // $n
-        std::size_t b = i;
-        i += 2;
-        while (i < n && std::isdigit(static_cast<unsigned char>(sql[i]))) ++i;
-        params.emplace_back(b, i - b);
-        continue;
-      }
-      std::size_t j = i + 1;
-      while (j < n && sql[j] != '$' && ident_char(sql[j])) ++j;
-      if (j < n && sql[j] == '$' && (j == i + 1 || ident_start(sql[i + 1]))) {
-        std::string_view tag = sql.substr(i, j - i + 1);
-        std::size_t close = sql.find(tag, j + 1);
-        if (close == std::string_view::npos) return std::nullopt;
-        i = close + tag.size();
-        continue;
-      }
-      return std::nullopt;
-    }
-    if (c == '(' || c == '[') { ++depth; ++i; continue; }
-    if (c == ')' || c == ']') { --depth; ++i; continue; }
-    if (c == ';' && depth == 0) {
-      stmt_end = i;
-      ended = true;
-      ++i;
-      continue;
-    }
-    if (ident_start(c)) {
-      std::size_t j = i;
-      while (j < n && ident_char(sql[j])) ++j;
-      if (depth == 0) {
-        std::string word = lower(sql.substr(i, j - i));
-        if (word == "where") {
-          if (where_begin) return std::nullopt;
-          where_begin = j;
-        } else if (word == "returning" && where_begin && !where_end) {
-          where_end = i;
-        }
-      }
-      i = j;
-      continue;
-    }
-    ++i;
-  }
-  if (!where_begin || depth != 0) return std::nullopt;
+    return true;
+  });
+  if (surprise || !where_begin || depth != 0) return std::nullopt;
   std::size_t e = where_end.value_or(stmt_end);
   if (e < *where_begin) return std::nullopt;
   return sql.substr(*where_begin, e - *where_begin);
@@ -493,9 +551,9 @@ class walker {
   void collect_from(const json::value& item, std::vector<from_leaf>& leaves) const;
   void attribute_select_conjuncts(const json::object& select);
   void attribute_correlations(const json::object& select);
-  void attribute_join_correlations(
-      const json::object& select, const std::vector<from_leaf>& leaves,
-      const std::vector<std::optional<std::vector<std::string_view>>>& plain);
+  void attribute_join_correlations(const json::object& select,
+                                   const std::vector<from_leaf>& leaves,
+                                   const plain_outputs& plain);
   static std::vector<eq_conjunct> target_conjuncts(const std::vector<raw_conjunct>& all,
                                                    const json::object& rv, bool allow_unqualified);
 
@@ -897,19 +955,12 @@ std::optional<walker::raw_conjunct> walker::conjunct(const json::value& e) const
   const json::value* l = o->if_contains("lexpr");
   const json::value* r = o->if_contains("rexpr");
   if (l == nullptr || r == nullptr) return std::nullopt;
-  auto column_parts = [](const json::value& v) -> std::optional<std::vector<std::string_view>> {
-    const json::object* cr = node_of(&v, "ColumnRef");
-    if (cr == nullptr) return std::nullopt;
-    const json::array* fields = field_arr(*cr, "fields");
-    if (fields == nullptr) return std::nullopt;
-    return string_list(*fields);  // fails on A_Star
-  };
   raw_conjunct out;
-  std::optional<std::vector<std::string_view>> col = column_parts(*l);
+  std::optional<std::vector<std::string_view>> col = column_ref_parts(l);
   if (kind == "AEXPR_OP") {
     const json::value* v = r;
     if (!col) {
-      col = column_parts(*r);
+      col = column_ref_parts(r);
       v = l;
     }
     if (!col) return std::nullopt;
@@ -1025,14 +1076,41 @@ void walker::attribute_select_conjuncts(const json::object& select) {
   }
 }
 
-namespace {
-std::optional<std::vector<std::string_view>> column_ref_parts(const json::value* v) {
-  const json::object* cr = node_of(v, "ColumnRef");
-  const json::array* fields = cr ? field_arr(*cr, "fields") : nullptr;
-  if (fields == nullptr) return std::nullopt;
-  return string_list(*fields);  // nullopt for `*`
+// `a = b` with a column reference on each side: the name parts of both.
+std::optional<std::pair<std::vector<std::string_view>, std::vector<std::string_view>>>
+column_equality(const json::value* e) {
+  const json::object* ax = node_of(e, "A_Expr");
+  if (ax == nullptr || field_str(*ax, "kind") != "AEXPR_OP") return std::nullopt;
+  const json::array* op = field_arr(*ax, "name");
+  if (op == nullptr || op->size() != 1 || string_node((*op)[0]) != "=") return std::nullopt;
+  auto l = column_ref_parts(ax->if_contains("lexpr"));
+  auto r = column_ref_parts(ax->if_contains("rexpr"));
+  if (!l || !r) return std::nullopt;
+  return std::make_pair(std::move(*l), std::move(*r));
 }
-}  // namespace
+
+// The only FROM leaf called `refname`, when it is a relation occurrence; else nullptr.
+const from_leaf* only_leaf(const std::vector<from_leaf>& leaves, std::string_view refname) {
+  const from_leaf* found = nullptr;
+  int n = 0;
+  for (const from_leaf& f : leaves)
+    if (f.refname == refname) found = &f, ++n;
+  return n == 1 && found->rv != nullptr ? found : nullptr;
+}
+
+// The first output position showing the qualified column `col` (`t.c`), also written
+// unqualified (`c`) when the FROM has a single relation; -1 when none does.
+int output_position(const plain_outputs& plain, const std::vector<std::string_view>& col,
+                    bool one_relation) {
+  for (std::size_t k = 0; k < plain.size(); ++k) {
+    if (!plain[k]) continue;
+    const auto& pc = *plain[k];
+    if ((pc.size() == 2 && pc[0] == col[0] && pc[1] == col[1]) ||
+        (pc.size() == 1 && one_relation && pc[0] == col[1]))
+      return static_cast<int>(k);
+  }
+  return -1;
+}
 
 void walker::attribute_correlations(const json::object& select) {
   if (select.contains("op") && field_str(select, "op") != "SETOP_NONE") return;
@@ -1045,7 +1123,7 @@ void walker::attribute_correlations(const json::object& select) {
   std::vector<from_leaf> leaves;
   for (const json::value& item : *from) collect_from(item, leaves);
   // Plain output columns by position; any `*` shifts positions: give up.
-  std::vector<std::optional<std::vector<std::string_view>>> plain;
+  plain_outputs plain;
   for (const json::value& t : *targets) {
     const json::object* rt = node_of(&t, "ResTarget");
     const json::value* val = rt ? rt->if_contains("val") : nullptr;
@@ -1082,13 +1160,9 @@ void walker::attribute_correlations(const json::object& select) {
     std::vector<const json::value*> ands;
     if (const json::value* w = q->if_contains("whereClause")) flatten_and(*w, ands);
     for (const json::value* e : ands) {
-      const json::object* ax = node_of(e, "A_Expr");
-      if (ax == nullptr || field_str(*ax, "kind") != "AEXPR_OP") continue;
-      const json::array* op = field_arr(*ax, "name");
-      if (op == nullptr || op->size() != 1 || string_node((*op)[0]) != "=") continue;
-      auto l = column_ref_parts(ax->if_contains("lexpr"));
-      auto r = column_ref_parts(ax->if_contains("rexpr"));
-      if (!l || !r) continue;
+      auto eq = column_equality(e);
+      if (!eq) continue;
+      const auto& [l, r] = *eq;
       auto is_inner = [&](const std::vector<std::string_view>& c) {
         return c.size() == 1 || (c.size() == 2 && c[0] == inner);
       };
@@ -1097,23 +1171,13 @@ void walker::attribute_correlations(const json::object& select) {
       };
       const std::vector<std::string_view>* in = nullptr;
       const std::vector<std::string_view>* out = nullptr;
-      if (is_inner(*l) && is_outer(*r)) in = &*l, out = &*r;
-      else if (is_inner(*r) && is_outer(*l)) in = &*r, out = &*l;
+      if (is_inner(l) && is_outer(r)) in = &l, out = &r;
+      else if (is_inner(r) && is_outer(l)) in = &r, out = &l;
       else continue;
       // The outer qualifier names exactly one relation of the outer FROM.
-      const from_leaf* leaf = nullptr;
-      int n = 0;
-      for (const from_leaf& f : leaves)
-        if (f.refname == (*out)[0]) leaf = &f, ++n;
-      if (n != 1 || leaf->rv == nullptr) continue;
-      int output = -1;
-      for (std::size_t k = 0; k < plain.size() && output < 0; ++k) {
-        if (!plain[k]) continue;
-        const auto& pc = *plain[k];
-        if ((pc.size() == 2 && pc[0] == (*out)[0] && pc[1] == (*out)[1]) ||
-            (pc.size() == 1 && leaves.size() == 1 && pc[0] == (*out)[1]))
-          output = static_cast<int>(k);
-      }
+      const from_leaf* leaf = only_leaf(leaves, (*out)[0]);
+      if (leaf == nullptr) continue;
+      int output = output_position(plain, *out, leaves.size() == 1);
       if (output < 0) continue;
       read_ref::correlation c;
       c.column = std::string(in->back());
@@ -1129,9 +1193,9 @@ void walker::attribute_correlations(const json::object& select) {
 
 // Equalities between two relations of the outermost FROM: the WHERE's top-level AND and
 // the ON conditions of inner joins reached only through inner joins.
-void walker::attribute_join_correlations(
-    const json::object& select, const std::vector<from_leaf>& leaves,
-    const std::vector<std::optional<std::vector<std::string_view>>>& plain) {
+void walker::attribute_join_correlations(const json::object& select,
+                                         const std::vector<from_leaf>& leaves,
+                                         const plain_outputs& plain) {
   std::vector<const json::value*> ands;
   if (const json::value* w = select.if_contains("whereClause")) flatten_and(*w, ands);
   std::vector<const json::value*> todo;
@@ -1145,32 +1209,20 @@ void walker::attribute_join_correlations(
     if (const json::value* l = j->if_contains("larg")) todo.push_back(l);
     if (const json::value* r = j->if_contains("rarg")) todo.push_back(r);
   }
-  auto leaf_of = [&](std::string_view refname) -> const from_leaf* {
-    const from_leaf* found = nullptr;
-    int n = 0;
-    for (const from_leaf& f : leaves)
-      if (f.refname == refname) found = &f, ++n;
-    return n == 1 && found->rv != nullptr ? found : nullptr;
-  };
+  // Joins need two relations: an unqualified output column is never one of theirs.
   auto output_of = [&](const std::vector<std::string_view>& col) {
-    for (std::size_t k = 0; k < plain.size(); ++k)
-      if (plain[k] && plain[k]->size() == 2 && (*plain[k])[0] == col[0] && (*plain[k])[1] == col[1])
-        return static_cast<int>(k);
-    return -1;
+    return output_position(plain, col, false);
   };
   for (const json::value* e : ands) {
-    const json::object* ax = node_of(e, "A_Expr");
-    if (ax == nullptr || field_str(*ax, "kind") != "AEXPR_OP") continue;
-    const json::array* op = field_arr(*ax, "name");
-    if (op == nullptr || op->size() != 1 || string_node((*op)[0]) != "=") continue;
-    auto l = column_ref_parts(ax->if_contains("lexpr"));
-    auto r = column_ref_parts(ax->if_contains("rexpr"));
-    if (!l || !r || l->size() != 2 || r->size() != 2 || (*l)[0] == (*r)[0]) continue;
+    auto eq = column_equality(e);
+    if (!eq) continue;
+    const auto& [l, r] = *eq;
+    if (l.size() != 2 || r.size() != 2 || l[0] == r[0]) continue;
     for (int side = 0; side < 2; ++side) {
-      const auto& in = side ? *r : *l;
-      const auto& out = side ? *l : *r;
-      const from_leaf* inner = leaf_of(in[0]);
-      const from_leaf* outer = leaf_of(out[0]);
+      const auto& in = side ? r : l;
+      const auto& out = side ? l : r;
+      const from_leaf* inner = only_leaf(leaves, in[0]);
+      const from_leaf* outer = only_leaf(leaves, out[0]);
       if (inner == nullptr || outer == nullptr) continue;
       auto ii = read_index_.find(inner->rv);
       auto oi = read_index_.find(outer->rv);
@@ -1400,85 +1452,31 @@ analysis analyze_json(std::string_view sql, const char* tree) {
 constexpr std::size_t kMaxNestingTokens = 128u << 10;
 
 std::size_t nesting_token_bound(std::string_view sql) {
-  std::size_t count = 0, i = 0, n = sql.size();
-  auto skip_quoted = [&](char q, bool backslash) {
-    ++i;
-    while (i < n) {
-      if (backslash && sql[i] == '\\') {
-        i += 2;
-      } else if (sql[i] == q) {
-        if (i + 1 < n && sql[i + 1] == q) {
-          i += 2;
-        } else {
-          ++i;
-          return;
-        }
-      } else {
-        ++i;
-      }
-    }
-  };
-  while (i < n) {
-    char c = sql[i];
-    if (std::isspace(static_cast<unsigned char>(c))) {
-      ++i;
-    } else if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
-      std::size_t e = sql.find('\n', i);
-      i = e == std::string_view::npos ? n : e + 1;
-    } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
-      int level = 0;
-      while (i < n) {
-        if (sql[i] == '/' && i + 1 < n && sql[i + 1] == '*') {
-          ++level, i += 2;
-        } else if (sql[i] == '*' && i + 1 < n && sql[i + 1] == '/') {
-          i += 2;
-          if (--level == 0) break;
-        } else {
-          ++i;
-        }
-      }
-    } else if (c == '\'') {
-      skip_quoted('\'', false);
-    } else if (c == '"') {
-      skip_quoted('"', false);
-      ++count;
-    } else if (c == '$') {
-      std::size_t j = i + 1;
-      while (j < n && std::isdigit(static_cast<unsigned char>(sql[j]))) ++j;
-      if (j > i + 1) {
-        i = j;  // $n parameter
-        continue;
-      }
-      j = i + 1;
-      while (j < n && is_ident_char(sql[j]) && sql[j] != '$') ++j;
-      if (j < n && sql[j] == '$') {
-        std::string_view tag = sql.substr(i, j - i + 1);
-        std::size_t e = sql.find(tag, j + 1);
-        i = e == std::string_view::npos ? n : e + tag.size();
-      } else {
-        ++i, ++count;
-      }
-    } else if (std::isdigit(static_cast<unsigned char>(c)) || c == '.') {
-      ++i;
-      while (i < n && (std::isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '.')) ++i;
-    } else if (is_ident_char(c)) {
-      std::size_t start = i;
-      while (i < n && is_ident_char(sql[i])) ++i;
-      std::string word = lower(sql.substr(start, i - start));
-      if (word == "e" && i < n && sql[i] == '\'') {
-        skip_quoted('\'', true);
-        continue;
-      }
-      std::size_t j = i;
-      while (j < n && std::isspace(static_cast<unsigned char>(sql[j]))) ++j;
-      bool call = j < n && sql[j] == '(';
-      if (!call && word != "null" && word != "default" && word != "true" && word != "false")
+  std::size_t count = 0;
+  scan_sql(sql, [&](const sql_token& t) {
+    char c = sql[t.begin];
+    switch (t.kind) {
+      case sql_token::quoted_ident:
+      case sql_token::dollar:
         ++count;
-    } else {
-      if (std::strchr("+-*/<>=~!@#%^&|`?:", c) != nullptr) ++count;
-      ++i;
+        break;
+      case sql_token::word: {
+        std::string word = lower(sql.substr(t.begin, t.end - t.begin));
+        std::size_t j = t.end;
+        while (j < sql.size() && std::isspace(static_cast<unsigned char>(sql[j]))) ++j;
+        bool call = j < sql.size() && sql[j] == '(';
+        if (!call && word != "null" && word != "default" && word != "true" && word != "false")
+          ++count;
+        break;
+      }
+      case sql_token::other:
+        if (std::strchr("+-*/<>=~!@#%^&|`?:", c) != nullptr) ++count;
+        break;
+      default:
+        break;
     }
-  }
+    return true;
+  });
   return count;
 }
 
