@@ -207,46 +207,16 @@ snapshot cache::capture(const dependencies& deps) const {
 
 bool cache::store(const key& k, const snapshot& snap,
                   std::shared_ptr<const cached_value> v) noexcept {
-  if (!v) return false;
-  if (!snap.storable_ || snap.slots_.empty()) {
-    count_uncacheable(uncacheable_reason::in_flight_write);
-    return false;
-  }
-  std::size_t bytes = v->bytes();
-  if (bytes > max_entry_bytes_) {
-    count_uncacheable(uncacheable_reason::too_large);
-    return false;
-  }
-  run_test_hook_before_store();
-  for (const auto& [slot, ver] : snap.fences_) {
-    if (impl_->vers.load(slot) != ver) {
-      impl_->st().dropped.fetch_add(1, std::memory_order_relaxed);
-      return false;
-    }
-  }
-  for (const auto& [slot, ver] : snap.slots_) {
-    if (impl_->vers.load(slot) != ver) {
-      impl_->st().dropped.fetch_add(1, std::memory_order_relaxed);
-      return false;
-    }
-  }
-  // Without named dependencies, the fences are the entry's dependencies.
-  detail::dep_versions deps = snap.slots_;
-  deps.insert(deps.end(), snap.fences_.begin(), snap.fences_.end());
-  try {
-    if (!impl_->entries.insert(k, std::move(v), std::move(deps), bytes)) {
-      count_uncacheable(uncacheable_reason::too_large);
-      return false;
-    }
-  } catch (...) {  // allocation failure: not stored, nothing else changes
-    return false;
-  }
-  impl_->st().stores.fetch_add(1, std::memory_order_relaxed);
-  return true;
+  return store_impl(k, snap, std::move(v), nullptr);
 }
 
 bool cache::store_named(const key& k, const snapshot& snap, std::shared_ptr<const cached_value> v,
                         std::span<const tags::tag> named) noexcept {
+  return store_impl(k, snap, std::move(v), &named);
+}
+
+bool cache::store_impl(const key& k, const snapshot& snap, std::shared_ptr<const cached_value> v,
+                       const std::span<const tags::tag>* named) noexcept {
   if (!v) return false;
   if (!snap.storable_ || snap.slots_.empty()) {
     count_uncacheable(uncacheable_reason::in_flight_write);
@@ -259,20 +229,25 @@ bool cache::store_named(const key& k, const snapshot& snap, std::shared_ptr<cons
   }
   run_test_hook_before_store();
   try {
-    // Named versions first, then the fences: a write that moves a named tag after it was
-    // read here either moved a fence before the check below (refused) or invalidates the
-    // entry afterwards.
     detail::dep_versions deps = snap.slots_;
-    for (tags::tag t : named) {
-      std::uint32_t slot = slot_of(t);
-      if (std::any_of(deps.begin(), deps.end(), [&](const auto& p) { return p.first == slot; }))
-        continue;
-      std::uint64_t ver = impl_->vers.load(slot);
-      if (detail::versions::in_flight(ver)) {
-        count_uncacheable(uncacheable_reason::in_flight_write);
-        return false;
+    if (!named) {
+      // Without named dependencies, the fences are the entry's dependencies.
+      deps.insert(deps.end(), snap.fences_.begin(), snap.fences_.end());
+    } else {
+      // Named versions first, then the fences: a write that moves a named tag after it
+      // was read here either moved a fence before the check below (refused) or
+      // invalidates the entry afterwards.
+      for (tags::tag t : *named) {
+        std::uint32_t slot = slot_of(t);
+        if (std::any_of(deps.begin(), deps.end(), [&](const auto& p) { return p.first == slot; }))
+          continue;
+        std::uint64_t ver = impl_->vers.load(slot);
+        if (detail::versions::in_flight(ver)) {
+          count_uncacheable(uncacheable_reason::in_flight_write);
+          return false;
+        }
+        deps.emplace_back(slot, ver);
       }
-      deps.emplace_back(slot, ver);
     }
     for (const auto* list : {&snap.fences_, &snap.slots_})
       for (const auto& [slot, ver] : *list)

@@ -294,6 +294,9 @@ class cache : public std::enable_shared_from_this<cache> {
   friend class write_hold;
   struct impl;
   std::uint32_t slot_of(tags::tag t) const noexcept;
+  // store() (named == nullptr: fences kept as dependencies) and store_named().
+  bool store_impl(const key& k, const snapshot& snap, std::shared_ptr<const cached_value> v,
+                  const std::span<const tags::tag>* named) noexcept;
   void bump_begin(std::uint32_t slot) noexcept;
   void bump_end(std::uint32_t slot) noexcept;
 
