@@ -271,6 +271,15 @@ char snapshot::function_volatility(const qualified_name& name,
 
 // --- loading ------------------------------------------------------------------------
 
+std::string quoted(std::string_view s, char q) {
+  std::string out(1, q);
+  for (char c : s) {
+    if (c == q) out += q;
+    out += c;
+  }
+  return out + q;
+}
+
 std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64_t generation) {
   auto snap = std::make_shared<snapshot>();
   snapshot& s = *snap;
@@ -498,15 +507,6 @@ constexpr context_column context_columns[] = {
 };
 constexpr std::size_t n_context_columns = std::size(context_columns);
 
-std::string sql_literal(std::string_view s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') out += '\'';
-    out += c;
-  }
-  return out + "'";
-}
-
 void append_key(std::string& out, std::string_view name, const std::optional<std::string>& v) {
   out += name;
   out += '=';
@@ -529,7 +529,7 @@ std::string session_context::context_query(const std::vector<std::string>& extra
     q += context_columns[i].expr;
   }
   for (const std::string& name : extra_settings)
-    q += ", pg_catalog.current_setting(" + sql_literal(name) + ", true)";
+    q += ", pg_catalog.current_setting(" + quoted(name, '\'') + ", true)";
   return q;
 }
 

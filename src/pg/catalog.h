@@ -56,6 +56,11 @@ using row = std::vector<std::optional<std::string>>;
 // exception propagates out of catalog::load()/refresh() unchanged.
 using query_fn = std::function<std::vector<row>(const std::string& sql)>;
 
+// `s` between two `q` characters, each `q` inside doubled: a string literal (q = '\'',
+// under standard_conforming_strings) or a quoted identifier (q = '"') for SQL that qcache
+// writes itself.
+std::string quoted(std::string_view s, char q);
+
 // Type classes of a column, for comparing values written and values filtered on.
 //  'i'  int2/int4/int8: equal iff the integers are equal.
 //  't'  text/varchar with a deterministic collation: equal iff the bytes are equal.

@@ -65,6 +65,17 @@ std::optional<std::string> canonical_int(std::string_view s) {
   return std::to_string(v);
 }
 
+// A value as the server prints or receives it as text, canonical for a column of class
+// `cls`, or nullopt when equality cannot be decided textually (fail closed).
+std::optional<std::string> canonical_text(std::string_view text, char cls) {
+  if (cls == column_int) return canonical_int(text);
+  if (cls == column_text) {
+    if (std::memchr(text.data(), 0, text.size())) return std::nullopt;
+    return std::string(text);
+  }
+  return std::nullopt;
+}
+
 // The value `v` denotes for a column of class `cls`, as a canonical string, or nullopt
 // when equality cannot be decided textually (fail closed: the caller falls back).
 std::optional<std::string> canonical(const eq_value& v, char cls, std::span<const param> params) {
@@ -87,12 +98,7 @@ std::optional<std::string> canonical(const eq_value& v, char cls, std::span<cons
     default:
       return std::nullopt;
   }
-  if (cls == column_int) return canonical_int(text);
-  if (cls == column_text) {
-    if (std::memchr(text.data(), 0, text.size())) return std::nullopt;
-    return std::string(text);
-  }
-  return std::nullopt;
+  return canonical_text(text, cls);
 }
 
 std::string oid_text(std::uint32_t oid) { return std::to_string(oid); }
@@ -680,15 +686,6 @@ using preimage_fn = std::function<std::optional<std::vector<row>>(
 // pre-image with more falls back to the column epochs.
 constexpr std::size_t kMaxPreimageRows = 256;
 
-std::string quote_ident(std::string_view s) {
-  std::string r = "\"";
-  for (char c : s) {
-    if (c == '"') r += '"';
-    r += c;
-  }
-  return r + "\"";
-}
-
 // `SELECT DISTINCT cols FROM target WHERE <the statement's condition>`, its $n replaced by
 // the parameters as untyped literals (what the server does with an untyped parameter:
 // libpqxx and SOCI send all of them untyped). nullopt when that cannot be done exactly.
@@ -698,11 +695,11 @@ std::optional<std::string> preimage_sql(const write_target& t, const relation& r
   const write_ref& w = t.ref;
   if (w.where_sql.empty() || cols.empty()) return std::nullopt;
   std::string q = "SELECT DISTINCT ";
-  for (std::size_t i = 0; i < cols.size(); ++i) q += (i ? ", " : "") + quote_ident(cols[i]);
+  for (std::size_t i = 0; i < cols.size(); ++i) q += (i ? ", " : "") + quoted(cols[i], '"');
   q += " FROM ";
   if (w.only) q += "ONLY ";
-  q += quote_ident(r.schema) + "." + quote_ident(r.name);
-  if (!w.alias.empty()) q += " AS " + quote_ident(w.alias);
+  q += quoted(r.schema, '"') + "." + quoted(r.name, '"');
+  if (!w.alias.empty()) q += " AS " + quoted(w.alias, '"');
   q += " WHERE (";
   std::size_t at = 0;
   for (auto [off, len] : w.where_params) {
@@ -816,10 +813,7 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
         const row& x = (*rows)[i];
         if (k >= x.size()) { known = false; break; }
         if (!x[k]) continue;  // NULL equals nothing: no read of `c = v` saw this row
-        eq_value v;
-        v.k = eq_value::kind::string;
-        v.text = *x[k];
-        auto cv = canonical(v, deferred_cls[k], params);
+        auto cv = canonical_text(*x[k], deferred_cls[k]);
         if (!cv) known = false;
         else values.push_back(std::move(*cv));
       }
@@ -849,10 +843,7 @@ bool result_tags(const plan& p, const std::vector<std::uint16_t>& which, const c
     if (!v.column_text(static_cast<std::size_t>(d.output), col)) return false;
     for (const auto& x : col) {
       if (!x) continue;  // NULL = anything is never true: no rows read
-      eq_value ev;
-      ev.k = eq_value::kind::string;
-      ev.text = *x;
-      auto cv = canonical(ev, d.cls, {});
+      auto cv = canonical_text(*x, d.cls);
       if (!cv) return false;
       if (!seen.insert(*cv).second) continue;
       if (seen.size() > kMaxResultTags) return false;
@@ -1296,10 +1287,7 @@ void session::invalidate_row(std::string_view table, std::string_view column,
     std::string id = oid_text(r->oid);
     t.push_back(tags::table(dbid, id));
     char cls = r->column_class(column);
-    eq_value v;
-    v.k = eq_value::kind::string;
-    v.text = std::string(value);
-    auto cv = canonical(v, cls, {});
+    auto cv = canonical_text(value, cls);
     if (cv) t.push_back(tags::predicate(dbid, id, column, *cv));
     else t.push_back(tags::column_epoch(dbid, id, column));
     for (std::uint32_t o : r->family) {
