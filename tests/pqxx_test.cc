@@ -251,6 +251,21 @@ class PqxxTest : public ::testing::Test {
     return observe([&] { return tx.exec(sql); });
   }
 
+  // Reads `sql` while another connection runs `write` (autocommit) from inside that read's
+  // store: after the read executed, before it stores. `wrote` says whether the write ran.
+  outcome read_racing_write(const std::string& sql, const std::string& write, bool& wrote) {
+    qcache::pqxx::connection& writer = another();
+    wrote = false;
+    cache_->set_test_hook_before_store([&] {
+      if (wrote) return;
+      wrote = true;
+      exec_on(writer, write);
+    });
+    outcome a = read(sql);
+    cache_->set_test_hook_before_store(nullptr);
+    return a;
+  }
+
   // A cached read: the first call stores, the second hits with the same data.
   void cache_it(const std::string& sql) {
     outcome a = read(sql);
@@ -701,15 +716,8 @@ TEST_F(Correlated, Correlated_WritesToTheOuterTableInvalidate) {
 // A write to the subquery's table while the read runs: its tags cannot be read after
 // the fact, so the result must not be stored.
 TEST_F(Correlated, Correlated_WriteBetweenExecutionAndStoreIsNotStored) {
-  qcache::pqxx::connection& writer = another();
   bool once = false;
-  cache_->set_test_hook_before_store([&] {
-    if (once) return;
-    once = true;
-    exec_on(writer, "INSERT INTO c (id, t_id, body) VALUES (20, 2, 'during')");
-  });
-  outcome a = read(q);
-  cache_->set_test_hook_before_store(nullptr);
+  outcome a = read_racing_write(q, "INSERT INTO c (id, t_id, body) VALUES (20, 2, 'during')", once);
   ASSERT_TRUE(once);
   EXPECT_EQ(a.d.stores, 0u) << a;
   outcome b = read(q);
@@ -2196,15 +2204,8 @@ TEST_F(Rows, Explain_RandomIsNotCacheableWithReason) {
 
 TEST_F(Rows, StaleSet_WriteBetweenReadAndStoreIsNeverServed) {
   const std::string q = "SELECT v FROM t WHERE id = 1";
-  qcache::pqxx::connection& writer = another();
   bool once = false;
-  cache_->set_test_hook_before_store([&] {
-    if (once) return;
-    once = true;
-    exec_on(writer, "UPDATE t SET v = 'later' WHERE id = 1");
-  });
-  outcome a = read(q);
-  cache_->set_test_hook_before_store(nullptr);
+  outcome a = read_racing_write(q, "UPDATE t SET v = 'later' WHERE id = 1", once);
   EXPECT_TRUE(once);
   EXPECT_EQ(a.v(), "one");
   EXPECT_EQ(a.d.stores, 0u) << a;
