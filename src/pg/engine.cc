@@ -752,6 +752,12 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
     const relation* r = snap.by_oid(t.oid);
     std::vector<std::string> deferred;  // columns whose old values only a pre-image can name
     std::vector<char> deferred_cls;
+    // The values of `c` the write touched, or (not known) the column's epoch.
+    auto name = [&](const std::string& c, bool known, const std::vector<std::string>& values) {
+      if (!known) out.push_back(tags::column_epoch(dbid, t.table, c));
+      else
+        for (const std::string& v : values) out.push_back(tags::predicate(dbid, t.table, c, v));
+    };
     for (const std::string& c : cols) {
       char cls = r ? r->column_class(c) : column_other;
       std::vector<std::string> values;
@@ -776,15 +782,12 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
           }
         }
         if (known && !pinned) {
-          if (preimage && r && !w.where_sql.empty()) {
+          // The new value (if SET) is named now; the old ones only by a pre-image.
+          if (preimage && !w.where_sql.empty()) {
             deferred.push_back(c);
             deferred_cls.push_back(cls);
           } else {
             known = false;
-          }
-          if (known) {  // the new value (if SET) is named now; the old ones by the pre-image
-            for (const std::string& v : values) out.push_back(tags::predicate(dbid, t.table, c, v));
-            continue;
           }
         }
       } else if (known) {  // INSERT ... VALUES
@@ -798,10 +801,7 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
           }
         }
       }
-      if (known)
-        for (const std::string& v : values) out.push_back(tags::predicate(dbid, t.table, c, v));
-      else
-        out.push_back(tags::column_epoch(dbid, t.table, c));
+      name(c, known, values);
     }
     if (deferred.empty()) continue;
     std::optional<std::vector<row>> rows = (*preimage)(t, deferred);
@@ -817,11 +817,7 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
         if (!cv) known = false;
         else values.push_back(std::move(*cv));
       }
-      if (known)
-        for (const std::string& v : values)
-          out.push_back(tags::predicate(dbid, t.table, deferred[k], v));
-      else
-        out.push_back(tags::column_epoch(dbid, t.table, deferred[k]));
+      name(deferred[k], known, values);
     }
   }
 }
@@ -1042,24 +1038,26 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
       }
       // Outside a transaction a failed pre-image costs nothing but precision; inside one it
       // would abort the application's transaction, so it is not tried there.
-      preimage_fn pre = [&](const write_target& t, const std::vector<std::string>& cols)
-          -> std::optional<std::vector<row>> {
-        const relation* r = st.snap->by_oid(t.oid);
-        if (!r) return std::nullopt;
-        auto q = preimage_sql(t, *r, cols, params);
-        if (!q) return std::nullopt;
-        try {
-          return run(*q);
-        } catch (...) {
-          return std::nullopt;
-        }
-      };
       bool try_preimage = ch.settings().write_preimage && !tx.active && !p->flush &&
                           p->act == action::write && p->preimage_ok &&
                           sql.find('\\') == std::string_view::npos &&
                           !params_have_time_word(params);
+      std::optional<preimage_fn> pre;  // built only for writes that may use it
+      if (try_preimage)
+        pre.emplace([&](const write_target& t, const std::vector<std::string>& cols)
+                        -> std::optional<std::vector<row>> {
+          const relation* r = st.snap->by_oid(t.oid);
+          if (!r) return std::nullopt;
+          auto q = preimage_sql(t, *r, cols, params);
+          if (!q) return std::nullopt;
+          try {
+            return run(*q);
+          } catch (...) {
+            return std::nullopt;
+          }
+        });
       std::vector<tags::tag> rows;
-      write_row_tags(*p, *st.db, *st.snap, params, try_preimage ? &pre : nullptr, rows);
+      write_row_tags(*p, *st.db, *st.snap, params, pre ? &*pre : nullptr, rows);
       hold.add(rows);
       if (tx.active) {
         tx.written.insert(p->written_oids.begin(), p->written_oids.end());
