@@ -50,16 +50,14 @@ void change_oracle::saw(std::uint64_t key, const std::string& result) {
 
 std::uint64_t session::read(int stmt, const params& p) {
   ++statements;
-  if (record_) {
-    std::uint64_t arg = p.n ? static_cast<std::uint64_t>(p.i[0]) & 0xffffffffffffULL : 0;
-    reads.push_back(std::uint64_t(stmt) << 48 | arg);
-  }
+  // (statement << 48 | first parameter): what the freshness check and the oracle key on.
+  const std::uint64_t key = std::uint64_t(stmt) << 48 |
+                            (p.n ? static_cast<std::uint64_t>(p.i[0]) & 0xffffffffffffULL : 0);
+  if (record_) reads.push_back(key);
   if (oracle) {
     std::string text;
     std::uint64_t sum = c_.read(stmt, p, &text);
-    oracle->saw(std::uint64_t(stmt) << 48 |
-                    (p.n ? static_cast<std::uint64_t>(p.i[0]) & 0xffffffffffffULL : 0),
-                text);
+    oracle->saw(key, text);
     return sum;
   }
   if (verify_rate_ <= 0 ||
