@@ -267,22 +267,36 @@ TEST_F(PgSession, TempTable_SelectIntoTempIsNeverSharedAcrossSessions) {
 TEST_F(PgSession, Isolation_SetTransactionIsolationSettingIsRecognised) {
   auto& w = another();
   auto& c = another();
-  for (std::string set : {"SET transaction_isolation = 'repeatable read'",
-                          "SELECT set_config('transaction_isolation', 'repeatable read', true)"}) {
+  // {set before BEGIN, set as the transaction's first statement}
+  const std::vector<std::pair<std::string, std::string>> forms = {
+      {"", "SET transaction_isolation = 'repeatable read'"},
+      {"", "SET transaction_isolation TO 'serializable'"},
+      {"SET default_transaction_isolation = 'repeatable read'", ""},
+      {"SELECT set_config('default_transaction_isolation', 'repeatable read', false)", ""},
+      {"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ", ""}};
+  for (const auto& [before, inside] : forms) {
     exec_on(w, "UPDATE t SET v = 'mine' WHERE id = 1");
-    qcache::pqxx::work tx(*conn_);
-    tx.exec(set);
-    expect_same_in(tx, q1);  // the snapshot is taken
-    exec_on(w, "UPDATE t SET v = 'newer' WHERE id = 1");
-    expect_same_in(tx, q1);  // the snapshot's old row
-    {
-      qcache::pqxx::work t2(c);
-      t2.exec(set);
-      expect_same_in(t2, q1);  // a newer snapshot: the new row
-      t2.commit();
+    if (!before.empty()) {
+      exec(before);
+      exec_on(c, before);
     }
-    tx.commit();
+    {
+      qcache::pqxx::work tx(*conn_);
+      if (!inside.empty()) tx.exec(inside);
+      expect_same_in(tx, q1);  // the snapshot is taken
+      exec_on(w, "UPDATE t SET v = 'newer' WHERE id = 1");
+      expect_same_in(tx, q1);  // the snapshot's old row
+      {
+        qcache::pqxx::work t2(c);
+        if (!inside.empty()) t2.exec(inside);
+        expect_same_in(t2, q1);  // a newer snapshot: the new row
+        t2.commit();
+      }
+      tx.commit();
+    }
     expect_same(c, q1);
+    exec("RESET default_transaction_isolation");
+    exec_on(c, "RESET default_transaction_isolation");
   }
 }
 

@@ -161,7 +161,10 @@ class connection {
   friend void detail::on_commit(connection&);
   friend void detail::on_abort(connection&);
   template <class> friend class basic_transaction;
-  const std::string* prepared_sql(const std::string& name) const;
+  // The SQL `name` was prepared with, when the server confirms it still means that;
+  // nullptr otherwise (then the statement runs uncached and flushes). May ask the server
+  // (on `tx`) after SQL that can rebind prepared statement names.
+  const std::string* prepared_sql(const std::string& name, ::pqxx::transaction_base& tx);
   struct impl;
   std::unique_ptr<impl> impl_;
 };
@@ -182,11 +185,16 @@ class basic_transaction {
 
   ::pqxx::result exec(const std::string& query, const std::string& desc = std::string{}) {
     if (closed_) return tx_.exec(query, desc);  // libpqxx throws its usage_error
-    return detail::run(conn_, tx_, 'e', query, {}, nullptr, [&] { return tx_.exec(query, desc); });
+    return guarded([&] {
+      return detail::run(conn_, tx_, 'e', query, {}, nullptr,
+                         [&] { return tx_.exec(query, desc); });
+    });
   }
   ::pqxx::result exec(const annotated& q, const std::string& desc = std::string{}) {
     if (closed_) return tx_.exec(q.sql(), desc);
-    return detail::run(conn_, tx_, 'e', q.sql(), {}, &q, [&] { return tx_.exec(q.sql(), desc); });
+    return guarded([&] {
+      return detail::run(conn_, tx_, 'e', q.sql(), {}, &q, [&] { return tx_.exec(q.sql(), desc); });
+    });
   }
   ::pqxx::result exec0(const std::string& query, const std::string& desc = std::string{}) {
     return expect(exec(query, desc), 0, query_what(desc));
@@ -204,16 +212,20 @@ class basic_transaction {
     if (closed_) return tx_.exec_params(query, std::forward<Args>(args)...);
     std::vector<detail::key_param> ps;
     (detail::add_param(ps, args), ...);
-    return detail::run(conn_, tx_, 'p', query, ps, nullptr,
-                       [&] { return tx_.exec_params(query, std::forward<Args>(args)...); });
+    return guarded([&] {
+      return detail::run(conn_, tx_, 'p', query, ps, nullptr,
+                         [&] { return tx_.exec_params(query, std::forward<Args>(args)...); });
+    });
   }
   template <typename... Args>
   ::pqxx::result exec_params(const annotated& q, Args&&... args) {
     if (closed_) return tx_.exec_params(q.sql(), std::forward<Args>(args)...);
     std::vector<detail::key_param> ps;
     (detail::add_param(ps, args), ...);
-    return detail::run(conn_, tx_, 'p', q.sql(), ps, &q,
-                       [&] { return tx_.exec_params(q.sql(), std::forward<Args>(args)...); });
+    return guarded([&] {
+      return detail::run(conn_, tx_, 'p', q.sql(), ps, &q,
+                         [&] { return tx_.exec_params(q.sql(), std::forward<Args>(args)...); });
+    });
   }
   template <typename... Args>
   ::pqxx::row exec_params1(const std::string& query, Args&&... args) {
@@ -236,12 +248,14 @@ class basic_transaction {
     if (closed_) return tx_.exec_prepared(name, std::forward<Args>(args)...);
     std::vector<detail::key_param> ps;
     (detail::add_param(ps, args), ...);
-    const std::string* sql = conn_.prepared_sql(name);
+    const std::string* sql = conn_.prepared_sql(name, tx_);
     // A statement prepared behind qcache's back (raw()) cannot be analysed: an empty
     // SQL text makes run() treat it as unknown (uncached, and it flushes).
     static const std::string unknown = "\x01unknown prepared statement";
-    return detail::run(conn_, tx_, 'p', sql ? *sql : unknown, ps, nullptr,
-                       [&] { return tx_.exec_prepared(name, std::forward<Args>(args)...); });
+    return guarded([&] {
+      return detail::run(conn_, tx_, 'p', sql ? *sql : unknown, ps, nullptr,
+                         [&] { return tx_.exec_prepared(name, std::forward<Args>(args)...); });
+    });
   }
   template <typename... Args>
   ::pqxx::row exec_prepared1(const std::string& name, Args&&... args) {
@@ -294,6 +308,20 @@ class basic_transaction {
 
  private:
   static constexpr bool transactional = !std::is_same_v<Tx, ::pqxx::nontransaction>;
+  // libpqxx aborts a transaction whose statement failed (it rolls back; the next statement
+  // throws usage_error): so does this wrapper, and the engine hears that it ended.
+  template <class F>
+  ::pqxx::result guarded(F&& f) {
+    try {
+      return f();
+    } catch (...) {
+      if (transactional && open_) {
+        closed_ = true;
+        end(false);
+      }
+      throw;
+    }
+  }
   void begun() {
     open_ = transactional;
     if (open_) detail::on_begin(conn_, isolation_of(static_cast<Tx*>(nullptr)));
