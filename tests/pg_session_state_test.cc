@@ -150,6 +150,46 @@ TEST_F(PgSession, MultiStatement_SetInsideChangesTheContext) {
   expect_same(*conn_, q1);
 }
 
+// User code the statement reaches may run set_config() or SET: an IMMUTABLE function
+// (PERFORM is a read), a trigger, a view over a volatile function.
+TEST_F(PgSession, MultiStatement_UserCodeThatSetsSearchPath) {
+  admin("CREATE FUNCTION " + schema_ +
+        ".f() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$"
+        "BEGIN PERFORM set_config('search_path', '" +
+        other_ +
+        "', false); RETURN 1; END $$;"
+        "CREATE FUNCTION " +
+        schema_ +
+        ".g() RETURNS trigger LANGUAGE plpgsql AS $$"
+        "BEGIN PERFORM set_config('search_path', '" +
+        other_ +
+        "', false); RETURN NEW; END $$;"
+        "CREATE TABLE " +
+        schema_ +
+        ".log (x int);"
+        "CREATE TRIGGER g BEFORE INSERT ON " +
+        schema_ + ".log FOR EACH ROW EXECUTE FUNCTION " + schema_ +
+        ".g();"
+        "CREATE FUNCTION " +
+        schema_ +
+        ".h() RETURNS int LANGUAGE plpgsql AS $$"
+        "BEGIN PERFORM set_config('search_path', '" +
+        other_ +
+        "', false); RETURN 1; END $$;"
+        "CREATE VIEW " +
+        schema_ + ".vh AS SELECT " + schema_ + ".h() AS x");
+  const std::vector<std::string> setters = {"SELECT f() FROM t WHERE id = 2",
+                                            "INSERT INTO log VALUES (1)", "SELECT x FROM vh"};
+  for (const std::string& setter : setters) {
+    auto c = connect();
+    expect_same(*c, q1);
+    expect_same(*c, q1);
+    exec_on(*c, setter);
+    SCOPED_TRACE(setter);
+    expect_same(*c, q1);
+  }
+}
+
 // ---- 8: prepared statement names rebound through SQL -----------------------------------
 
 TEST_F(PgSession, Prepared_RePreparedBySqlRunsTheNewStatement) {

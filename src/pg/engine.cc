@@ -305,6 +305,7 @@ struct plan {
   bool dirties_context = false;
   bool reloads_config = false;    // pg_reload_conf() or ALTER SYSTEM: see database::config_epoch
   bool touches_prepared = false;  // may create or drop prepared statements
+  bool reaches_volatile_view = false;  // reads a view that calls a non-IMMUTABLE function
   // Recent execution time of this read on this connection (EWMA, microseconds), to decide
   // whether concurrent misses should wait for each other. Touched only by the session's
   // thread.
@@ -697,7 +698,10 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
     }
     if (r->rls) refuse(uncacheable_reason::row_security);
     if (r->kind == 'v') {
-      if (r->volatile_view) refuse(uncacheable_reason::volatile_function);
+      if (r->volatile_view) {
+        refuse(uncacheable_reason::volatile_function);
+        p->reaches_volatile_view = true;
+      }
       for (std::uint32_t b : r->base_tables) {
         const relation* x = cat.by_oid(b);
         if (!x || x->system || x->kind == 'S' || x->kind == 'f' || x->persistence == 't') {
@@ -798,7 +802,9 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
     p->dirties_context = p->reloads_config = p->touches_prepared = true;
   } else {
     for (const statement& s : a->statements) note_session_effects(*p, s, *st.snap, st.ctx.schemas);
-    if (a->statements.size() > 1) p->dirties_context = true;
+    // Strings of several statements, and statements that reach user code the text does
+    // not name (triggers, rules, volatile views), may change settings too.
+    if (a->statements.size() > 1 || p->flush || p->reaches_volatile_view) p->dirties_context = true;
   }
   return p;
 }
