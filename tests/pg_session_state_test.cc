@@ -288,6 +288,24 @@ TEST_F(PgSession, Chain_InsideAWorkTransaction) {
   expect_same(b, q1);
 }
 
+// libpqxx aborts a transaction when exec() fails, but not when exec_params() fails: the
+// wrapper follows the server, and later writes in that transaction still invalidate.
+TEST_F(PgSession, Tx_FailedExecParamsKeepsTheTransactionAndItsWritesInvalidate) {
+  auto& b = another();
+  expect_same(b, q1);
+  {
+    qcache::pqxx::work tx(*conn_);
+    tx.exec("SAVEPOINT s");
+    EXPECT_THROW(tx.exec_params("SELECT 1 / $1::int", 0), pqxx::data_exception);
+    tx.exec("ROLLBACK TO SAVEPOINT s");
+    tx.exec("UPDATE t SET v = 'written' WHERE id = 1");
+    expect_same(b, q1);
+    tx.commit();
+  }
+  expect_same(b, q1);
+  EXPECT_EQ(dump(truth_on(b, q1)), "'written',\n");
+}
+
 // ---- 11: SELECT INTO TEMP shadows a permanent table ------------------------------------
 
 TEST_F(PgSession, TempTable_SelectIntoTempIsNeverSharedAcrossSessions) {

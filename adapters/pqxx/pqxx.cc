@@ -257,6 +257,7 @@ void on_begin(connection& c, const char* isolation) {
   c.impl_->session.transaction_begun(isolation);
 }
 void on_commit(connection& c) { c.impl_->session.transaction_committed(); }
+bool server_idle(connection& c) noexcept { return c.impl_->status.transaction() == 'I'; }
 void on_abort(connection& c) { c.impl_->session.transaction_rolled_back(); }
 
 }  // namespace detail

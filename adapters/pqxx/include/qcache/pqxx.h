@@ -118,6 +118,8 @@ void add_param(std::vector<key_param>& out, const ::pqxx::internal::dynamic_para
                    const std::string& sql, const std::vector<key_param>& params,
                    const annotated* note, const std::function<::pqxx::result()>& exec);
 void on_begin(connection& c, const char* isolation);
+// Whether libpq reports no transaction open on the connection (libpqxx rolled it back).
+bool server_idle(connection& c) noexcept;
 void on_commit(connection& c);
 void on_abort(connection& c);
 
@@ -158,6 +160,7 @@ class connection {
                                     const std::string&, const std::vector<detail::key_param>&,
                                     const annotated*, const std::function<::pqxx::result()>&);
   friend void detail::on_begin(connection&, const char*);
+  friend bool detail::server_idle(connection&) noexcept;
   friend void detail::on_commit(connection&);
   friend void detail::on_abort(connection&);
   template <class> friend class basic_transaction;
@@ -308,14 +311,15 @@ class basic_transaction {
 
  private:
   static constexpr bool transactional = !std::is_same_v<Tx, ::pqxx::nontransaction>;
-  // libpqxx aborts a transaction whose statement failed (it rolls back; the next statement
-  // throws usage_error): so does this wrapper, and the engine hears that it ended.
+  // libpqxx aborts a transaction whose exec() failed (it rolls back; the next statement
+  // throws usage_error): so does this wrapper, and the engine hears that it ended. Not
+  // when the server's transaction is still there (exec_params/exec_prepared do not abort).
   template <class F>
   ::pqxx::result guarded(F&& f) {
     try {
       return f();
     } catch (...) {
-      if (transactional && open_) {
+      if (transactional && open_ && detail::server_idle(conn_)) {
         closed_ = true;
         end(false);
       }
