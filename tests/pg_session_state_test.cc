@@ -209,7 +209,11 @@ TEST_F(PgSession, Prepared_RePreparedBySqlRunsTheNewStatement) {
 
 TEST_F(PgSession, Prepared_DeallocatedBySqlRaisesDoesNotExist) {
   for (std::string drop : {"DEALLOCATE q", "DEALLOCATE ALL", "DISCARD ALL"}) {
-    auto c = connect();
+    // A cache of its own: the first call must prepare the statement on the server (a hit
+    // would skip libpqxx's lazy prepare, and then nothing would be deallocated).
+    auto c = std::make_unique<qcache::pqxx::connection>(
+        conninfo_ + " options='-c search_path=" + schema_ + "'",
+        std::make_shared<qcache::cache>(qcache::options{}));
     c->prepare("q", q1);
     auto run = [&] {
       qcache::pqxx::nontransaction tx(*c);
@@ -220,6 +224,38 @@ TEST_F(PgSession, Prepared_DeallocatedBySqlRaisesDoesNotExist) {
     exec_on(*c, drop);
     EXPECT_THROW(run(), pqxx::sql_error) << drop;
   }
+}
+
+TEST_F(PgSession, Prepared_NameTakenBySqlBeforePrepareIsNeverServedFromTheCache) {
+  auto& b = another();
+  for (int i = 0; i < 2; ++i) {
+    qcache::pqxx::nontransaction tx(b);
+    EXPECT_EQ(dump(tx.exec_params(q1)), "'mine',\n");  // cached by another connection
+  }
+  const std::string sneaky = "PREPARE q AS UPDATE t SET v = 'sneaky' WHERE id = 1 RETURNING v";
+  // What the server does: the same steps on a plain connection, rolled back.
+  std::string server;
+  {
+    pqxx::connection plain(conninfo_ + " options='-c search_path=" + schema_ + "'");
+    pqxx::work w(plain);
+    w.exec(sneaky);
+    plain.prepare("q", q1);
+    try {
+      server = dump(w.exec_prepared("q"));
+    } catch (const pqxx::sql_error& e) {
+      server = std::string("error: ") + e.what();
+    }
+  }
+  exec(sneaky);
+  conn_->prepare("q", q1);
+  std::string cached;
+  try {
+    qcache::pqxx::nontransaction tx(*conn_);
+    cached = dump(tx.exec_prepared("q"));
+  } catch (const pqxx::sql_error& e) {
+    cached = std::string("error: ") + e.what();
+  }
+  EXPECT_EQ(cached, server);  // whatever the server does with the name, not the cache
 }
 
 // ---- 9: ROLLBACK TO SAVEPOINT undoes SET ------------------------------------------------

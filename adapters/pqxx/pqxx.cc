@@ -102,7 +102,10 @@ bool connection::is_open() const noexcept { return impl_->raw.is_open(); }
 
 void connection::prepare(const std::string& name, const std::string& definition) {
   impl_->raw.prepare(name, definition);
-  impl_->prepared[name] = {definition, impl_->session.prepared_epoch()};
+  // Once SQL has touched prepared statements on this session, the server may hold another
+  // statement of this name already: confirm at first use.
+  const std::uint64_t epoch = impl_->session.prepared_epoch();
+  impl_->prepared[name] = {definition, epoch == 0 ? epoch : ~std::uint64_t{0}};
 }
 
 void connection::unprepare(const std::string& name) {
@@ -110,7 +113,8 @@ void connection::unprepare(const std::string& name) {
   impl_->prepared.erase(name);
 }
 
-const std::string* connection::prepared_sql(const std::string& name, ::pqxx::transaction_base& tx) {
+const std::string* connection::prepared_sql(const std::string& name, ::pqxx::transaction_base& tx,
+                                            bool& cacheable) {
   auto it = impl_->prepared.find(name);
   if (it == impl_->prepared.end()) return nullptr;
   auto& ps = it->second;
@@ -120,21 +124,24 @@ const std::string* connection::prepared_sql(const std::string& name, ::pqxx::tra
   // (DEALLOCATE, PREPARE, DISCARD ALL, a procedure): ask the server what the name means
   // now. Not inside a failed transaction (the question would fail; the engine runs
   // nothing cached there anyway).
-  if (impl_->status.transaction() == 'E') return nullptr;
+  cacheable = false;
+  if (impl_->status.transaction() == 'E') return &ps.sql;
   try {
     ::pqxx::result r =
         tx.exec("SELECT from_sql, statement FROM pg_catalog.pg_prepared_statements WHERE name = " +
                 tx.quote(name));
-    if (r.size() == 1 && std::string_view(r[0][0].c_str()) == "f" &&
+    if (r.empty()) return &ps.sql;  // libpqxx prepares `ps.sql` now, or fails
+    if (std::string_view(r[0][0].c_str()) == "f" &&
         std::string_view(r[0][1].c_str(), r[0][1].size()) == ps.sql) {
       ps.epoch = epoch;
+      cacheable = true;
       return &ps.sql;
     }
   } catch (const ::pqxx::broken_connection&) {
     throw;
   } catch (...) {
   }
-  return nullptr;  // unknown: runs uncached, as a statement that may write anything
+  return nullptr;  // another statement: runs uncached, as one that may write anything
 }
 
 namespace {

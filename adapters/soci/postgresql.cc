@@ -102,9 +102,12 @@ class postgresql_engine final : public engine {
     try {
       if (!p) throw std::runtime_error("no plan");
       // SQL through this session may have deallocated or replaced SOCI's prepared
-      // statement (DEALLOCATE ALL, DISCARD ALL, ...): then it runs as unknown SQL.
+      // statement (DEALLOCATE ALL, DISCARD ALL, ...): a deallocated one runs uncached (the
+      // server's error passes through), a replaced one as unknown SQL (uncached, flushes).
       static const std::string unknown = "\x01unknown prepared statement";
-      const std::string& sql = prepared_still_means(*p) ? p->sql : unknown;
+      const prepared_state ps = check_prepared(*p);
+      if (ps == prepared_state::absent) h.uncacheable = true;  // the server raises an error
+      const std::string& sql = ps == prepared_state::other ? unknown : p->sql;
       st->call = session_.begin(sql, params, 's', runner(), &h);
     } catch (...) {
       tags::tag g = tags::global();
@@ -142,22 +145,25 @@ class postgresql_engine final : public engine {
 
  private:
   // Whether the server still has `p`'s prepared statement with the SQL it was prepared
-  // with; asked only after SQL that may rebind prepared statement names.
-  bool prepared_still_means(pg_plan& p) {
+  // with (SOCI prepares eagerly: absent means executing it fails), another statement of
+  // that name, or none; asked only after SQL that may rebind prepared statement names.
+  enum class prepared_state { same, absent, other };
+  prepared_state check_prepared(pg_plan& p) {
     const std::uint64_t epoch = session_.prepared_epoch();
-    if (p.statement.empty() || p.epoch == epoch) return true;
-    if (status_.transaction() == 'E') return false;  // the question would fail
+    if (p.statement.empty() || p.epoch == epoch) return prepared_state::same;
+    if (status_.transaction() == 'E') return prepared_state::absent;  // nothing runs there
     try {
       auto rows = runner()(
           "SELECT from_sql, statement FROM pg_catalog.pg_prepared_statements WHERE name = " +
           pg::quoted(p.statement, '\''));
+      if (rows.empty()) return prepared_state::absent;
       if (rows.size() == 1 && rows[0].size() == 2 && rows[0][0] == "f" && rows[0][1] == p.sql) {
         p.epoch = epoch;
-        return true;
+        return prepared_state::same;
       }
     } catch (...) {
     }
-    return false;
+    return prepared_state::other;
   }
 
   // Bookkeeping queries run on the same connection, in its current transaction.

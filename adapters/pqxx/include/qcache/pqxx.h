@@ -25,11 +25,11 @@
 #include <qcache/cache.h>
 #include <qcache/explain.h>
 
-#include <pqxx/pqxx>
-
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <pqxx/pqxx>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -164,10 +164,13 @@ class connection {
   friend void detail::on_commit(connection&);
   friend void detail::on_abort(connection&);
   template <class> friend class basic_transaction;
-  // The SQL `name` was prepared with, when the server confirms it still means that;
-  // nullptr otherwise (then the statement runs uncached and flushes). May ask the server
-  // (on `tx`) after SQL that can rebind prepared statement names.
-  const std::string* prepared_sql(const std::string& name, ::pqxx::transaction_base& tx);
+  // The SQL `name` was prepared with, or nullptr when the server has another statement
+  // of that name (then it runs uncached and flushes). After SQL that can rebind prepared
+  // statement names it asks the server (on `tx`); `cacheable` is false when the server
+  // has no statement of that name yet (libpqxx then prepares this SQL, or fails if it
+  // believes it did already: either way the result must not come from the cache).
+  const std::string* prepared_sql(const std::string& name, ::pqxx::transaction_base& tx,
+                                  bool& cacheable);
   struct impl;
   std::unique_ptr<impl> impl_;
 };
@@ -251,12 +254,15 @@ class basic_transaction {
     if (closed_) return tx_.exec_prepared(name, std::forward<Args>(args)...);
     std::vector<detail::key_param> ps;
     (detail::add_param(ps, args), ...);
-    const std::string* sql = conn_.prepared_sql(name, tx_);
+    bool cacheable = true;
+    const std::string* sql = conn_.prepared_sql(name, tx_, cacheable);
     // A statement prepared behind qcache's back (raw()) cannot be analysed: an empty
     // SQL text makes run() treat it as unknown (uncached, and it flushes).
     static const std::string unknown = "\x01unknown prepared statement";
+    std::optional<annotated> uncached;
+    if (sql && !cacheable) uncached.emplace(*sql).uncacheable();
     return guarded([&] {
-      return detail::run(conn_, tx_, 'p', sql ? *sql : unknown, ps, nullptr,
+      return detail::run(conn_, tx_, 'p', sql ? *sql : unknown, ps, uncached ? &*uncached : nullptr,
                          [&] { return tx_.exec_prepared(name, std::forward<Args>(args)...); });
     });
   }
