@@ -429,6 +429,27 @@ TEST_F(PgSession, SearchPath_SchemaCreatedLaterByAnotherSession) {
   expect_same(b, q1);
 }
 
+// ALTER ROLE / ALTER DATABASE ... SET apply to sessions that start later: a session started
+// after the change reads its own context.
+TEST_F(PgSession, RoleSettings_ApplyToSessionsStartedAfterTheChange) {
+  std::string r = role("login");
+  admin("CREATE ROLE " + r + " LOGIN; GRANT USAGE ON SCHEMA " + schema_ + ", " + other_ + " TO " +
+        r + "; GRANT SELECT ON " + schema_ + ".t, " + other_ + ".t TO " + r);
+  auto as_role = [&] {
+    return std::make_unique<qcache::pqxx::connection>(conninfo_ + " user=" + r, cache_);
+  };
+  admin("ALTER ROLE " + r + " SET search_path = " + schema_);
+  auto a = as_role();
+  expect_same(*a, q1);
+  expect_same(*a, q1);
+  admin("ALTER ROLE " + r + " SET search_path = " + other_);
+  auto b = as_role();
+  expect_same(*b, q1);
+  expect_same(*a, q1);
+  exec_on(*a, "RESET ALL");
+  expect_same(*a, q1);
+}
+
 // ---- 15: ALTER SYSTEM + reload ---------------------------------------------------------
 
 class PgReload : public PgSession {
