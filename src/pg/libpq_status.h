@@ -1,8 +1,8 @@
+// Thread safety: as the connection it reads, one thread at a time.
+//
 // pg::server_status read from a libpq connection: PQtransactionStatus and
 // PQparameterStatus, which libpq updates from every response (no round trip). Header
 // only, for the adapters (they link libpq; the engine does not).
-//
-// Thread safety: as the connection it reads, one thread at a time.
 #pragma once
 
 #include <libpq-fe.h>
