@@ -66,19 +66,33 @@ std::optional<std::string> canonical_int(std::string_view s) {
 }
 
 // A value as the server prints or receives it as text, canonical for a column of class
-// `cls`, or nullopt when equality cannot be decided textually (fail closed).
-std::optional<std::string> canonical_text(std::string_view text, char cls) {
+// `cls`, or nullopt when equality cannot be decided textually (fail closed). Text is
+// sent and received in the session's client encoding; `utf8` says it is UTF8. Sessions
+// with other encodings send other bytes for the same characters, so only ASCII text is
+// canonical there (every encoding PostgreSQL supports is ASCII for bytes below 0x80).
+std::optional<std::string> canonical_text(std::string_view text, char cls, bool utf8) {
   if (cls == column_int) return canonical_int(text);
   if (cls == column_text) {
     if (std::memchr(text.data(), 0, text.size())) return std::nullopt;
+    if (!utf8 && std::any_of(text.begin(), text.end(),
+                             [](char c) { return static_cast<unsigned char>(c) >= 0x80; }))
+      return std::nullopt;
     return std::string(text);
   }
   return std::nullopt;
 }
 
+// What a session's settings change about its values.
+struct value_context {
+  bool utf8 = true;                 // client_encoding is UTF8 (see canonical_text)
+  bool catalog_types_first = true;  // search_path finds pg_catalog's types first
+};
+
 // The value `v` denotes for a column of class `cls`, as a canonical string, or nullopt
 // when equality cannot be decided textually (fail closed: the caller falls back).
-std::optional<std::string> canonical(const eq_value& v, char cls, std::span<const param> params) {
+std::optional<std::string> canonical(const eq_value& v, char cls, std::span<const param> params,
+                                     const value_context& vc) {
+  if (v.unqualified_cast && !vc.catalog_types_first) return std::nullopt;
   std::string_view text;
   switch (v.k) {
     case eq_value::kind::param: {
@@ -98,7 +112,31 @@ std::optional<std::string> canonical(const eq_value& v, char cls, std::span<cons
     default:
       return std::nullopt;
   }
-  return canonical_text(text, cls);
+  return canonical_text(text, cls, vc.utf8);
+}
+
+// The value a write of `v` stores in column `c` of `r` (class `cls`), canonical, or
+// nullopt when the stored value may differ from it: varchar(n) cuts trailing spaces off a
+// value longer than n (one without them is stored as written, or rejected).
+std::optional<std::string> canonical_written(const eq_value& v, char cls, const relation& r,
+                                             const std::string& c, std::span<const param> params,
+                                             const value_context& vc) {
+  auto cv = canonical(v, cls, params, vc);
+  if (cv && !cv->empty() && cv->back() == ' ' && r.trims_on_write.count(c)) return std::nullopt;
+  return cv;
+}
+
+// What the analyzer reads of `sql` in a session whose standard_conforming_strings is
+// `scs`. Off, a plain literal with a backslash means what E'...' means; text that cannot
+// be rewritten so is not analysed at all (ok == false: it runs uncached and flushes,
+// since what looks like one SELECT may be a SELECT and an UPDATE to the server).
+std::shared_ptr<const analysis> analyze_as_sent(std::string_view sql, bool scs) {
+  if (scs || sql.find('\\') == std::string_view::npos) return analyze(sql);
+  std::optional<std::string> text = as_escape_strings(sql);
+  if (text) return analyze(*text);
+  auto a = std::make_shared<analysis>();
+  a->error = "standard_conforming_strings is off and a string literal could not be read";
+  return a;
 }
 
 std::string oid_text(std::uint32_t oid) { return std::to_string(oid); }
@@ -296,6 +334,7 @@ struct plan {
   // TABLESAMPLE anywhere. A pre-image (a second evaluation of that WHERE) is only run then.
   bool preimage_ok = false;
   bool dirties_context = false;  // set_config() and friends
+  value_context values;          // of the session the plan was built for
   // Recent execution time of this read on this connection (EWMA, microseconds), to decide
   // whether concurrent misses should wait for each other. Touched only by the session's
   // thread.
@@ -398,6 +437,8 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
   p->a = a;
   p->catalog_generation = st.snap->generation();
   p->context_id = st.context_id;
+  p->values.utf8 = st.ctx.client_encoding == "UTF8";
+  p->values.catalog_types_first = !st.ctx.schemas.empty() && st.ctx.schemas[0] == "pg_catalog";
   const snapshot& cat = *st.snap;
   const auto& schemas = st.ctx.schemas;
   const std::string& dbid = st.db->tag_space;
@@ -418,6 +459,10 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
                                  [](const statement& s) { return s.kind == stmt_kind::read; });
     p->act = all_reads ? action::read_uncacheable : action::unknown;
     p->reason = uncacheable_reason::multi_statement;
+    // A function may change settings (set_config: standard_conforming_strings changes how
+    // the next statement is lexed): read them again after such a string ran.
+    p->dirties_context = std::any_of(a->statements.begin(), a->statements.end(),
+                                     [](const statement& s) { return !s.functions.empty(); });
     p->flush = !all_reads;
     p->flush_reason = "multi-statement string";
     return p;
@@ -762,8 +807,10 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
       char cls = r ? r->column_class(c) : column_other;
       std::vector<std::string> values;
       bool known = cls == column_int || cls == column_text;
-      auto add_value = [&](const eq_value& v) {
-        auto cv = canonical(v, cls, params);
+      // A value compared (a pinned WHERE) or written (SET, VALUES).
+      auto add_value = [&](const eq_value& v, bool written) {
+        auto cv = written && r ? canonical_written(v, cls, *r, c, params, p.values)
+                               : canonical(v, cls, params, p.values);
         if (!cv) known = false;
         else values.push_back(std::move(*cv));
       };
@@ -773,12 +820,12 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
                                [&](const eq_conjunct& e) { return e.column == c; });
         bool pinned = it != w.where.end();
         if (pinned)
-          for (const eq_value& v : it->values) add_value(v);
+          for (const eq_value& v : it->values) add_value(v, false);
         if (known && w.op == write_op::update) {
           for (const auto& [col, val] : w.set) {
             if (col != c) continue;
             if (!val) known = false;
-            else add_value(*val);
+            else add_value(*val, true);
           }
         }
         if (known && !pinned) {
@@ -797,7 +844,7 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
           std::size_t idx = static_cast<std::size_t>(it - w.columns.begin());
           for (const auto& row : w.rows) {
             if (idx >= row.size() || !row[idx]) { known = false; break; }
-            add_value(*row[idx]);
+            add_value(*row[idx], true);
           }
         }
       }
@@ -813,7 +860,7 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
         const row& x = (*rows)[i];
         if (k >= x.size()) { known = false; break; }
         if (!x[k]) continue;  // NULL equals nothing: no read of `c = v` saw this row
-        auto cv = canonical_text(*x[k], deferred_cls[k]);
+        auto cv = canonical_text(*x[k], deferred_cls[k], p.values.utf8);
         if (!cv) known = false;
         else values.push_back(std::move(*cv));
       }
@@ -839,7 +886,7 @@ bool result_tags(const plan& p, const std::vector<std::uint16_t>& which, const c
     if (!v.column_text(static_cast<std::size_t>(d.output), col)) return false;
     for (const auto& x : col) {
       if (!x) continue;  // NULL = anything is never true: no rows read
-      auto cv = canonical_text(*x, d.cls);
+      auto cv = canonical_text(*x, d.cls, p.values.utf8);
       if (!cv) return false;
       if (!seen.insert(*cv).second) continue;
       if (seen.size() > kMaxResultTags) return false;
@@ -901,7 +948,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
       it->second->context_id == st.context_id) {
     p = it->second;
   } else {
-    p = build_plan(st, analyze(sql), ch.settings());
+    p = build_plan(st, analyze_as_sent(sql, st.ctx.standard_conforming_strings), ch.settings());
     if (st.plans.size() > 4096) st.plans.clear();
     st.plans.insert_or_assign(std::string(sql), p);
   }
@@ -954,7 +1001,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
         std::vector<std::string> values;
         bool ok = true;
         for (const eq_value& v : d.values) {
-          auto cv = canonical(v, d.cls, params);
+          auto cv = canonical(v, d.cls, params, p->values);
           if (!cv) { ok = false; break; }
           values.push_back(std::move(*cv));
         }
@@ -1285,7 +1332,7 @@ void session::invalidate_row(std::string_view table, std::string_view column,
     std::string id = oid_text(r->oid);
     t.push_back(tags::table(dbid, id));
     char cls = r->column_class(column);
-    auto cv = canonical_text(value, cls);
+    auto cv = canonical_text(value, cls, st.ctx.client_encoding == "UTF8");
     if (cv) t.push_back(tags::predicate(dbid, id, column, *cv));
     else t.push_back(tags::column_epoch(dbid, id, column));
     for (std::uint32_t o : r->family) {
@@ -1300,7 +1347,7 @@ explanation session::explain(std::string_view sql, const run_fn& run) {
   state& st = *st_;
   ensure_catalog(st, run);
   ensure_context(st, run);
-  auto a = analyze(sql);
+  auto a = analyze_as_sent(sql, st.ctx.standard_conforming_strings);
   explanation e;
   if (!a->ok) {
     e.kind = "error";
