@@ -543,4 +543,36 @@ TEST_F(PgValues, ClientEncodingsOtherThanUtf8ShareNoNonAsciiTags) {
   expect_fresh_on(latin1, q, "'1',\n");
 }
 
+// ---- annotations name values the same way as statements -------------------------------
+
+TEST_F(PgValues, AnnotatedRowDependencyIsInvalidatedByWritesOfThatValue) {
+  exec("CREATE TABLE t (id int PRIMARY KEY, k int, x text)");
+  exec("CREATE TABLE o (id int PRIMARY KEY)");
+  exec("INSERT INTO o VALUES (1)");
+  exec("INSERT INTO t (id, k, x) VALUES (1, 1, 'a')");
+  auto run = [&] {
+    qcache::pqxx::nontransaction tx(*conn_);
+    return tx.exec(
+        qcache::pqxx::annotated{"SELECT id FROM o WHERE id = 1"}.depends_on("t", "k", "05"));
+  };
+  run();
+  auto before = cache_->stats();
+  run();
+  ASSERT_EQ(cache_->stats().hits, before.hits + 1);
+  exec("UPDATE t SET k = 5 WHERE id = 1");
+  before = cache_->stats();
+  run();
+  EXPECT_EQ(cache_->stats().hits, before.hits) << "stale: a write of k = 5 left it a hit";
+  // Writes of other values keep it; invalidate_row of its value does not.
+  run();
+  exec("INSERT INTO t (id, k, x) VALUES (2, 9, 'b')");
+  before = cache_->stats();
+  run();
+  EXPECT_EQ(cache_->stats().hits, before.hits + 1) << "a write of k = 9 invalidated";
+  conn_->invalidate_row("t", "k", "+5");
+  before = cache_->stats();
+  run();
+  EXPECT_EQ(cache_->stats().hits, before.hits) << "invalidate_row left it a hit";
+}
+
 }  // namespace

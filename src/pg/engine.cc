@@ -1021,7 +1021,20 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
           if (dep.empty()) continue;
           const relation* r = st.snap->resolve(split_name(dep[0]), st.ctx.schemas);
           std::string id = r ? oid_text(r->oid) : "name:" + dep[0];
-          if (dep.size() >= 3) {
+          if (dep.size() >= 3 && r) {
+            // As a predicate read `dep[1] = dep[2]` would: the value canonical for the
+            // column, the column registered so that writes name their values of it.
+            std::optional<std::string> v =
+                canonical_text(dep[2], r->column_class(dep[1]), p->values.utf8);
+            if (v && st.db->add_predicate_column(r->oid, dep[1])) {
+              deps.tags.push_back(tags::table_epoch(dbid, id));
+              deps.tags.push_back(tags::column_epoch(dbid, id, dep[1]));
+              deps.tags.push_back(tags::predicate(dbid, id, dep[1], *v));
+              deps.guards.push_back(tags::table(dbid, id));
+            } else {
+              deps.tags.push_back(tags::table(dbid, id));
+            }
+          } else if (dep.size() >= 3) {
             deps.tags.push_back(tags::predicate(dbid, id, dep[1], dep[2]));
             deps.tags.push_back(tags::table_epoch(dbid, id));
           } else {
