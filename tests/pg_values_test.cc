@@ -231,6 +231,37 @@ TEST_F(Scs, OffBackslashQuoteStringPassesThroughAndIsSeen) {
   expect_fresh(q);
 }
 
+TEST_F(Scs, PreparedBeforeTheSettingChangedKeepsItsLexing) {
+  // The server lexed the statement when it was prepared (on); run after SET ... off, the
+  // text still means what it meant then.
+  conn_->prepare("ins", "INSERT INTO t (id, v, k) VALUES ($1, 2, 'a\\tb')");
+  {
+    qcache::pqxx::nontransaction tx(*conn_);
+    tx.exec_prepared("ins", 2);
+  }
+  auto& on = another();
+  const std::string q = "SELECT count(*) FROM t WHERE k = 'a\\tb'";  // a\tb literally
+  cache_on(on, q);
+  exec("SET standard_conforming_strings = off");
+  {
+    qcache::pqxx::nontransaction tx(*conn_);
+    tx.exec_prepared("ins", 3);
+  }
+  expect_fresh_on(on, q, "'2',\n");
+}
+
+TEST_F(Scs, OnPreparedAndParamsWithBackslashLiteralsStayCached) {
+  // A session that never ran with the setting off lexed every prepared statement with it on.
+  const std::string q = "SELECT id FROM t WHERE k = 'a\\tb' AND v = $1";
+  qcache::pqxx::nontransaction tx(*conn_);
+  tx.exec_params(q, 1);
+  auto hits = cache_->stats().hits;
+  tx.exec_params(q, 1);
+  EXPECT_EQ(cache_->stats().hits, hits + 1);
+  tx.exec("INSERT INTO t (id, v, k) VALUES (2, 1, 'a\\tb')");
+  EXPECT_EQ(tx.exec_params(q, 1).size(), 1u);
+}
+
 TEST_F(Scs, OnEscapeStringsAreDecoded) {
   const std::string q = "SELECT id FROM t WHERE k = 'a\\zb'";  // a\zb literally
   cache_it(q);

@@ -126,16 +126,17 @@ std::optional<std::string> canonical_written(const eq_value& v, char cls, const 
   return cv;
 }
 
-// What the analyzer reads of `sql` in a session whose standard_conforming_strings is
-// `scs`. Off, a plain literal with a backslash means what E'...' means; text that cannot
-// be rewritten so is not analysed at all (ok == false: it runs uncached and flushes,
-// since what looks like one SELECT may be a SELECT and an UPDATE to the server).
-std::shared_ptr<const analysis> analyze_as_sent(std::string_view sql, bool scs) {
-  if (scs || sql.find('\\') == std::string_view::npos) return analyze(sql);
+// What the analyzer reads of `sql`, which the server lexed with standard_conforming_strings
+// `scs` (nullopt: either). Off, a plain literal with a backslash means what E'...' means.
+// Text whose meaning is not known (it cannot be rewritten so, or it depends on a setting
+// not known) is not analysed at all (ok == false: it runs uncached and flushes, since what
+// looks like one SELECT may be a SELECT and an UPDATE to the server).
+std::shared_ptr<const analysis> analyze_as_sent(std::string_view sql, std::optional<bool> scs) {
+  if (scs.value_or(false) || sql.find('\\') == std::string_view::npos) return analyze(sql);
   std::optional<std::string> text = as_escape_strings(sql);
-  if (text) return analyze(*text);
+  if (text && (scs || *text == sql)) return analyze(*text);
   auto a = std::make_shared<analysis>();
-  a->error = "standard_conforming_strings is off and a string literal could not be read";
+  a->error = "a string literal's meaning depends on standard_conforming_strings";
   return a;
 }
 
@@ -350,6 +351,9 @@ struct session::state {
   session_context ctx;
   std::uint32_t context_id = 0;
   bool context_dirty = true;
+  // This server session has run with standard_conforming_strings off: a statement
+  // prepared earlier may have been lexed with another setting than the current one.
+  bool scs_off_seen = false;
   key_builder kb;
   struct sv_hash {
     using is_transparent = void;
@@ -396,6 +400,7 @@ void session::connection_reset() {
   st.db.reset();
   st.snap.reset();
   st.plans.clear();
+  st.scs_off_seen = false;
 }
 
 namespace {
@@ -426,6 +431,7 @@ void ensure_context(session::state& st, const run_fn& run) {
   st.ctx = session_context::parse(rows[0]);
   st.context_id = intern_context(st.db->identity + '\x1f' + st.ctx.key_text);
   st.context_dirty = false;
+  if (!st.ctx.standard_conforming_strings) st.scs_off_seen = true;
 }
 
 }  // namespace
@@ -943,14 +949,18 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
   }
 
   std::shared_ptr<const plan> p;
-  auto it = st.plans.find(sql);
+  // Simple-protocol text ('e') is lexed now; other calls may run a statement the server
+  // prepared earlier, under whatever standard_conforming_strings was then.
+  std::optional<bool> scs = st.ctx.standard_conforming_strings;
+  if (kind != 'e' && st.scs_off_seen && sql.find('\\') != std::string_view::npos) scs.reset();
+  auto it = scs ? st.plans.find(sql) : st.plans.end();
   if (it != st.plans.end() && it->second->catalog_generation == st.snap->generation() &&
       it->second->context_id == st.context_id) {
     p = it->second;
   } else {
-    p = build_plan(st, analyze_as_sent(sql, st.ctx.standard_conforming_strings), ch.settings());
+    p = build_plan(st, analyze_as_sent(sql, scs), ch.settings());
     if (st.plans.size() > 4096) st.plans.clear();
-    st.plans.insert_or_assign(std::string(sql), p);
+    if (scs) st.plans.insert_or_assign(std::string(sql), p);
   }
   c.p = p;
 
