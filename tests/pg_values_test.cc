@@ -574,6 +574,18 @@ TEST_F(PgValues, ClientEncodingsOtherThanUtf8ShareNoNonAsciiTags) {
   expect_fresh_on(latin1, q, "'1',\n");
 }
 
+// A sibling found on the way: a string of SELECTs is a read only when none calls a function
+// that may write.
+TEST_F(PgValues, MultiStatementSelectsCallingAWritingFunctionFlush) {
+  exec("CREATE TABLE t (id int PRIMARY KEY, v int)");
+  exec("INSERT INTO t VALUES (1, 1)");
+  exec("CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS 'UPDATE t SET v = v + 1 RETURNING v'");
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_it(q);
+  exec("SELECT 1; SELECT bump()");
+  expect_fresh(q);
+}
+
 // ---- annotations name values the same way as statements -------------------------------
 
 TEST_F(PgValues, AnnotatedRowDependencyIsInvalidatedByWritesOfThatValue) {

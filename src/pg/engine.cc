@@ -463,6 +463,10 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
   if (a->statements.size() > 1) {
     bool all_reads = std::all_of(a->statements.begin(), a->statements.end(),
                                  [](const statement& s) { return s.kind == stmt_kind::read; });
+    // SELECTs that call a function that may write are writes with unknown targets.
+    for (const statement& s : a->statements)
+      for (const qualified_name& f : s.functions)
+        if (may_write(f, cat.function_volatility(f, schemas))) all_reads = false;
     p->act = all_reads ? action::read_uncacheable : action::unknown;
     p->reason = uncacheable_reason::multi_statement;
     // A function may change settings (set_config: standard_conforming_strings changes how
