@@ -172,6 +172,22 @@ TEST_F(Scs, OffBySetInsideATransactionHiddenUpdateInvalidates) {
   expect_hit(q);
 }
 
+TEST_F(Scs, RollbackToSavepointRestoresTheSettingAndItsLexing) {
+  // Off inside a savepoint, on again after ROLLBACK TO: the INSERT stores a\tb literally.
+  const std::string q = "SELECT count(*) FROM t WHERE k = 'a\\tb'";
+  cache_it(q);
+  {
+    qcache::pqxx::work tx(*conn_);
+    tx.exec("SAVEPOINT s");
+    tx.exec("SET standard_conforming_strings = off");
+    tx.exec("SELECT 1");
+    tx.exec("ROLLBACK TO SAVEPOINT s");
+    tx.exec("INSERT INTO t (id, v, k) VALUES (2, 2, 'a\\tb')");
+    tx.commit();
+  }
+  expect_fresh_on(*conn_, q, "'1',\n");
+}
+
 TEST_F(Scs, OffByAlterRoleSetHiddenUpdateInvalidates) {
   // ALTER ROLE/DATABASE SET apply from the next connection on, like PGOPTIONS.
   std::string role = schema_ + "_r";

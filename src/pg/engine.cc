@@ -1225,7 +1225,11 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
     case action::txn_begin: transaction_begun(p.isolation); break;
     case action::txn_commit: transaction_committed(); break;
     case action::txn_rollback: transaction_rolled_back(); break;
-    case action::rollback_to: tx.failed = false; break;
+    case action::rollback_to:
+      // It also undoes SET (standard_conforming_strings, search_path, role...) run since.
+      tx.failed = false;
+      st.context_dirty = true;
+      break;
     case action::txn_set:
       if (tx.active && !p.isolation.empty() && p.isolation != "read committed" &&
           p.isolation != "read uncommitted")
