@@ -794,7 +794,10 @@ void walker::insert(const json::object& o) {
     const json::array* values = sel ? field_arr(*sel, "valuesLists") : nullptr;
     bool all_plain = std::all_of(w.columns.begin(), w.columns.end(),
                                  [](const std::string& c) { return !c.empty(); });
-    if (values != nullptr && !w.columns.empty() && all_plain && !sel->contains("withClause")) {
+    // OVERRIDING USER VALUE: identity columns take their sequence, not the values listed.
+    bool as_listed = field_str(o, "override") != "OVERRIDING_USER_VALUE";
+    if (values != nullptr && !w.columns.empty() && all_plain && as_listed &&
+        !sel->contains("withClause")) {
       w.rows_known = true;
       for (const json::value& row : *values) {
         const json::object* l = node_of(&row, "List");
