@@ -128,10 +128,11 @@ class Scs : public PgValues {
     exec("INSERT INTO t VALUES (1, 1, 'one')");
   }
   // Caches a read of row 1 on `c`, runs the hidden UPDATE there, checks the read again.
-  void hidden_update_on(qcache::pqxx::connection& c) {
+  void hidden_update_on(qcache::pqxx::connection& c) { hidden_update_on_text(c, kHiddenUpdate); }
+  void hidden_update_on_text(qcache::pqxx::connection& c, const std::string& text) {
     const std::string q = "SELECT v FROM t WHERE id = 1";
     cache_on(c, q);
-    exec_on(c, kHiddenUpdate);
+    exec_on(c, text);
     ASSERT_EQ(dump(direct(q)), "'2',\n") << "the server did not run the hidden UPDATE";
     expect_fresh_on(c, q, "'2',\n");
   }
@@ -276,6 +277,14 @@ TEST_F(Scs, OnPreparedAndParamsWithBackslashLiteralsStayCached) {
   EXPECT_EQ(cache_->stats().hits, hits + 1);
   tx.exec("INSERT INTO t (id, v, k) VALUES (2, 1, 'a\\tb')");
   EXPECT_EQ(tx.exec_params(q, 1).size(), 1u);
+}
+
+TEST_F(Scs, ClientEncodingWithBackslashTrailBytesHidesNoStatement) {
+  // In SJIS, 0x95 0x5C is one character whose second byte is a backslash in ASCII. The
+  // server converts the text to UTF8 before lexing it: it sees the string end, then the
+  // UPDATE. Bytes read as ASCII, the backslash escapes the quote.
+  auto& sjis = another("-c client_encoding=SJIS");
+  hidden_update_on_text(sjis, "SELECT E'\x95\x5C' ; UPDATE t SET v = 2 WHERE id = 1; -- '");
 }
 
 TEST_F(Scs, OnEscapeStringsAreDecoded) {

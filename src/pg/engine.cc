@@ -65,6 +65,11 @@ std::optional<std::string> canonical_int(std::string_view s) {
   return std::to_string(v);
 }
 
+bool has_non_ascii(std::string_view s) {
+  return std::any_of(s.begin(), s.end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+}
+
 // A value as the server prints or receives it as text, canonical for a column of class
 // `cls`, or nullopt when equality cannot be decided textually (fail closed). Text is
 // sent and received in the session's client encoding; `utf8` says it is UTF8. Sessions
@@ -74,9 +79,7 @@ std::optional<std::string> canonical_text(std::string_view text, char cls, bool 
   if (cls == column_int) return canonical_int(text);
   if (cls == column_text) {
     if (std::memchr(text.data(), 0, text.size())) return std::nullopt;
-    if (!utf8 && std::any_of(text.begin(), text.end(),
-                             [](char c) { return static_cast<unsigned char>(c) >= 0x80; }))
-      return std::nullopt;
+    if (!utf8 && has_non_ascii(text)) return std::nullopt;
     return std::string(text);
   }
   return std::nullopt;
@@ -126,18 +129,35 @@ std::optional<std::string> canonical_written(const eq_value& v, char cls, const 
   return cv;
 }
 
+// PostgreSQL's client-only encodings: the second byte of a character may be an ASCII
+// byte ('\\', and in GB18030 digits). The server converts text to its own encoding before
+// lexing it; read byte by byte, such a character may end or escape a literal.
+bool ascii_unsafe_encoding(std::string_view e) {
+  for (const char* x : {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB"})
+    if (e == x) return true;
+  return false;
+}
+
+std::shared_ptr<const analysis> not_analysed(const char* why) {
+  auto a = std::make_shared<analysis>();
+  a->error = why;
+  return a;
+}
+
 // What the analyzer reads of `sql`, which the server lexed with standard_conforming_strings
-// `scs` (nullopt: either). Off, a plain literal with a backslash means what E'...' means.
-// Text whose meaning is not known (it cannot be rewritten so, or it depends on a setting
-// not known) is not analysed at all (ok == false: it runs uncached and flushes, since what
-// looks like one SELECT may be a SELECT and an UPDATE to the server).
-std::shared_ptr<const analysis> analyze_as_sent(std::string_view sql, std::optional<bool> scs) {
+// `scs` (nullopt: either) and client_encoding `encoding`. Off, a plain literal with a
+// backslash means what E'...' means. Text whose meaning is not known (it cannot be
+// rewritten so, it depends on a setting not known, or it has non-ASCII bytes in a
+// client-only encoding) is not analysed at all (ok == false: it runs uncached and
+// flushes, since what looks like one SELECT may be a SELECT and an UPDATE to the server).
+std::shared_ptr<const analysis> analyze_as_sent(std::string_view sql, std::optional<bool> scs,
+                                                std::string_view encoding) {
+  if (ascii_unsafe_encoding(encoding) && has_non_ascii(sql))
+    return not_analysed("non-ASCII text in a client-only encoding");
   if (scs.value_or(false) || sql.find('\\') == std::string_view::npos) return analyze(sql);
   std::optional<std::string> text = as_escape_strings(sql);
   if (text && (scs || *text == sql)) return analyze(*text);
-  auto a = std::make_shared<analysis>();
-  a->error = "a string literal's meaning depends on standard_conforming_strings";
-  return a;
+  return not_analysed("a string literal's meaning depends on standard_conforming_strings");
 }
 
 std::string oid_text(std::uint32_t oid) { return std::to_string(oid); }
@@ -962,7 +982,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
       it->second->context_id == st.context_id) {
     p = it->second;
   } else {
-    p = build_plan(st, analyze_as_sent(sql, scs), ch.settings());
+    p = build_plan(st, analyze_as_sent(sql, scs, st.ctx.client_encoding), ch.settings());
     if (st.plans.size() > 4096) st.plans.clear();
     if (scs) st.plans.insert_or_assign(std::string(sql), p);
   }
@@ -1378,7 +1398,7 @@ explanation session::explain(std::string_view sql, const run_fn& run) {
   state& st = *st_;
   ensure_catalog(st, run);
   ensure_context(st, run);
-  auto a = analyze_as_sent(sql, st.ctx.standard_conforming_strings);
+  auto a = analyze_as_sent(sql, st.ctx.standard_conforming_strings, st.ctx.client_encoding);
   explanation e;
   if (!a->ok) {
     e.kind = "error";
