@@ -287,6 +287,23 @@ TEST_F(Scs, ClientEncodingWithBackslashTrailBytesHidesNoStatement) {
   hidden_update_on_text(sjis, "SELECT E'\x95\x5C' ; UPDATE t SET v = 2 WHERE id = 1; -- '");
 }
 
+TEST_F(Scs, PreimageQuotesParametersSafelyInClientOnlyEncodings) {
+  // qcache's pre-image quotes a parameter into E'...' by doubling ' and \. In SJIS the
+  // character 0x95 0x5C ends in a backslash byte: doubling it would leave the server (which
+  // converts before lexing) an escaped quote, closing the literal early and running the
+  // rest of the parameter as SQL. (backslash_quote's default, safe_encoding, makes the
+  // server refuse \' in such encodings; on, it accepts it.)
+  auto& sjis = another("-c client_encoding=SJIS -c backslash_quote=on");
+  exec("UPDATE t SET k = 'one' WHERE id = 1");
+  cache_on(sjis, "SELECT id FROM t WHERE v = 1");  // registers v: writes name its values
+  const std::string evil = "\x95\x5C') ; UPDATE t SET v = 99 ; SELECT (1 --";
+  {
+    qcache::pqxx::nontransaction tx(sjis);
+    tx.exec_params("UPDATE t SET k = 'z' WHERE k = $1", evil);
+  }
+  EXPECT_EQ(dump(direct("SELECT v FROM t ORDER BY id")), "'1',\n") << "the parameter ran as SQL";
+}
+
 TEST_F(Scs, OnEscapeStringsAreDecoded) {
   const std::string q = "SELECT id FROM t WHERE k = 'a\\zb'";  // a\zb literally
   cache_it(q);

@@ -89,6 +89,7 @@ std::optional<std::string> canonical_text(std::string_view text, char cls, bool 
 struct value_context {
   bool utf8 = true;                 // client_encoding is UTF8 (see canonical_text)
   bool catalog_types_first = true;  // search_path finds pg_catalog's types first
+  bool ascii_unsafe = false;        // a client-only encoding (see ascii_unsafe_encoding)
 };
 
 // The value `v` denotes for a column of class `cls`, as a canonical string, or nullopt
@@ -465,6 +466,7 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
   p->context_id = st.context_id;
   p->values.utf8 = st.ctx.client_encoding == "UTF8";
   p->values.catalog_types_first = !st.ctx.schemas.empty() && st.ctx.schemas[0] == "pg_catalog";
+  p->values.ascii_unsafe = ascii_unsafe_encoding(st.ctx.client_encoding);
   const snapshot& cat = *st.snap;
   const auto& schemas = st.ctx.schemas;
   const std::string& dbid = st.db->tag_space;
@@ -766,7 +768,7 @@ constexpr std::size_t kMaxPreimageRows = 256;
 // libpqxx and SOCI send all of them untyped). nullopt when that cannot be done exactly.
 std::optional<std::string> preimage_sql(const write_target& t, const relation& r,
                                         const std::vector<std::string>& cols,
-                                        std::span<const param> params) {
+                                        std::span<const param> params, bool ascii_unsafe) {
   const write_ref& w = t.ref;
   if (w.where_sql.empty() || cols.empty()) return std::nullopt;
   std::string q = "SELECT DISTINCT ";
@@ -791,6 +793,9 @@ std::optional<std::string> preimage_sql(const write_target& t, const relation& r
       q += "NULL";
     } else {
       if (std::memchr(x.text.data(), 0, x.text.size())) return std::nullopt;
+      // In a client-only encoding a character may end in a backslash byte, which the
+      // doubling below would turn into an escape of the quote after it.
+      if (ascii_unsafe && has_non_ascii(x.text)) return std::nullopt;
       q += "E'";
       for (char c : x.text) {
         if (c == '\'' || c == '\\') q += c;
@@ -1142,7 +1147,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
                         -> std::optional<std::vector<row>> {
           const relation* r = st.snap->by_oid(t.oid);
           if (!r) return std::nullopt;
-          auto q = preimage_sql(t, *r, cols, params);
+          auto q = preimage_sql(t, *r, cols, params, p->values.ascii_unsafe);
           if (!q) return std::nullopt;
           try {
             return run(*q);
