@@ -11,10 +11,12 @@
 
 #include <cctype>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "pg/analyzer.h"
 #include "support/db_env.h"
 
 namespace {
@@ -323,6 +325,31 @@ TEST_F(Scs, OffWithoutBackslashesStaysPrecise) {
   auto hits = cache_->stats().hits;
   expect_fresh_on(off, q, "'1',\n");
   EXPECT_EQ(cache_->stats().hits, hits + 1);
+}
+
+// What the analyzer reads of text sent with standard_conforming_strings = off.
+TEST(AsEscapeStrings, RewritesOnlyPlainLiteralsWithBackslashes) {
+  using qcache::pg::as_escape_strings;
+  struct row {
+    const char* off;
+    std::optional<std::string> on;
+  };
+  const row rows[] = {
+      {"SELECT 'a', 'b''c'", "SELECT 'a', 'b''c'"},
+      {"SELECT 'a\\tb'", "SELECT E'a\\tb'"},
+      {"SELECT 'x\\' , ' ; UPDATE t SET v = 2; -- '",
+       "SELECT E'x\\' , ' ; UPDATE t SET v = 2; -- '"},
+      {"SELECT E'a\\'' , 'b\\c'", "SELECT E'a\\'' , E'b\\c'"},
+      {"SELECT $$a\\b$$, \"q\\\", 'c' -- 'd\\e'", "SELECT $$a\\b$$, \"q\\\", 'c' -- 'd\\e'"},
+      {"SELECT 'a\\\\' /* 'x\\' */", "SELECT E'a\\\\' /* 'x\\' */"},
+      {"SELECT N'a\\b'", std::nullopt},
+      {"SELECT U&'a\\0061'", std::nullopt},
+      {"SELECT 'a'\n'b\\c'", std::nullopt},
+      {"SELECT 'a\\", std::nullopt},
+      {"SELECT 'a' -- c\n 'b\\c'", std::nullopt},
+      {"SELECT 'a\\b'\n'c'", "SELECT E'a\\b'\n'c'"},
+  };
+  for (const row& r : rows) EXPECT_EQ(as_escape_strings(r.off), r.on) << r.off;
 }
 
 // ---- P20: varchar(n) and char(n) -------------------------------------------------------

@@ -1580,16 +1580,19 @@ std::optional<std::string> as_escape_strings(std::string_view sql) {
   std::string out;
   std::size_t copied = 0;
   bool ok = true, changed = false;
+  bool after_string = false;  // the previous token other than a comment is a literal
   scan_sql(
       sql,
       [&](const sql_token& t) {
+        if (t.kind == sql_token::comment) return true;
+        bool continues = std::exchange(after_string, t.kind == sql_token::string);
         if (t.kind != sql_token::string || sql[t.begin] != '\'' ||
             sql.substr(t.begin, t.end - t.begin).find('\\') == std::string_view::npos)
           return true;
-        // N'..', U&'..', B'..', X'..', or a continuation: no E prefix can be added.
-        if (t.unterminated ||
-            (t.begin > 0 && (is_ident_char(sql[t.begin - 1]) || sql[t.begin - 1] == '&' ||
-                             sql[t.begin - 1] == '\''))) {
+        // N'..', U&'..', B'..', X'..', or a continuation of the literal before (which
+        // takes that one's kind): no E prefix can be added.
+        if (t.unterminated || continues ||
+            (t.begin > 0 && (is_ident_char(sql[t.begin - 1]) || sql[t.begin - 1] == '&'))) {
           ok = false;
           return false;
         }
