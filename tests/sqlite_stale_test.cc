@@ -1,0 +1,415 @@
+// qcache::soci on SQLite: stale results from trusting SQLite's reports further than SQLite
+// guarantees them (CORRECTNESS.md P21, P23; issue 9 classes 16-23). Every read through the
+// cache is compared with the same read on a plain SOCI session opened on the same file at
+// that moment, so a stale hit fails the test whatever the counters say.
+#include <qcache/soci.h>
+
+#include <soci/soci.h>
+#include <soci/sqlite3/soci-sqlite3.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace sq = ::sqlite_api;
+
+class SqliteStale : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("qcache_sqlite_stale_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    path_ = file("app.db");
+    cache_ = std::make_shared<qcache::cache>(qcache::options{});
+    factory_ = std::make_unique<qcache::soci::caching_factory>(cache_, soci::sqlite3);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string file(const std::string& name) const { return (dir_ / name).string(); }
+  std::unique_ptr<soci::session> open(const std::string& path = {}) {
+    return std::make_unique<soci::session>(*factory_,
+                                           "db=" + (path.empty() ? path_ : path) + " timeout=5");
+  }
+  std::unique_ptr<soci::session> plain(const std::string& path = {}) {
+    return std::make_unique<soci::session>(soci::sqlite3,
+                                           "db=" + (path.empty() ? path_ : path) + " timeout=5");
+  }
+  static sq::sqlite3* native(soci::session& s) {
+    auto* b = qcache::soci::native_backend(s);
+    if (!b) b = s.get_backend();
+    return static_cast<soci::sqlite3_session_backend*>(b)->conn_;
+  }
+
+  // Every row of `q` as text ("a|b|\n" per row), NULL as "NULL".
+  static std::string rows(soci::session& s, const std::string& q) {
+    std::string r;
+    soci::rowset<soci::row> rs = s.prepare << q;
+    for (const auto& row : rs) {
+      for (std::size_t i = 0; i < row.size(); ++i) {
+        if (row.get_indicator(i) == soci::i_null) r += "NULL";
+        else if (row.get_properties(i).get_data_type() == soci::dt_string)
+          r += row.get<std::string>(i);
+        else if (row.get_properties(i).get_data_type() == soci::dt_double)
+          r += std::to_string(row.get<double>(i));
+        else if (row.get_properties(i).get_data_type() == soci::dt_integer)
+          r += std::to_string(row.get<int>(i));
+        else if (row.get_properties(i).get_data_type() == soci::dt_blob)
+          r += "<blob>";
+        else
+          r += std::to_string(row.get<long long>(i));
+        r += '|';
+      }
+      r += '\n';
+    }
+    return r;
+  }
+  // `q` through `s` and through a fresh plain session on `path`: expects equal rows and
+  // returns whether the cached read was a hit.
+  bool fresh(soci::session& s, const std::string& q, const std::string& path = {},
+             const std::vector<std::string>& plain_setup = {}) {
+    auto before = cache_->stats().hits;
+    std::string cached = rows(s, q);
+    bool hit = cache_->stats().hits > before;
+    auto p = plain(path);
+    for (const auto& x : plain_setup) *p << x;
+    EXPECT_EQ(cached, rows(*p, q)) << q << (hit ? " (a hit)" : " (a miss)");
+    return hit;
+  }
+  bool twice(soci::session& s, const std::string& q, const std::string& path = {}) {
+    fresh(s, q, path);
+    return fresh(s, q, path);
+  }
+
+  // A differential script: before each write every read is primed through `s`, after it
+  // every read must equal plain SOCI (a missing invalidation returns the primed result).
+  void script(soci::session& s, const std::vector<std::string>& reads,
+              const std::vector<std::string>& writes,
+              const std::vector<std::string>& plain_setup = {}) {
+    for (const auto& w : writes) {
+      for (const auto& r : reads) rows(s, r);
+      s << w;
+      for (const auto& r : reads) {
+        SCOPED_TRACE("after: " + w);
+        fresh(s, r, {}, plain_setup);
+      }
+    }
+  }
+
+  fs::path dir_;
+  std::string path_;
+  std::shared_ptr<qcache::cache> cache_;
+  std::unique_ptr<qcache::soci::caching_factory> factory_;
+};
+
+void make_db(soci::session& s, const std::string& v) {
+  s << "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+  s << "INSERT INTO t VALUES(1, '" + v + "'), (2, '" + v + "2')";
+}
+
+// ---- 16: a file replaced under the same path ------------------------------------------
+
+TEST_F(SqliteStale, FileReplacedByRenameIsANewDatabaseForLaterSessions) {
+  { auto p = plain(); make_db(*p, "old"); }
+  { auto p = plain(file("new.db")); make_db(*p, "new"); }
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  const std::string all = "SELECT id, v FROM t ORDER BY id";
+  {
+    auto a = open();
+    EXPECT_TRUE(twice(*a, q));
+    EXPECT_TRUE(twice(*a, all));
+  }
+  fs::rename(file("new.db"), path_);  // a restore or a deploy
+  auto b = open();
+  fresh(*b, q);
+  fresh(*b, all);
+  *b << "UPDATE t SET v = 'newer' WHERE id = 1";
+  fresh(*b, q);
+}
+
+TEST_F(SqliteStale, SessionOpenBeforeTheRenameKeepsItsFileAndLaterOnesSeeTheNew) {
+  { auto p = plain(); make_db(*p, "old"); }
+  { auto p = plain(file("new.db")); make_db(*p, "new"); }
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  auto a = open();
+  auto a_plain = plain();  // reads the old inode like `a`
+  std::string old_rows = rows(*a_plain, q);
+  EXPECT_EQ(rows(*a, q), old_rows);
+  fs::rename(file("new.db"), path_);
+  // `a` still reads the unlinked old file; a DDL statement makes it look at its schemas again.
+  *a << "ATTACH DATABASE '" + file("side.db") + "' AS side";
+  EXPECT_EQ(rows(*a, q), rows(*a_plain, q));
+  EXPECT_EQ(rows(*a, q), rows(*a_plain, q));
+  auto b = open();
+  fresh(*b, q);
+  fresh(*b, q);
+}
+
+// ---- 17: USING / NATURAL JOIN ------------------------------------------------------------
+
+TEST_F(SqliteStale, UsingJoinDependsOnBothTables) {
+  auto s = open();
+  *s << "CREATE TABLE a(k INTEGER)";
+  *s << "CREATE TABLE b(k INTEGER)";
+  *s << "INSERT INTO a VALUES(1), (2)";
+  script(*s,
+         {"SELECT count(*) FROM a JOIN b USING (k)", "SELECT count(*) FROM a NATURAL JOIN b",
+          "SELECT * FROM a NATURAL JOIN b", "SELECT 1 FROM a JOIN b USING (k) LIMIT 1",
+          "SELECT count(*) FROM a LEFT JOIN b USING (k) WHERE b.k IS NULL"},
+         {"INSERT INTO b VALUES(1)", "INSERT INTO a VALUES(1)", "DELETE FROM b",
+          "INSERT INTO b VALUES(2)", "UPDATE a SET k = 3 WHERE k = 2"});
+}
+
+TEST_F(SqliteStale, UsingJoinThroughAViewAndAnAttachedFile) {
+  auto s = open();
+  *s << "ATTACH DATABASE '" + file("aux.db") + "' AS aux";
+  *s << "CREATE TABLE a(k INTEGER, x TEXT)";
+  *s << "CREATE TABLE aux.b(k INTEGER)";
+  *s << "CREATE TEMP VIEW ab AS SELECT x FROM a JOIN aux.b USING (k)";
+  *s << "INSERT INTO a VALUES(1, 'one')";
+  std::vector<std::string> setup = {"ATTACH DATABASE '" + file("aux.db") + "' AS aux",
+                                    "CREATE TEMP VIEW ab AS SELECT x FROM a JOIN aux.b USING (k)"};
+  script(*s, {"SELECT count(*) FROM ab", "SELECT x FROM a NATURAL JOIN aux.b"},
+         {"INSERT INTO aux.b VALUES(1)", "DELETE FROM aux.b"}, setup);
+}
+
+// ---- 18: reads inside a WAL read transaction ------------------------------------------
+
+TEST_F(SqliteStale, ReadInsideAReadTransactionDoesNotStoreItsOldSnapshot) {
+  { auto p = plain(); *p << "PRAGMA journal_mode=WAL"; make_db(*p, "v"); }
+  auto s = open();
+  auto other = open();
+  auto writer = plain();
+  const std::string q2 = "SELECT v FROM t WHERE id = 2";
+  {
+    soci::transaction tr(*s);
+    rows(*s, "SELECT v FROM t WHERE id = 1");  // the snapshot starts here
+    *writer << "UPDATE t SET v = 'committed' WHERE id = 2";
+    std::string in_tx = rows(*s, q2);  // the transaction's snapshot: the old value
+    EXPECT_EQ(in_tx, "v2|\n");
+    EXPECT_EQ(rows(*s, q2), "v2|\n");
+    tr.commit();
+  }
+  fresh(*s, q2);
+  fresh(*other, q2);
+}
+
+TEST_F(SqliteStale, ReadWhileAnotherStatementHoldsASnapshotDoesNotStoreIt) {
+  { auto p = plain(); *p << "PRAGMA journal_mode=WAL"; make_db(*p, "v"); }
+  auto s = open();
+  auto writer = plain();
+  const std::string q2 = "SELECT v FROM t WHERE id = 2";
+  {
+    // An uncacheable read, stepped one row at a time, keeps the connection's snapshot.
+    soci::rowset<soci::row> rs = (s->prepare << "SELECT id, random() FROM t ORDER BY id");
+    auto it = rs.begin();
+    ASSERT_NE(it, rs.end());
+    *writer << "UPDATE t SET v = 'committed' WHERE id = 2";
+    EXPECT_EQ(rows(*s, q2), "v2|\n");  // the snapshot's value
+  }
+  fresh(*s, q2);
+  fresh(*s, q2);
+}
+
+// ---- 19: another process's commit to an attached file -----------------------------------
+
+struct wal_hook_ctx {
+  sq::sqlite3* other = nullptr;
+  bool armed = false;
+};
+
+int commit_aux_elsewhere(void* arg, sq::sqlite3*, const char* db, int) {
+  auto* c = static_cast<wal_hook_ctx*>(arg);
+  if (c->armed && std::string(db) == "main") {
+    c->armed = false;
+    sq::sqlite3_exec(c->other, "UPDATE t SET v = v || '+' WHERE id = 1", nullptr, nullptr,
+                     nullptr);
+  }
+  return SQLITE_OK;
+}
+
+TEST_F(SqliteStale, AttachedFileCommittedElsewhereDuringOurCommitIsNotTakenForOurs) {
+  std::string aux = file("aux.db");
+  { auto p = plain(); *p << "PRAGMA journal_mode=WAL"; *p << "CREATE TABLE m(x)"; }
+  { auto p = plain(aux); *p << "PRAGMA journal_mode=WAL"; make_db(*p, "a"); }
+  auto s = open();
+  *s << "ATTACH DATABASE '" + aux + "' AS aux";
+  const std::string q = "SELECT v FROM aux.t WHERE id = 1";
+  std::vector<std::string> setup = {"ATTACH DATABASE '" + aux + "' AS aux"};
+  wal_hook_ctx ctx;
+  ASSERT_EQ(sq::sqlite3_open(aux.c_str(), &ctx.other), SQLITE_OK);
+  sq::sqlite3_busy_timeout(ctx.other, 5000);
+  sq::sqlite3_wal_hook(native(*s), &commit_aux_elsewhere, &ctx);
+  for (int round = 0; round < 3; ++round) {
+    fresh(*s, q, {}, setup);
+    EXPECT_TRUE(fresh(*s, q, {}, setup));
+    // Our commit to main; the other connection commits to aux right after it.
+    ctx.armed = true;
+    *s << "INSERT INTO m VALUES(1)";
+    EXPECT_FALSE(ctx.armed);
+    fresh(*s, q, {}, setup);
+    // The same inside an explicit transaction that wrote main only.
+    ctx.armed = true;
+    {
+      soci::transaction tr(*s);
+      *s << "INSERT INTO m VALUES(2)";
+      tr.commit();
+    }
+    fresh(*s, q, {}, setup);
+  }
+  sq::sqlite3_wal_hook(native(*s), nullptr, nullptr);
+  sq::sqlite3_close(ctx.other);
+}
+
+// ---- 20: prepared writes after schema changes --------------------------------------------
+
+TEST_F(SqliteStale, PreparedWriteSeesATriggerCreatedByAnotherSession) {
+  auto s = open();
+  *s << "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+  *s << "CREATE TABLE audit(id INTEGER PRIMARY KEY, what TEXT)";
+  std::string v = "x";
+  soci::statement ins = (s->prepare << "INSERT INTO t(v) VALUES(:v)", soci::use(v));
+  ins.execute(true);
+  const std::string q = "SELECT count(*) FROM audit";
+  const std::string q1 = "SELECT what FROM audit WHERE id = 1";
+  for (int from_qcache = 0; from_qcache < 2; ++from_qcache) {
+    auto other = from_qcache ? open() : plain();
+    *other << "DROP TRIGGER IF EXISTS t_audit";
+    *other << "CREATE TRIGGER t_audit AFTER INSERT ON t BEGIN "
+              "INSERT INTO audit(what) VALUES(NEW.v); END";
+    fresh(*s, q);  // SQLite re-prepares: not stored
+    fresh(*s, q);
+    fresh(*s, q1);
+    EXPECT_TRUE(fresh(*s, q));
+    ins.execute(true);  // prepared before the trigger existed
+    fresh(*s, q);
+    fresh(*s, q1);
+  }
+}
+
+TEST_F(SqliteStale, PreparedWriteSeesATableRecreatedWithOnConflictReplace) {
+  auto s = open();
+  *s << "CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER UNIQUE, v TEXT)";
+  *s << "INSERT INTO t VALUES(1, 1, 'one')";
+  int k = 2;
+  std::string v = "two";
+  soci::statement ins = (s->prepare << "INSERT INTO t(k, v) VALUES(:k, :v)",
+                         soci::use(k), soci::use(v));
+  ins.execute(true);
+  {
+    auto other = open();
+    *other << "DROP TABLE t";
+    *other << "CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER UNIQUE ON CONFLICT REPLACE, v TEXT)";
+    *other << "INSERT INTO t VALUES(1, 1, 'one'), (2, 2, 'two')";
+  }
+  const std::string q1 = "SELECT v FROM t WHERE id = 1";
+  const std::string qk = "SELECT v FROM t WHERE k = 1";
+  fresh(*s, q1);  // SQLite re-prepares: not stored
+  fresh(*s, q1);
+  fresh(*s, qk);
+  EXPECT_TRUE(fresh(*s, q1));
+  k = 1;
+  v = "replaced";
+  ins.execute(true);  // ON CONFLICT REPLACE deletes row 1 and inserts a new row
+  fresh(*s, q1);
+  fresh(*s, qk);
+}
+
+// ---- 21: equality by SQLite's comparison rules -----------------------------------------
+
+TEST_F(SqliteStale, CastInAnEqualityReadUsesSqliteAffinity) {
+  auto s = open();
+  *s << "CREATE TABLE t(id INTEGER PRIMARY KEY, c TEXT)";
+  *s << "INSERT INTO t VALUES(1, '05'), (2, '5.0'), (3, '5'), (4, X'78'), (5, 'x')";
+  script(*s,
+         {"SELECT count(*) FROM t WHERE c = CAST(5 AS INTEGER)",
+          "SELECT id FROM t WHERE c = CAST('5' AS NUMERIC) ORDER BY id",
+          "SELECT id FROM t WHERE c IN (CAST(5 AS REAL), 7) ORDER BY id",
+          "SELECT count(*) FROM t WHERE c = CAST('x' AS BLOB)",
+          "SELECT count(*) FROM t WHERE c = 5", "SELECT count(*) FROM t WHERE c = 'x'"},
+         {"UPDATE t SET c = '6' WHERE id = 1", "DELETE FROM t WHERE id = 2",
+          "DELETE FROM t WHERE id = 4", "INSERT INTO t VALUES(6, '5e0')",
+          "UPDATE t SET c = 5 WHERE id = 5"});
+}
+
+TEST_F(SqliteStale, CollationsAndAffinitiesFollowSqlitesRules) {
+  auto s = open();
+  *s << "CREATE TABLE t(id INTEGER PRIMARY KEY, nc TEXT COLLATE NOCASE, rt TEXT COLLATE RTRIM, "
+        "b TEXT, i INTEGER, n NUMERIC, r REAL)";
+  *s << "INSERT INTO t VALUES(1, 'A', 'a ', 'a', 5, '5', 5.0), (2, 'b', 'b', 'B', '05', 5.5, 2)";
+  script(*s,
+         {"SELECT id FROM t WHERE nc = 'a'", "SELECT id FROM t WHERE rt = 'a'",
+          "SELECT id FROM t WHERE b = 'A' COLLATE NOCASE",
+          "SELECT id FROM t WHERE b COLLATE NOCASE = 'b'", "SELECT id FROM t WHERE i = '5'",
+          "SELECT id FROM t WHERE i = 5", "SELECT id FROM t WHERE n = 5",
+          "SELECT id FROM t WHERE n = '5.5'", "SELECT id FROM t WHERE r = 5",
+          "SELECT id FROM t WHERE r = '2'"},
+         {"UPDATE t SET nc = 'c' WHERE id = 1", "UPDATE t SET rt = 'z' WHERE id = 1",
+          "UPDATE t SET b = 'q' WHERE id = 2", "UPDATE t SET i = 5.0 WHERE id = 2",
+          "UPDATE t SET i = '7' WHERE id = 1", "UPDATE t SET n = '5.50' WHERE id = 1",
+          "UPDATE t SET r = '5' WHERE id = 2", "UPDATE t SET r = 1 WHERE id = 1"});
+}
+
+// ---- 22: shared in-memory databases -------------------------------------------------------
+
+TEST_F(SqliteStale, SharedInMemoryDatabaseSeesOtherSessionsWrites) {
+  for (std::string db : {"file::memory:?cache=shared",
+                         "file:qcache_stale_mem?mode=memory&cache=shared"}) {
+    SCOPED_TRACE(db);
+    std::string conn = "db=" + db + " timeout=5";
+    auto keep = std::make_unique<soci::session>(soci::sqlite3, conn);  // keeps it alive
+    *keep << "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+    *keep << "INSERT INTO t VALUES(1, 'a')";
+    auto a = std::make_unique<soci::session>(*factory_, conn);
+    auto b = std::make_unique<soci::session>(*factory_, conn);
+    const std::string q = "SELECT v FROM t WHERE id = 1";
+    const std::string c = "SELECT count(*) FROM t";
+    auto expect = [&](soci::session& s, const std::string& x) {
+      EXPECT_EQ(rows(s, x), rows(*keep, x)) << x;
+    };
+    expect(*a, q), expect(*a, q), expect(*a, c), expect(*a, c);
+    *keep << "UPDATE t SET v = 'plain' WHERE id = 1";
+    *keep << "INSERT INTO t VALUES(2, 'b')";
+    expect(*a, q), expect(*a, c);
+    *b << "UPDATE t SET v = 'qcache' WHERE id = 1";
+    *b << "INSERT INTO t VALUES(3, 'c')";
+    expect(*a, q), expect(*a, c);
+    // A plain :memory: stays private to its connection (and still caches).
+    auto m = std::make_unique<soci::session>(*factory_, "db=:memory:");
+    *m << "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+    *m << "INSERT INTO t VALUES(1, 'private')";
+    EXPECT_EQ(rows(*m, q), "private|\n");
+    auto before = cache_->stats().hits;
+    EXPECT_EQ(rows(*m, q), "private|\n");
+    EXPECT_GT(cache_->stats().hits, before);
+  }
+}
+
+// ---- 23: virtual tables' shadow tables ----------------------------------------------------
+
+TEST_F(SqliteStale, ShadowTablesFollowTheirVirtualTable) {
+  auto s = open();
+  *s << "CREATE VIRTUAL TABLE ft USING fts5(body)";
+  *s << "CREATE VIRTUAL TABLE rt USING rtree(id, x0, x1)";
+  *s << "INSERT INTO ft(body) VALUES('hello world')";
+  *s << "INSERT INTO rt VALUES(1, 0, 1)";
+  script(*s,
+         {"SELECT count(*) FROM ft_content", "SELECT count(*) FROM ft_docsize",
+          "SELECT count(*) FROM rt_rowid", "SELECT count(*) FROM rt_node",
+          "SELECT count(*) FROM ft", "SELECT count(*) FROM ft_content c JOIN rt_rowid r ON r.rowid = c.id"},
+         {"INSERT INTO ft(body) VALUES('second')", "DELETE FROM ft WHERE rowid = 1",
+          "INSERT INTO rt VALUES(2, 1, 2)", "UPDATE rt SET x1 = 5 WHERE id = 1",
+          "DELETE FROM rt WHERE id = 1"});
+}
+
+}  // namespace
