@@ -160,9 +160,12 @@ class engine {
   virtual bool describe_executes() const noexcept { return false; }
 };
 
+// `connect` is SOCI's connect string: it tells a plain ":memory:" database (private to the
+// connection) from a memory database other connections may share.
 std::unique_ptr<engine> make_sqlite_engine(std::shared_ptr<cache> c,
                                            ::soci::details::session_backend& real,
-                                           std::shared_ptr<const factory_options> opts);
+                                           std::shared_ptr<const factory_options> opts,
+                                           std::string_view connect);
 std::unique_ptr<engine> make_postgresql_engine(std::shared_ptr<cache> c,
                                                ::soci::details::session_backend& real,
                                                std::shared_ptr<const factory_options> opts);

@@ -222,10 +222,10 @@ class caching_statement;
 class caching_session final : public ::soci::details::session_backend {
  public:
   caching_session(std::shared_ptr<cache> c, std::unique_ptr<session_backend> real,
-                  std::shared_ptr<const factory_options> opts)
+                  std::shared_ptr<const factory_options> opts, std::string_view connect)
       : cache_(std::move(c)), real_(std::move(real)) {
     if (real_->get_backend_name() == "sqlite3") {
-      engine_ = make_sqlite_engine(cache_, *real_, opts);
+      engine_ = make_sqlite_engine(cache_, *real_, opts, connect);
     } else if (real_->get_backend_name() == "postgresql") {
       engine_ = make_postgresql_engine(cache_, *real_, opts);
     }
@@ -900,7 +900,7 @@ caching_factory::caching_factory(std::shared_ptr<qcache::cache> c,
 ::soci::details::session_backend* caching_factory::make_session(
     const ::soci::connection_parameters& params) const {
   std::unique_ptr<::soci::details::session_backend> real(real_.make_session(params));
-  return new detail::caching_session(cache_, std::move(real), opts_);
+  return new detail::caching_session(cache_, std::move(real), opts_, params.get_connect_string());
 }
 
 ::soci::details::session_backend* native_backend(::soci::session& sql) noexcept {
