@@ -412,4 +412,256 @@ TEST_F(SqliteStale, ShadowTablesFollowTheirVirtualTable) {
           "DELETE FROM rt WHERE id = 1"});
 }
 
+// ---- siblings ----------------------------------------------------------------------------
+
+TEST_F(SqliteStale, AttachedFileReplacedByRenameIsANewDatabase) {
+  std::string aux = file("aux.db");
+  { auto p = plain(aux); make_db(*p, "old"); }
+  { auto p = plain(file("new.db")); make_db(*p, "new"); }
+  const std::string q = "SELECT v FROM aux.t WHERE id = 1";
+  std::vector<std::string> setup = {"ATTACH DATABASE '" + aux + "' AS aux"};
+  {
+    auto a = open();
+    *a << setup[0];
+    fresh(*a, q, {}, setup);
+    EXPECT_TRUE(fresh(*a, q, {}, setup));
+  }
+  fs::rename(file("new.db"), aux);
+  auto b = open();
+  *b << setup[0];
+  fresh(*b, q, {}, setup);
+  EXPECT_TRUE(fresh(*b, q, {}, setup));
+}
+
+TEST_F(SqliteStale, TablesOnlyTheBytecodeNamesAreRead) {
+  auto s = open();
+  *s << "CREATE TABLE a(k INTEGER PRIMARY KEY, x TEXT)";
+  *s << "CREATE TABLE b(k INTEGER)";
+  *s << "CREATE INDEX b_k ON b(k)";
+  *s << "INSERT INTO a VALUES(1, 'one'), (2, 'two')";
+  script(*s,
+         {"SELECT count(*) FROM a, b", "SELECT EXISTS (SELECT 1 FROM b)",
+          "SELECT x FROM a WHERE k IN (SELECT k FROM b) ORDER BY x",
+          "SELECT count(*) FROM a JOIN b USING (k) WHERE a.k = 1",
+          "SELECT x FROM a NATURAL JOIN b WHERE x = 'one'"},
+         {"INSERT INTO b VALUES(1)", "INSERT INTO b VALUES(2)", "DELETE FROM b WHERE k = 1",
+          "UPDATE b SET k = 1"});
+}
+
+TEST_F(SqliteStale, ReadsInsideSqlBeginAndSavepointTransactions) {
+  { auto p = plain(); *p << "PRAGMA journal_mode=WAL"; make_db(*p, "v"); }
+  auto s = open();
+  auto writer = plain();
+  const std::string q2 = "SELECT v FROM t WHERE id = 2";
+  for (std::string begin : {"BEGIN", "SAVEPOINT sp"}) {
+    SCOPED_TRACE(begin);
+    fresh(*s, q2);
+    EXPECT_TRUE(fresh(*s, q2));  // outside the transaction: a hit
+    *s << begin;
+    EXPECT_EQ(rows(*s, "SELECT v FROM t WHERE id = 1"), "v|\n");
+    *writer << "UPDATE t SET v = v || '+' WHERE id = 2";
+    std::string in_tx = rows(*s, q2);
+    EXPECT_EQ(rows(*s, q2), in_tx);
+    *s << (begin == "BEGIN" ? "COMMIT" : "RELEASE sp");
+    fresh(*s, q2);
+    fresh(*s, q2);
+  }
+  // A transaction that sees no other commit keeps its hits.
+  fresh(*s, q2);
+  {
+    soci::transaction tr(*s);
+    auto before = cache_->stats().hits;
+    rows(*s, q2);
+    EXPECT_GT(cache_->stats().hits, before);
+    tr.commit();
+  }
+}
+
+TEST_F(SqliteStale, AttachedRollbackJournalFileCommittedElsewhereDuringOurCommit) {
+  std::string aux = file("aux.db");
+  { auto p = plain(); *p << "PRAGMA journal_mode=WAL"; *p << "CREATE TABLE m(x)"; }
+  { auto p = plain(aux); make_db(*p, "a"); }  // rollback journal
+  auto s = open();
+  *s << "ATTACH DATABASE '" + aux + "' AS aux";
+  const std::string q = "SELECT v FROM aux.t WHERE id = 1";
+  std::vector<std::string> setup = {"ATTACH DATABASE '" + aux + "' AS aux"};
+  wal_hook_ctx ctx;
+  ASSERT_EQ(sq::sqlite3_open(aux.c_str(), &ctx.other), SQLITE_OK);
+  sq::sqlite3_busy_timeout(ctx.other, 5000);
+  sq::sqlite3_wal_hook(native(*s), &commit_aux_elsewhere, &ctx);
+  for (int round = 0; round < 3; ++round) {
+    fresh(*s, q, {}, setup);
+    EXPECT_TRUE(fresh(*s, q, {}, setup));
+    ctx.armed = true;
+    *s << "INSERT INTO m VALUES(1)";
+    EXPECT_FALSE(ctx.armed);
+    fresh(*s, q, {}, setup);
+  }
+  // Our own commits to both files still keep other entries: a write to main only leaves
+  // the cached read of aux a hit.
+  fresh(*s, q, {}, setup);
+  *s << "INSERT INTO m VALUES(3)";
+  EXPECT_TRUE(fresh(*s, q, {}, setup));
+  sq::sqlite3_wal_hook(native(*s), nullptr, nullptr);
+  sq::sqlite3_close(ctx.other);
+}
+
+TEST_F(SqliteStale, PreparedWriteAfterForeignKeysAndRecursiveTriggersChange) {
+  auto s = open();
+  *s << "CREATE TABLE p(id INTEGER PRIMARY KEY)";
+  *s << "CREATE TABLE c(id INTEGER PRIMARY KEY, p INTEGER REFERENCES p(id) ON DELETE CASCADE)";
+  *s << "CREATE TABLE n(id INTEGER PRIMARY KEY, depth INTEGER)";
+  *s << "CREATE TRIGGER n_more AFTER INSERT ON n WHEN NEW.depth < 3 BEGIN "
+        "INSERT INTO n(depth) VALUES(NEW.depth + 1); END";
+  *s << "INSERT INTO p VALUES(1), (2), (3)";
+  *s << "INSERT INTO c VALUES(10, 1), (20, 2), (30, 3)";
+  int id = 1;
+  soci::statement del = (s->prepare << "DELETE FROM p WHERE id = :id", soci::use(id));
+  int depth = 0;
+  soci::statement ins = (s->prepare << "INSERT INTO n(depth) VALUES(:d)", soci::use(depth));
+  const std::vector<std::string> reads = {"SELECT count(*) FROM c", "SELECT p FROM c WHERE id = 20",
+                                          "SELECT count(*) FROM n"};
+  auto prime = [&] {
+    for (const auto& r : reads) rows(*s, r);
+  };
+  auto check = [&](const std::vector<std::string>& setup) {
+    for (const auto& r : reads) fresh(*s, r, {}, setup);
+  };
+  prime();
+  del.execute(true);  // foreign keys off: no cascade
+  ins.execute(true);
+  check({});
+  *s << "PRAGMA foreign_keys = ON";
+  *s << "PRAGMA recursive_triggers = ON";
+  std::vector<std::string> setup = {"PRAGMA foreign_keys = ON", "PRAGMA recursive_triggers = ON"};
+  prime();
+  id = 2;
+  del.execute(true);  // now cascades to c
+  check(setup);
+  prime();
+  ins.execute(true);  // now recurses
+  check(setup);
+}
+
+TEST_F(SqliteStale, WritePathsNameEveryRowTheyChange) {
+  auto s = open();
+  *s << "CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER UNIQUE, v TEXT, "
+        "g TEXT GENERATED ALWAYS AS (upper(v)) VIRTUAL, h INTEGER AS (k * 2) STORED)";
+  *s << "CREATE TABLE w(k TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID";
+  *s << "CREATE TABLE guard(id INTEGER PRIMARY KEY, v TEXT)";
+  *s << "CREATE TRIGGER guard_ign BEFORE UPDATE ON guard WHEN NEW.v = 'no' BEGIN "
+        "SELECT RAISE(IGNORE); END";
+  *s << "INSERT INTO t(id, k, v) VALUES(1, 1, 'a'), (2, 2, 'b'), (3, 3, 'c')";
+  *s << "INSERT INTO w VALUES('x', 1), ('y', 2)";
+  *s << "INSERT INTO guard VALUES(1, 'yes')";
+  script(*s,
+         {"SELECT v FROM t WHERE id = 1", "SELECT v FROM t WHERE k = 2", "SELECT id FROM t WHERE g = 'B'",
+          "SELECT id FROM t WHERE h = 6", "SELECT count(*) FROM t", "SELECT v FROM w WHERE k = 'x'",
+          "SELECT count(*) FROM w", "SELECT v FROM guard WHERE id = 1"},
+         {"INSERT OR REPLACE INTO t(id, k, v) VALUES(4, 2, 'B2')", "REPLACE INTO t(id, k, v) VALUES(1, 5, 'z')",
+          "INSERT INTO t(id, k, v) VALUES(6, 3, 'up') ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+          "UPDATE t SET v = 'q' WHERE k = 3", "UPDATE w SET v = 9 WHERE k = 'x'",
+          "INSERT OR REPLACE INTO w VALUES('y', 7)", "DELETE FROM w",
+          "UPDATE guard SET v = 'no' WHERE id = 1", "UPDATE guard SET v = 'ok' WHERE id = 1",
+          "DELETE FROM t"});
+}
+
+TEST_F(SqliteStale, TempObjectsAndAttachChangeWhatANameMeans) {
+  auto s = open();
+  std::string aux = file("aux.db");
+  { auto p = plain(aux); make_db(*p, "aux"); }
+  *s << "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+  *s << "INSERT INTO t VALUES(1, 'main')";
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  {
+    std::string v;
+    soci::statement sel = (s->prepare << q, soci::into(v));
+    auto read = [&] {
+      sel.execute(true);
+      return v;
+    };
+    EXPECT_EQ(read(), "main");
+    EXPECT_EQ(read(), "main");
+    *s << "CREATE TEMP TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+    *s << "INSERT INTO temp.t VALUES(1, 'temp')";
+    EXPECT_EQ(rows(*s, q), "temp|\n");
+    EXPECT_EQ(read(), "temp");
+    *s << "DROP TABLE temp.t";
+    EXPECT_EQ(read(), "main");
+  }
+  *s << "ATTACH DATABASE '" + aux + "' AS aux";
+  std::string qa = "SELECT v FROM aux.t WHERE id = 1";
+  EXPECT_EQ(rows(*s, qa), "aux|\n");
+  EXPECT_EQ(rows(*s, qa), "aux|\n");
+  *s << "DETACH DATABASE aux";
+  std::string other = file("other.db");
+  { auto p = plain(other); make_db(*p, "other"); }
+  *s << "ATTACH DATABASE '" + other + "' AS aux";
+  EXPECT_EQ(rows(*s, qa), "other|\n");
+  // A temp trigger on a main table writes another table behind the statement.
+  *s << "CREATE TABLE log(n INTEGER)";
+  *s << "CREATE TEMP TRIGGER t_log AFTER UPDATE ON main.t BEGIN INSERT INTO log VALUES(1); END";
+  EXPECT_EQ(rows(*s, "SELECT count(*) FROM log"), "0|\n");
+  *s << "UPDATE t SET v = 'x' WHERE id = 1";
+  EXPECT_EQ(rows(*s, "SELECT count(*) FROM log"), "1|\n");
+}
+
+int g_calls = 0;
+void counter_fn(sq::sqlite3_context* ctx, int, sq::sqlite3_value**) {
+  sq::sqlite3_result_int(ctx, ++g_calls);
+}
+
+TEST_F(SqliteStale, ApplicationFunctionsAndLikeSettingsAreNeverServedStale) {
+  auto s = open();
+  *s << "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+  *s << "INSERT INTO t VALUES(1, 'Abc'), (2, 'abd')";
+  sq::sqlite3_create_function(native(*s), "next_n", 0, SQLITE_UTF8, nullptr, &counter_fn, nullptr,
+                              nullptr);
+  sq::sqlite3_create_function(native(*s), "det_n", 0, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
+                              &counter_fn, nullptr, nullptr);
+  std::string a = rows(*s, "SELECT next_n() FROM t WHERE id = 1");
+  EXPECT_NE(rows(*s, "SELECT next_n() FROM t WHERE id = 1"), a);
+  // Deterministic by SQLite's flag but not declared to qcache: not cached either.
+  std::string b = rows(*s, "SELECT det_n() FROM t WHERE id = 1");
+  EXPECT_NE(rows(*s, "SELECT det_n() FROM t WHERE id = 1"), b);
+  const std::string like = "SELECT count(*) FROM t WHERE v LIKE 'a%'";
+  EXPECT_EQ(rows(*s, like), "2|\n");
+  EXPECT_EQ(rows(*s, like), "2|\n");
+  *s << "PRAGMA case_sensitive_like = ON";
+  EXPECT_EQ(rows(*s, like), "1|\n");
+  *s << "PRAGMA case_sensitive_like = OFF";
+  EXPECT_EQ(rows(*s, like), "2|\n");
+}
+
+TEST_F(SqliteStale, JournalModeSwitchedByAnotherConnectionIsStillWatched) {
+  { auto p = plain(); make_db(*p, "v"); }
+  auto s = open();
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  for (std::string mode : {"TRUNCATE", "DELETE", "WAL"}) {
+    SCOPED_TRACE(mode);
+    fresh(*s, q);
+    EXPECT_TRUE(fresh(*s, q));
+    {
+      auto p = plain();
+      *p << "PRAGMA journal_mode=" + mode;
+      *p << "UPDATE t SET v = v || '+' WHERE id = 1";
+    }
+    fresh(*s, q);
+  }
+}
+
+TEST_F(SqliteStale, AttachedSharedMemoryDatabaseSeesOtherSessionsWrites) {
+  std::string uri = "file:qcache_stale_aux_mem?mode=memory&cache=shared";
+  auto keep = std::make_unique<soci::session>(soci::sqlite3, "db=" + uri);
+  *keep << "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+  *keep << "INSERT INTO t VALUES(1, 'a')";
+  auto s = open();
+  *s << "ATTACH DATABASE '" + uri + "' AS m";
+  const std::string q = "SELECT v FROM m.t WHERE id = 1";
+  EXPECT_EQ(rows(*s, q), "a|\n");
+  EXPECT_EQ(rows(*s, q), "a|\n");
+  *keep << "UPDATE t SET v = 'b' WHERE id = 1";
+  EXPECT_EQ(rows(*s, q), "b|\n");
+}
+
 }  // namespace

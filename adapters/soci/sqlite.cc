@@ -429,7 +429,7 @@ struct plan {
   uncacheable_reason reason = uncacheable_reason::other;
   std::vector<std::pair<std::string, std::string>> reads;  // (schema, table)
   std::vector<write_target> writes;
-  bool pragma_sets = false;  // a PRAGMA with an argument
+  bool pragma_sets = false;  // a PRAGMA with an argument that may change results
   // Predicate read: SQLite parameter number of the rowid, and its name (":id") if any.
   int rowid_param = 0;
   std::string rowid_param_name;
@@ -746,6 +746,7 @@ class sqlite_engine final : public engine {
   std::uint64_t gen_ = 0;
   std::uint32_t context_ = 0;
   bool private_context_ = false;
+  std::uint64_t private_gen_ = 0;  // moved by every PRAGMA that sets something
   std::unordered_map<std::string, bool> fn_memo_;
   std::map<std::pair<std::string, std::string>, table_info> table_memo_;
   std::unordered_map<std::string, memo> plan_memo_;  // by SQL text
@@ -879,11 +880,21 @@ void sqlite_engine::refresh_schemas() {
     if (name == "temp" && !temp_objects) continue;
     ctx += ";" + name + "=" + s.identity;
   }
-  if (private_context_) ctx += ";private=" + std::to_string(uid_);
+  if (private_context_) ctx += ";private=" + std::to_string(uid_) + "." + std::to_string(private_gen_);
   context_ = intern_context(ctx);
   forget_table_facts();
   plan_memo_.clear();
   ++gen_;
+}
+
+// PRAGMAs whose setting changes no statement's result (journal, cache, locking, limits).
+bool harmless_pragma(std::string_view name) {
+  static const std::set<std::string, std::less<>> harmless = {
+      "journal_mode", "synchronous", "busy_timeout", "cache_size", "cache_spill",
+      "temp_store", "mmap_size", "wal_autocheckpoint", "wal_checkpoint", "threads",
+      "soft_heap_limit", "hard_heap_limit", "optimize", "analysis_limit", "shrink_memory",
+      "locking_mode", "journal_size_limit"};
+  return harmless.count(lower(name)) > 0;
 }
 
 bool sqlite_engine::deterministic(const std::string& fn_in) {
@@ -1048,7 +1059,7 @@ void sqlite_engine::classify(plan& p, const std::vector<auth_event>& ev, sq::sql
       case SQLITE_DETACH: attach = true; break;
       case SQLITE_PRAGMA:
         pragma = true;
-        if (!e.a4.empty()) p.pragma_sets = true;
+        if (!e.a4.empty() && !harmless_pragma(e.a3)) p.pragma_sets = true;
         break;
       case SQLITE_CREATE_INDEX: case SQLITE_CREATE_TABLE: case SQLITE_CREATE_TEMP_INDEX:
       case SQLITE_CREATE_TEMP_TABLE: case SQLITE_CREATE_TEMP_TRIGGER:
@@ -1663,6 +1674,11 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
     case kind::uncacheable_read:
     case kind::pragma:
       cache_->count_uncacheable(p->reason);
+      if (p->k == kind::pragma && p->pragma_sets) {
+        auto st = std::make_shared<exec_state>();  // end() makes the context private
+        st->p = p;
+        ex.state = st;
+      }
       return ex;
     case kind::write:
       add_hold(p->write_hold_tags);
@@ -1928,8 +1944,10 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
         break;
       case kind::pragma:
         if (p.pragma_sets) {
-          static const std::set<std::string> harmless = {};
-          private_context_ = true;  // settings may change results: stop sharing entries
+          // Settings may change results (case_sensitive_like, foreign_keys, ...): stop
+          // sharing entries, and never reuse those cached under an earlier setting.
+          private_context_ = true;
+          ++private_gen_;
           bump_epochs();
           refresh_schemas();
         }
