@@ -1778,8 +1778,12 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
     return ex;
   }
   // Another statement of this connection still stepping holds a read snapshot this one
-  // shares, possibly older than the file (WAL): run it, store nothing.
-  if (other_statement_busy(stmt)) {
+  // shares, possibly older than the file in WAL mode (a rollback journal's shared lock
+  // keeps other writers out meanwhile): run it, store nothing.
+  bool snapshots = false;
+  for (const auto& [schema, c] : st->counters)
+    snapshots = snapshots || c == file_state::unknown || (c >> 32) == 2 || schemas_[schema].watch;
+  if (snapshots && other_statement_busy(stmt)) {
     cache_->count_uncacheable(uncacheable_reason::transaction_local);
     return ex;
   }
