@@ -633,6 +633,47 @@ TEST_F(SqliteStale, ApplicationFunctionsAndLikeSettingsAreNeverServedStale) {
   EXPECT_EQ(rows(*s, like), "2|\n");
 }
 
+void log_it(sq::sqlite3_context* ctx, int, sq::sqlite3_value**) {
+  sq::sqlite3_exec(sq::sqlite3_context_db_handle(ctx), "INSERT INTO log VALUES(1)", nullptr,
+                   nullptr, nullptr);
+  sq::sqlite3_result_int(ctx, 7);
+}
+
+TEST_F(SqliteStale, WritesByApplicationFunctionsInvalidateWhatTheyWrite) {
+  // On a file and on :memory: (no file counter to notice the commit: only the hooks can).
+  for (std::string db : {path_, std::string(":memory:")}) {
+    SCOPED_TRACE(db);
+    auto s = std::make_unique<soci::session>(*factory_, "db=" + db);
+    *s << "CREATE TABLE log(n INTEGER)";
+    *s << "CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER)";
+    *s << "INSERT INTO t VALUES(1, 0)";
+    sq::sqlite3_create_function(native(*s), "log_it", 0, SQLITE_UTF8, nullptr, &log_it, nullptr,
+                                nullptr);
+    const std::vector<std::string> reads = {"SELECT count(*) FROM log", "SELECT sum(n) FROM log",
+                                            "SELECT v FROM t WHERE id = 1"};
+    int unique = 0;
+    // The database's own answer: the same read under a SQL text never cached before.
+    auto direct = [&](const std::string& r) {
+      return rows(*s, r + " -- " + std::to_string(++unique));
+    };
+    for (std::string w : {"SELECT log_it()", "UPDATE t SET v = log_it() + v WHERE id = 1",
+                          "SELECT log_it() FROM t"}) {
+      SCOPED_TRACE(w);
+      for (const auto& r : reads) rows(*s, r);
+      rows(*s, w);
+      for (const auto& r : reads) EXPECT_EQ(rows(*s, r), direct(r)) << r;
+      {
+        soci::transaction tr(*s);
+        for (const auto& r : reads) rows(*s, r);
+        rows(*s, w);
+        for (const auto& r : reads) EXPECT_EQ(rows(*s, r), direct(r)) << r;
+        tr.commit();
+      }
+      for (const auto& r : reads) EXPECT_EQ(rows(*s, r), direct(r)) << r;
+    }
+  }
+}
+
 TEST_F(SqliteStale, JournalModeSwitchedByAnotherConnectionIsStillWatched) {
   { auto p = plain(); make_db(*p, "v"); }
   auto s = open();

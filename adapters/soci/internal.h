@@ -158,6 +158,9 @@ class engine {
   // PostgreSQL: describing a statement executes it, and affected rows of a SELECT come
   // from its result; both are recorded with the result and replayed on a hit.
   virtual bool describe_executes() const noexcept { return false; }
+  // SQLite: executing without data exchange steps nothing until fetch(); end() of an
+  // execution that is not served waits until its rows are drained.
+  virtual bool steps_in_fetch() const noexcept { return false; }
 };
 
 // `connect` is SOCI's connect string: it tells a plain ":memory:" database (private to the

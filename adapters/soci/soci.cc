@@ -799,7 +799,9 @@ statement_backend::exec_fetch_result caching_statement::execute(int number) {
       finish_execution(false);
       throw;
     }
-    finish_execution(true);
+    // Without data exchange SOCI's SQLite backend steps the statement only in fetch(): the
+    // engine's end() (which sees what it wrote) waits until the rows are drained.
+    if (number > 0 || r == ef_no_data || !e->steps_in_fetch()) finish_execution(true);
     return r;
   }
   // Rows flow through our buffers: read everything for a cacheable read (so it can be
@@ -836,7 +838,17 @@ statement_backend::exec_fetch_result caching_statement::execute(int number) {
 }
 
 statement_backend::exec_fetch_result caching_statement::fetch(int number) {
-  if (!serving_) return real_->fetch(number);
+  if (!serving_) {
+    exec_fetch_result r;
+    try {
+      r = real_->fetch(number);
+    } catch (...) {
+      finish_execution(false);
+      throw;
+    }
+    if (r == ef_no_data) finish_execution(true);
+    return r;
+  }
   std::size_t n = static_cast<std::size_t>(number > 0 ? number : 0);
   cursor_ += batch_;
   batch_ = 0;

@@ -548,6 +548,7 @@ class sqlite_engine final : public engine {
   void tx_rolled_back(bool) override { settle(); }
 
   void invalidate_all() override { invalidate_databases(invalidation_cause::manual); }
+  bool steps_in_fetch() const noexcept override { return true; }
 
  private:
   struct schema_info {
@@ -605,7 +606,19 @@ class sqlite_engine final : public engine {
   static void update_hook(void* self, int, const char* db, const char* table,
                           sq::sqlite3_int64 rowid) {
     auto* e = static_cast<sqlite_engine*>(self);
-    e->hook_rows_.push_back({db ? db : "", table ? table : "", rowid});
+    try {
+      e->hook_rows_.push_back({db ? db : "", table ? table : "", rowid});
+      e->note_table(db ? db : "", table ? table : "");
+    } catch (...) {
+      e->pred_failed_ = true;
+    }
+  }
+  // Every table a hook saw changed (nested statements of application functions and virtual
+  // table modules included), so that writes the statement did not declare are seen.
+  void note_table(std::string_view db, std::string_view table) {
+    for (const auto& [d, t] : hook_tables_)
+      if (d == db && t == table) return;
+    hook_tables_.emplace_back(db, table);
   }
   static void preupdate_hook(void* self, sq::sqlite3* db, int op, const char* zdb,
                              const char* ztable, sq::sqlite3_int64, sq::sqlite3_int64) {
@@ -728,7 +741,10 @@ class sqlite_engine final : public engine {
     tx_active_ = true;
   }
   void process_hook_rows(const plan* p);
-  bool hook_pending() const { return !hook_rows_.empty() || !pred_tags_.empty() || pred_failed_; }
+  bool hook_pending() const {
+    return !hook_rows_.empty() || !pred_tags_.empty() || pred_failed_ || !hook_tables_.empty();
+  }
+  void hold_undeclared_writes(const plan* p);
   void settle();
 
   std::shared_ptr<cache> cache_;
@@ -757,6 +773,7 @@ class sqlite_engine final : public engine {
     std::int64_t rowid;
   };
   std::vector<hook_row> hook_rows_;
+  std::vector<std::pair<std::string, std::string>> hook_tables_;  // (schema, table) changed
   std::vector<tags::tag> pred_tags_;  // predicate/column tags named by the preupdate hook
   // Rows the preupdate hook saw deleted, per (schema, table): compared with the rows SQLite
   // counted for a DELETE.
@@ -1384,6 +1401,7 @@ std::optional<std::string> sqlite_engine::read_value(const plan& p, const pg::eq
 // predicate(t, c, value) before and after for every registered column c of t, or moves
 // column_epoch(t, c) when it cannot. Runs inside sqlite3_step: no queries here.
 void sqlite_engine::on_preupdate(sq::sqlite3* db, int op, const char* zdb, const char* ztable) {
+  note_table(zdb, ztable);
   if (op == SQLITE_DELETE) {
     bool found = false;
     for (auto& [k, n] : pre_deletes_)
@@ -1665,7 +1683,11 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
   sq::sqlite3_stmt* stmt = static_cast<::soci::sqlite3_statement_backend&>(real).stmt_;
   if (p->k == kind::write) recheck_write(*p, stmt);
   resolve(*p);
+  // Rows changed since the last statement ended (a statement stepped later, through
+  // fetch()): written as far as readers know, never dropped.
+  if (hook_pending()) process_hook_rows(nullptr);
   hook_rows_.clear();
+  hook_tables_.clear();
   pred_tags_.clear();
   pred_failed_ = false;
   pre_deletes_.clear();
@@ -1858,7 +1880,29 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
   return ex;
 }
 
+// Tables the hooks saw changed that the statement did not declare (an application function
+// or a virtual table module writing through nested statements): the whole table is written
+// as far as readers know, held like any write until the transaction that wrote it ends.
+void sqlite_engine::hold_undeclared_writes(const plan* p) {
+  std::vector<tags::tag> t;
+  for (const auto& [db, table] : hook_tables_) {
+    bool declared = false;
+    if (p)
+      for (const auto& w : p->writes)
+        if (w.schema == db && lower(w.table) == lower(table)) declared = true;
+    if (declared) continue;
+    const std::string& id = identity(db);
+    t.push_back(tags::table(id, table));
+    t.push_back(tags::table_epoch(id, table));
+    t.push_back(rowid_epoch(id, table));
+    tx_written_.insert(id + '\x1f' + table);
+  }
+  hook_tables_.clear();
+  if (!t.empty()) add_hold(t);
+}
+
 void sqlite_engine::process_hook_rows(const plan* p) {
+  hold_undeclared_writes(p);
   std::vector<tags::tag> t;
   std::map<std::pair<std::string, std::string>, std::int64_t> counts;
   for (const auto& r : hook_rows_) {
@@ -1977,7 +2021,10 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
 
 // Ends the current transaction's bookkeeping once SQLite is back in autocommit mode.
 void sqlite_engine::settle() {
-  if (!sq::sqlite3_get_autocommit(conn_)) return;
+  // A write transaction may outlive the statement that opened it (a statement not yet
+  // reset, nested writes of an application function): its writes are not committed yet.
+  if (!sq::sqlite3_get_autocommit(conn_) || sq::sqlite3_txn_state(conn_, nullptr) == SQLITE_TXN_WRITE)
+    return;
   if (hook_pending()) process_hook_rows(nullptr);
   bool rolled_back = rollbacks_ != rollbacks_seen_;
   rollbacks_seen_ = rollbacks_;
