@@ -674,6 +674,44 @@ TEST_F(SqliteStale, WritesByApplicationFunctionsInvalidateWhatTheyWrite) {
   }
 }
 
+TEST_F(SqliteStale, WritesSteppedInFetchInvalidate) {
+  for (std::string db : {path_, std::string(":memory:")}) {
+    SCOPED_TRACE(db);
+    auto s = std::make_unique<soci::session>(*factory_, "db=" + db);
+    make_db(*s, "v");
+    int unique = 0;
+    auto check = [&](const std::string& r) {
+      EXPECT_EQ(rows(*s, r), rows(*s, r + " -- " + std::to_string(++unique))) << r;
+    };
+    const std::string q = "SELECT v FROM t WHERE id = 1";
+    const std::string c = "SELECT count(*) FROM t";
+    // A rowset over a write: SOCI's SQLite backend steps it only when rows are fetched.
+    check(q);
+    check(c);
+    {
+      soci::rowset<soci::row> rs =
+          (s->prepare << "UPDATE t SET v = 'returned' WHERE id = 1 RETURNING v");
+      for (const auto& r : rs) (void)r;
+    }
+    check(q);
+    check(c);
+    {
+      soci::rowset<soci::row> rs = (s->prepare << "INSERT INTO t(v) VALUES('a'), ('b') RETURNING id");
+      for (const auto& r : rs) (void)r;
+    }
+    check(c);
+    // execute() without data exchange, then fetch() by hand.
+    std::string v;
+    soci::statement st =
+        (s->prepare << "UPDATE t SET v = v || '+' WHERE id = 1 RETURNING v", soci::into(v));
+    st.execute();
+    while (st.fetch()) {
+    }
+    check(q);
+    check(q);
+  }
+}
+
 TEST_F(SqliteStale, JournalModeSwitchedByAnotherConnectionIsStillWatched) {
   { auto p = plain(); make_db(*p, "v"); }
   auto s = open();
