@@ -161,6 +161,9 @@ class engine {
   // SQLite: executing without data exchange steps nothing until fetch(); end() of an
   // execution that is not served waits until its rows are drained.
   virtual bool steps_in_fetch() const noexcept { return false; }
+  // After a statement was released (finalized): SQLite commits an autocommit write whose
+  // statement was not run to its end (UPDATE ... RETURNING read one row) only then.
+  virtual void statement_released() noexcept {}
 };
 
 // `connect` is SOCI's connect string: it tells a plain ":memory:" database (private to the

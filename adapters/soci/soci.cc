@@ -363,6 +363,7 @@ class caching_statement final : public statement_backend {
     table_.reset();
     building_.reset();
     real_->clean_up();
+    if (engine* e = sess_.eng()) e->statement_released();
   }
 
   void prepare(std::string const& query, ::soci::details::statement_type t) override {

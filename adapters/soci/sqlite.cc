@@ -548,7 +548,20 @@ class sqlite_engine final : public engine {
   void tx_rolled_back(bool) override { settle(); }
 
   void invalidate_all() override { invalidate_databases(invalidation_cause::manual); }
+  void invalidate_all_noexcept() noexcept {
+    try {
+      invalidate_databases(invalidation_cause::flush);
+    } catch (...) {
+    }
+  }
   bool steps_in_fetch() const noexcept override { return true; }
+  void statement_released() noexcept override {
+    try {
+      settle();
+    } catch (...) {
+      invalidate_all_noexcept();
+    }
+  }
 
  private:
   struct schema_info {
