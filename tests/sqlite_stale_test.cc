@@ -712,6 +712,26 @@ TEST_F(SqliteStale, WritesSteppedInFetchInvalidate) {
   }
 }
 
+TEST_F(SqliteStale, UncommittedWriteOfAStatementNotRunToItsEndIsNeverPublished) {
+  { auto p = plain(); make_db(*p, "old"); }
+  auto a = open();
+  auto b = open();
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  fresh(*b, q);
+  {
+    std::string v;
+    soci::statement st =
+        (a->prepare << "UPDATE t SET v = 'new' WHERE id = 1 RETURNING v", soci::into(v));
+    st.execute(true);  // one row read: the statement is not done, its write not committed
+    EXPECT_EQ(v, "new");
+    EXPECT_EQ(rows(*a, q), "new|\n");  // its own connection sees it
+    fresh(*b, q);                      // every other one sees the committed state
+    fresh(*b, q);
+  }  // finalized: committed now
+  fresh(*b, q);
+  fresh(*a, q);
+}
+
 TEST_F(SqliteStale, JournalModeSwitchedByAnotherConnectionIsStillWatched) {
   { auto p = plain(); make_db(*p, "v"); }
   auto s = open();
