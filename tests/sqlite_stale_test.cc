@@ -2,20 +2,17 @@
 // guarantees them (CORRECTNESS.md P21, P23; issue 9 classes 16-23). Every read through the
 // cache is compared with the same read on a plain SOCI session opened on the same file at
 // that moment, so a stale hit fails the test whatever the counters say.
+#include <gtest/gtest.h>
 #include <qcache/soci.h>
-
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
-
-#include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 namespace {
 
@@ -57,7 +54,8 @@ class SqliteStale : public ::testing::Test {
     soci::rowset<soci::row> rs = s.prepare << q;
     for (const auto& row : rs) {
       for (std::size_t i = 0; i < row.size(); ++i) {
-        if (row.get_indicator(i) == soci::i_null) r += "NULL";
+        if (row.get_indicator(i) == soci::i_null)
+          r += "NULL";
         else if (row.get_properties(i).get_data_type() == soci::dt_string)
           r += row.get<std::string>(i);
         else if (row.get_properties(i).get_data_type() == soci::dt_double)
@@ -120,8 +118,14 @@ void make_db(soci::session& s, const std::string& v) {
 // ---- 16: a file replaced under the same path ------------------------------------------
 
 TEST_F(SqliteStale, FileReplacedByRenameIsANewDatabaseForLaterSessions) {
-  { auto p = plain(); make_db(*p, "old"); }
-  { auto p = plain(file("new.db")); make_db(*p, "new"); }
+  {
+    auto p = plain();
+    make_db(*p, "old");
+  }
+  {
+    auto p = plain(file("new.db"));
+    make_db(*p, "new");
+  }
   const std::string q = "SELECT v FROM t WHERE id = 1";
   const std::string all = "SELECT id, v FROM t ORDER BY id";
   {
@@ -138,8 +142,14 @@ TEST_F(SqliteStale, FileReplacedByRenameIsANewDatabaseForLaterSessions) {
 }
 
 TEST_F(SqliteStale, SessionOpenBeforeTheRenameKeepsItsFileAndLaterOnesSeeTheNew) {
-  { auto p = plain(); make_db(*p, "old"); }
-  { auto p = plain(file("new.db")); make_db(*p, "new"); }
+  {
+    auto p = plain();
+    make_db(*p, "old");
+  }
+  {
+    auto p = plain(file("new.db"));
+    make_db(*p, "new");
+  }
   const std::string q = "SELECT v FROM t WHERE id = 1";
   auto a = open();
   auto a_plain = plain();  // reads the old inode like `a`
@@ -186,7 +196,11 @@ TEST_F(SqliteStale, UsingJoinThroughAViewAndAnAttachedFile) {
 // ---- 18: reads inside a WAL read transaction ------------------------------------------
 
 TEST_F(SqliteStale, ReadInsideAReadTransactionDoesNotStoreItsOldSnapshot) {
-  { auto p = plain(); *p << "PRAGMA journal_mode=WAL"; make_db(*p, "v"); }
+  {
+    auto p = plain();
+    *p << "PRAGMA journal_mode=WAL";
+    make_db(*p, "v");
+  }
   auto s = open();
   auto other = open();
   auto writer = plain();
@@ -205,7 +219,11 @@ TEST_F(SqliteStale, ReadInsideAReadTransactionDoesNotStoreItsOldSnapshot) {
 }
 
 TEST_F(SqliteStale, ReadWhileAnotherStatementHoldsASnapshotDoesNotStoreIt) {
-  { auto p = plain(); *p << "PRAGMA journal_mode=WAL"; make_db(*p, "v"); }
+  {
+    auto p = plain();
+    *p << "PRAGMA journal_mode=WAL";
+    make_db(*p, "v");
+  }
   auto s = open();
   auto writer = plain();
   const std::string q2 = "SELECT v FROM t WHERE id = 2";
@@ -232,16 +250,23 @@ int commit_aux_elsewhere(void* arg, sq::sqlite3*, const char* db, int) {
   auto* c = static_cast<wal_hook_ctx*>(arg);
   if (c->armed && std::string(db) == "main") {
     c->armed = false;
-    sq::sqlite3_exec(c->other, "UPDATE t SET v = v || '+' WHERE id = 1", nullptr, nullptr,
-                     nullptr);
+    sq::sqlite3_exec(c->other, "UPDATE t SET v = v || '+' WHERE id = 1", nullptr, nullptr, nullptr);
   }
   return SQLITE_OK;
 }
 
 TEST_F(SqliteStale, AttachedFileCommittedElsewhereDuringOurCommitIsNotTakenForOurs) {
   std::string aux = file("aux.db");
-  { auto p = plain(); *p << "PRAGMA journal_mode=WAL"; *p << "CREATE TABLE m(x)"; }
-  { auto p = plain(aux); *p << "PRAGMA journal_mode=WAL"; make_db(*p, "a"); }
+  {
+    auto p = plain();
+    *p << "PRAGMA journal_mode=WAL";
+    *p << "CREATE TABLE m(x)";
+  }
+  {
+    auto p = plain(aux);
+    *p << "PRAGMA journal_mode=WAL";
+    make_db(*p, "a");
+  }
   auto s = open();
   *s << "ATTACH DATABASE '" + aux + "' AS aux";
   const std::string q = "SELECT v FROM aux.t WHERE id = 1";
@@ -303,13 +328,14 @@ TEST_F(SqliteStale, PreparedWriteSeesATableRecreatedWithOnConflictReplace) {
   *s << "INSERT INTO t VALUES(1, 1, 'one')";
   int k = 2;
   std::string v = "two";
-  soci::statement ins = (s->prepare << "INSERT INTO t(k, v) VALUES(:k, :v)",
-                         soci::use(k), soci::use(v));
+  soci::statement ins =
+      (s->prepare << "INSERT INTO t(k, v) VALUES(:k, :v)", soci::use(k), soci::use(v));
   ins.execute(true);
   {
     auto other = open();
     *other << "DROP TABLE t";
-    *other << "CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER UNIQUE ON CONFLICT REPLACE, v TEXT)";
+    *other
+        << "CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER UNIQUE ON CONFLICT REPLACE, v TEXT)";
     *other << "INSERT INTO t VALUES(1, 1, 'one'), (2, 2, 'two')";
   }
   const std::string q1 = "SELECT v FROM t WHERE id = 1";
@@ -363,8 +389,8 @@ TEST_F(SqliteStale, CollationsAndAffinitiesFollowSqlitesRules) {
 // ---- 22: shared in-memory databases -------------------------------------------------------
 
 TEST_F(SqliteStale, SharedInMemoryDatabaseSeesOtherSessionsWrites) {
-  for (std::string db : {"file::memory:?cache=shared",
-                         "file:qcache_stale_mem?mode=memory&cache=shared"}) {
+  for (std::string db :
+       {"file::memory:?cache=shared", "file:qcache_stale_mem?mode=memory&cache=shared"}) {
     SCOPED_TRACE(db);
     std::string conn = "db=" + db + " timeout=5";
     auto keep = std::make_unique<soci::session>(soci::sqlite3, conn);  // keeps it alive
@@ -403,21 +429,28 @@ TEST_F(SqliteStale, ShadowTablesFollowTheirVirtualTable) {
   *s << "CREATE VIRTUAL TABLE rt USING rtree(id, x0, x1)";
   *s << "INSERT INTO ft(body) VALUES('hello world')";
   *s << "INSERT INTO rt VALUES(1, 0, 1)";
-  script(*s,
-         {"SELECT count(*) FROM ft_content", "SELECT count(*) FROM ft_docsize",
-          "SELECT count(*) FROM rt_rowid", "SELECT count(*) FROM rt_node",
-          "SELECT count(*) FROM ft", "SELECT count(*) FROM ft_content c JOIN rt_rowid r ON r.rowid = c.id"},
-         {"INSERT INTO ft(body) VALUES('second')", "DELETE FROM ft WHERE rowid = 1",
-          "INSERT INTO rt VALUES(2, 1, 2)", "UPDATE rt SET x1 = 5 WHERE id = 1",
-          "DELETE FROM rt WHERE id = 1"});
+  script(
+      *s,
+      {"SELECT count(*) FROM ft_content", "SELECT count(*) FROM ft_docsize",
+       "SELECT count(*) FROM rt_rowid", "SELECT count(*) FROM rt_node", "SELECT count(*) FROM ft",
+       "SELECT count(*) FROM ft_content c JOIN rt_rowid r ON r.rowid = c.id"},
+      {"INSERT INTO ft(body) VALUES('second')", "DELETE FROM ft WHERE rowid = 1",
+       "INSERT INTO rt VALUES(2, 1, 2)", "UPDATE rt SET x1 = 5 WHERE id = 1",
+       "DELETE FROM rt WHERE id = 1"});
 }
 
 // ---- siblings ----------------------------------------------------------------------------
 
 TEST_F(SqliteStale, AttachedFileReplacedByRenameIsANewDatabase) {
   std::string aux = file("aux.db");
-  { auto p = plain(aux); make_db(*p, "old"); }
-  { auto p = plain(file("new.db")); make_db(*p, "new"); }
+  {
+    auto p = plain(aux);
+    make_db(*p, "old");
+  }
+  {
+    auto p = plain(file("new.db"));
+    make_db(*p, "new");
+  }
   const std::string q = "SELECT v FROM aux.t WHERE id = 1";
   std::vector<std::string> setup = {"ATTACH DATABASE '" + aux + "' AS aux"};
   {
@@ -449,7 +482,11 @@ TEST_F(SqliteStale, TablesOnlyTheBytecodeNamesAreRead) {
 }
 
 TEST_F(SqliteStale, ReadsInsideSqlBeginAndSavepointTransactions) {
-  { auto p = plain(); *p << "PRAGMA journal_mode=WAL"; make_db(*p, "v"); }
+  {
+    auto p = plain();
+    *p << "PRAGMA journal_mode=WAL";
+    make_db(*p, "v");
+  }
   auto s = open();
   auto writer = plain();
   const std::string q2 = "SELECT v FROM t WHERE id = 2";
@@ -479,8 +516,15 @@ TEST_F(SqliteStale, ReadsInsideSqlBeginAndSavepointTransactions) {
 
 TEST_F(SqliteStale, AttachedRollbackJournalFileCommittedElsewhereDuringOurCommit) {
   std::string aux = file("aux.db");
-  { auto p = plain(); *p << "PRAGMA journal_mode=WAL"; *p << "CREATE TABLE m(x)"; }
-  { auto p = plain(aux); make_db(*p, "a"); }  // rollback journal
+  {
+    auto p = plain();
+    *p << "PRAGMA journal_mode=WAL";
+    *p << "CREATE TABLE m(x)";
+  }
+  {
+    auto p = plain(aux);
+    make_db(*p, "a");
+  }  // rollback journal
   auto s = open();
   *s << "ATTACH DATABASE '" + aux + "' AS aux";
   const std::string q = "SELECT v FROM aux.t WHERE id = 1";
@@ -555,10 +599,12 @@ TEST_F(SqliteStale, WritePathsNameEveryRowTheyChange) {
   *s << "INSERT INTO w VALUES('x', 1), ('y', 2)";
   *s << "INSERT INTO guard VALUES(1, 'yes')";
   script(*s,
-         {"SELECT v FROM t WHERE id = 1", "SELECT v FROM t WHERE k = 2", "SELECT id FROM t WHERE g = 'B'",
-          "SELECT id FROM t WHERE h = 6", "SELECT count(*) FROM t", "SELECT v FROM w WHERE k = 'x'",
-          "SELECT count(*) FROM w", "SELECT v FROM guard WHERE id = 1"},
-         {"INSERT OR REPLACE INTO t(id, k, v) VALUES(4, 2, 'B2')", "REPLACE INTO t(id, k, v) VALUES(1, 5, 'z')",
+         {"SELECT v FROM t WHERE id = 1", "SELECT v FROM t WHERE k = 2",
+          "SELECT id FROM t WHERE g = 'B'", "SELECT id FROM t WHERE h = 6",
+          "SELECT count(*) FROM t", "SELECT v FROM w WHERE k = 'x'", "SELECT count(*) FROM w",
+          "SELECT v FROM guard WHERE id = 1"},
+         {"INSERT OR REPLACE INTO t(id, k, v) VALUES(4, 2, 'B2')",
+          "REPLACE INTO t(id, k, v) VALUES(1, 5, 'z')",
           "INSERT INTO t(id, k, v) VALUES(6, 3, 'up') ON CONFLICT(k) DO UPDATE SET v = excluded.v",
           "UPDATE t SET v = 'q' WHERE k = 3", "UPDATE w SET v = 9 WHERE k = 'x'",
           "INSERT OR REPLACE INTO w VALUES('y', 7)", "DELETE FROM w",
@@ -569,7 +615,10 @@ TEST_F(SqliteStale, WritePathsNameEveryRowTheyChange) {
 TEST_F(SqliteStale, TempObjectsAndAttachChangeWhatANameMeans) {
   auto s = open();
   std::string aux = file("aux.db");
-  { auto p = plain(aux); make_db(*p, "aux"); }
+  {
+    auto p = plain(aux);
+    make_db(*p, "aux");
+  }
   *s << "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
   *s << "INSERT INTO t VALUES(1, 'main')";
   const std::string q = "SELECT v FROM t WHERE id = 1";
@@ -595,7 +644,10 @@ TEST_F(SqliteStale, TempObjectsAndAttachChangeWhatANameMeans) {
   EXPECT_EQ(rows(*s, qa), "aux|\n");
   *s << "DETACH DATABASE aux";
   std::string other = file("other.db");
-  { auto p = plain(other); make_db(*p, "other"); }
+  {
+    auto p = plain(other);
+    make_db(*p, "other");
+  }
   *s << "ATTACH DATABASE '" + other + "' AS aux";
   EXPECT_EQ(rows(*s, qa), "other|\n");
   // A temp trigger on a main table writes another table behind the statement.
@@ -696,7 +748,8 @@ TEST_F(SqliteStale, WritesSteppedInFetchInvalidate) {
     check(q);
     check(c);
     {
-      soci::rowset<soci::row> rs = (s->prepare << "INSERT INTO t(v) VALUES('a'), ('b') RETURNING id");
+      soci::rowset<soci::row> rs =
+          (s->prepare << "INSERT INTO t(v) VALUES('a'), ('b') RETURNING id");
       for (const auto& r : rs) (void)r;
     }
     check(c);
@@ -713,7 +766,10 @@ TEST_F(SqliteStale, WritesSteppedInFetchInvalidate) {
 }
 
 TEST_F(SqliteStale, UncommittedWriteOfAStatementNotRunToItsEndIsNeverPublished) {
-  { auto p = plain(); make_db(*p, "old"); }
+  {
+    auto p = plain();
+    make_db(*p, "old");
+  }
   auto a = open();
   auto b = open();
   const std::string q = "SELECT v FROM t WHERE id = 1";
@@ -733,7 +789,10 @@ TEST_F(SqliteStale, UncommittedWriteOfAStatementNotRunToItsEndIsNeverPublished) 
 }
 
 TEST_F(SqliteStale, JournalModeSwitchedByAnotherConnectionIsStillWatched) {
-  { auto p = plain(); make_db(*p, "v"); }
+  {
+    auto p = plain();
+    make_db(*p, "v");
+  }
   auto s = open();
   const std::string q = "SELECT v FROM t WHERE id = 1";
   for (std::string mode : {"TRUNCATE", "DELETE", "WAL"}) {

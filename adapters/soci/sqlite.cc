@@ -105,7 +105,7 @@ struct file_state {
   std::atomic<const volatile unsigned char*> header{nullptr};
   dev_t dev = 0;  // the file's identity (fixed at creation)
   ino_t ino = 0;
-  int fd = -1;    // opened on (dev, ino), never closed: see map_header
+  int fd = -1;  // opened on (dev, ino), never closed: see map_header
   // Moved by every schema change made through qcache and every change to the file that
   // this process did not prove to be its own commit (which may have been DDL): a memoized
   // statement analysis taken under another value is not reused.
@@ -910,7 +910,8 @@ void sqlite_engine::refresh_schemas() {
     if (name == "temp" && !temp_objects) continue;
     ctx += ";" + name + "=" + s.identity;
   }
-  if (private_context_) ctx += ";private=" + std::to_string(uid_) + "." + std::to_string(private_gen_);
+  if (private_context_)
+    ctx += ";private=" + std::to_string(uid_) + "." + std::to_string(private_gen_);
   context_ = intern_context(ctx);
   forget_table_facts();
   plan_memo_.clear();
@@ -920,10 +921,11 @@ void sqlite_engine::refresh_schemas() {
 // PRAGMAs whose setting changes no statement's result (journal, cache, locking, limits).
 bool harmless_pragma(std::string_view name) {
   static const std::set<std::string, std::less<>> harmless = {
-      "journal_mode", "synchronous", "busy_timeout", "cache_size", "cache_spill",
-      "temp_store", "mmap_size", "wal_autocheckpoint", "wal_checkpoint", "threads",
-      "soft_heap_limit", "hard_heap_limit", "optimize", "analysis_limit", "shrink_memory",
-      "locking_mode", "journal_size_limit"};
+      "journal_mode",      "synchronous",    "busy_timeout",    "cache_size",
+      "cache_spill",       "temp_store",     "mmap_size",       "wal_autocheckpoint",
+      "wal_checkpoint",    "threads",        "soft_heap_limit", "hard_heap_limit",
+      "optimize",          "analysis_limit", "shrink_memory",   "locking_mode",
+      "journal_size_limit"};
   return harmless.count(lower(name)) > 0;
 }
 
@@ -1194,7 +1196,8 @@ const std::string* sqlite_engine::table_of_root(const std::string& schema, int r
 // named or the statement opens a virtual table (the read is then not cached).
 bool sqlite_engine::add_opened_tables(plan& p, const std::vector<vdbe_op>& ops) {
   for (const auto& o : ops) {
-    if (o.name.size() > 1 && o.name[0] == 'V' && std::isupper(static_cast<unsigned char>(o.name[1])))
+    if (o.name.size() > 1 && o.name[0] == 'V' &&
+        std::isupper(static_cast<unsigned char>(o.name[1])))
       return false;  // VOpen, VFilter, ...: a virtual table or table-valued function
     if (o.name != "OpenRead" && o.name != "OpenWrite" && o.name != "ReopenIdx") continue;
     if (o.p5 & 0x10) return false;  // OPFLAG_P2ISREG: the root page is in a register
@@ -1214,9 +1217,10 @@ bool sqlite_engine::add_opened_tables(plan& p, const std::vector<vdbe_op>& ops) 
 // pragma_table_list says "shadow" only when the virtual table's module is loaded.
 bool sqlite_engine::shadow_of_virtual(const std::string& schema, const std::string& t) {
   bool found = false;
+  const std::string name = quote(t);
   query("SELECT 1 FROM pragma_table_list WHERE schema = " + quote(schema) +
-            " AND type = 'virtual' AND length(" + quote(t) + ") > length(name) + 1 AND "
-            "lower(substr(" + quote(t) + ", 1, length(name) + 1)) = lower(name) || '_'",
+            " AND type = 'virtual' AND length(" + name + ") > length(name) + 1" +
+            " AND lower(substr(" + name + ", 1, length(name) + 1)) = lower(name) || '_'",
         [&](sq::sqlite3_stmt*) { found = true; });
   return found;
 }
@@ -1648,8 +1652,10 @@ std::int64_t sqlite_engine::check_data_version(const std::string& schema, schema
   if (s.dv && sq::sqlite3_step(s.dv) == SQLITE_ROW) v = sq::sqlite3_column_int64(s.dv, 0);
   if (s.dv) sq::sqlite3_reset(s.dv);
   if (v != s.dv_last || v < 0) {
-    if (s.fs) s.fs->schema_epoch.fetch_add(1, std::memory_order_acq_rel);
-    else ++local_epoch_;  // another connection may have changed the schema
+    if (s.fs)
+      s.fs->schema_epoch.fetch_add(1, std::memory_order_acq_rel);
+    else
+      ++local_epoch_;  // another connection may have changed the schema
     cache_->invalidate(std::array{tags::database(s.identity)}, invalidation_cause::external);
   }
   s.dv_last = v;
@@ -1995,7 +2001,9 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
         if (!st->reprepared.empty() && st->reprepared != p.events)
           schema_changed_under_write(*st->p, st->reprepared);
         break;
-      case kind::tx: note_tx_start(); break;
+      case kind::tx:
+        note_tx_start();
+        break;
       case kind::ddl:
       case kind::attach:
         if (hook_pending()) process_hook_rows(nullptr);
@@ -2036,7 +2044,8 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
 void sqlite_engine::settle() {
   // A write transaction may outlive the statement that opened it (a statement not yet
   // reset, nested writes of an application function): its writes are not committed yet.
-  if (!sq::sqlite3_get_autocommit(conn_) || sq::sqlite3_txn_state(conn_, nullptr) == SQLITE_TXN_WRITE)
+  if (!sq::sqlite3_get_autocommit(conn_) ||
+      sq::sqlite3_txn_state(conn_, nullptr) == SQLITE_TXN_WRITE)
     return;
   if (hook_pending()) process_hook_rows(nullptr);
   bool rolled_back = rollbacks_ != rollbacks_seen_;
