@@ -351,6 +351,29 @@ TEST_F(SqliteStale, PreparedWriteSeesATableRecreatedWithOnConflictReplace) {
   fresh(*s, qk);
 }
 
+TEST_F(SqliteStale, TableRecreatedByAnotherSessionIsJudgedByItsNewColumns) {
+  auto s = open();
+  *s << "CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b TEXT)";
+  *s << "INSERT INTO t VALUES(1, 'x', 'p'), (2, 'y', 'q')";
+  const std::string q = "SELECT id FROM t WHERE a = 'x'";
+  const std::string r = "SELECT id FROM t WHERE b = 'q'";
+  fresh(*s, q);
+  fresh(*s, r);
+  {
+    auto other = open();  // same columns, another order
+    *other << "DROP TABLE t";
+    *other << "CREATE TABLE t(id INTEGER PRIMARY KEY, b TEXT, a TEXT)";
+    *other << "INSERT INTO t(id, a, b) VALUES(1, 'x', 'p'), (2, 'y', 'q')";
+  }
+  const std::string q2 = "SELECT id, 2 FROM t WHERE a = 'x'";  // analysed after the change
+  fresh(*s, q2);
+  fresh(*s, q2);
+  *s << "UPDATE t SET a = 'z' WHERE id = 1";
+  fresh(*s, q2);
+  fresh(*s, q);
+  fresh(*s, r);
+}
+
 // ---- 21: equality by SQLite's comparison rules -----------------------------------------
 
 TEST_F(SqliteStale, CastInAnEqualityReadUsesSqliteAffinity) {

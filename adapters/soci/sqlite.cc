@@ -707,6 +707,13 @@ class sqlite_engine final : public engine {
   void forget_table_facts() {
     table_memo_.clear();
     roots_.clear();
+    facts_epoch_ = schema_epoch();
+  }
+  // Table facts and b-tree roots are valid for the schema epochs they were learnt under: a
+  // table recreated by another connection since must not be judged by its old columns.
+  // Called where no reference into the memo is held.
+  void sync_table_facts() {
+    if (facts_epoch_ != schema_epoch()) forget_table_facts();
   }
   bool deterministic(const std::string& fn);
   const table_info& table(const std::string& schema, const std::string& t);
@@ -771,6 +778,7 @@ class sqlite_engine final : public engine {
   std::map<int, std::string> schema_by_index_;  // PRAGMA database_list's seq -> name
   // Per schema: b-tree root page -> the table it stores (an index names its table).
   std::map<std::string, std::unordered_map<int, std::string>> roots_;
+  std::uint64_t facts_epoch_ = ~std::uint64_t{0};  // schema_epoch() of table_memo_, roots_
   bool main_private_ = false;  // main is a plain :memory: database (never shared)
   std::uint64_t gen_ = 0;
   std::uint32_t context_ = 0;
@@ -1039,6 +1047,7 @@ const sqlite_engine::table_info& sqlite_engine::table(const std::string& schema,
 }
 
 void sqlite_engine::classify(plan& p, const std::vector<auth_event>& ev, sq::sqlite3_stmt* stmt) {
+  sync_table_facts();
   bool select = false, other = false, ddl = false, attach = false, tx = false, pragma = false;
   std::vector<std::string> functions;
   std::set<std::pair<std::string, std::string>> reads;
@@ -1724,6 +1733,7 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
     case kind::write:
       add_hold(p->write_hold_tags);
       // The preupdate hook may not query: load the written tables' columns now.
+      sync_table_facts();
       for (const auto& w : p->writes) table(w.schema, w.table);
       for (const auto& w : p->writes) tx_written_.insert(identity(w.schema) + '\x1f' + w.table);
       {
