@@ -6,9 +6,12 @@
 // Invariants:
 //  * a statement is a cacheable read only when SQLite reports it read-only, its authorizer
 //    callbacks are only SELECT/READ/FUNCTION/RECURSIVE, every function is deterministic,
-//    and every table it reads is an ordinary table (views expand to their base tables);
-//    anything else that is not read-only is a write, and a write whose targets SQLite did
-//    not name (VACUUM, unknown actions) flushes every database of the connection;
+//    and every table it reads is an ordinary table (views expand to their base tables;
+//    shadow tables of virtual tables are not ordinary). The tables it reads are those the
+//    authorizer reports plus every b-tree its bytecode opens (the authorizer is silent for
+//    USING/NATURAL join columns); a virtual table opened makes it uncacheable. Anything
+//    else that is not read-only is a write, and a write whose targets SQLite did not name
+//    (VACUUM, unknown actions) flushes every database of the connection;
 //  * a read of rowid/INTEGER PRIMARY KEY = ? (proved from the statement's bytecode: one
 //    cursor, one SeekRowid from that parameter, no loops) depends on a predicate tag of that
 //    rowid plus the table's epoch and its rowid epoch;
@@ -28,15 +31,25 @@
 //    write holds table(t). Where the update hook may be silent (WITHOUT ROWID, triggers,
 //    REPLACE anywhere, UPDATE of the rowid, DELETE without WHERE) the write also moves the
 //    rowid epoch; where the preupdate hook may be (virtual tables, fewer rows seen than
-//    deleted) the table's epoch;
+//    deleted) the table's epoch. Tables the hooks saw changed that the statement did not
+//    declare (application functions, virtual table modules) are held table-wide. A
+//    transaction is settled only when no write transaction is open;
+//  * an analysis holds for the schema it was made under: a write re-checks its files and
+//    is analysed again when the schema epochs moved; SQLite re-preparing a statement while
+//    it runs means the schema changed (a read stores nothing, a write flushes);
 //  * every read depends on its databases' tags; DDL, ATTACH/DETACH and external writes
-//    bump them. Database identity is the canonical path of the file; :memory: and temp
-//    databases get an identity private to the connection;
+//    bump them. Database identity is the file's device and inode (a file renamed over the
+//    path is another database), proven at every schema refresh; a file that cannot be
+//    identified is not cached. temp and a plain :memory: main get an identity private to
+//    the connection; other memory databases (shared cache) too, watched by data_version;
+//  * inside an explicit transaction a read uses the cache only while the files it reads
+//    have not changed since the transaction began (its snapshot is current), and no miss
+//    is stored while another statement holds a WAL snapshot;
 //  * another connection or process writing the file moves the file's change counter
 //    (rollback journal) or the WAL index's change counter (WAL). Before a hit and around a
 //    miss the counter is compared with the last value seen in this process; a change not
-//    proven to be our own commit invalidates the database before anything is served or
-//    stored.
+//    proven to be our own commit (of a file the transaction wrote, moved by exactly one)
+//    invalidates the database before anything is served or stored.
 #include "internal.h"
 
 // soci-sqlite3.h includes <sqlite3.h> inside namespace sqlite_api: it must come first.
