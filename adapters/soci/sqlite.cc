@@ -1845,8 +1845,11 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
   // shares, possibly older than the file in WAL mode (a rollback journal's shared lock
   // keeps other writers out meanwhile): run it, store nothing.
   bool snapshots = false;
-  for (const auto& [schema, c] : st->counters)
-    snapshots = snapshots || c == file_state::unknown || (c >> 32) == 2 || schemas_[schema].watch;
+  for (const auto& [schema, c] : st->counters) {
+    auto sit = schemas_.find(schema);
+    snapshots = snapshots || c == file_state::unknown || (c >> 32) == 2 ||
+                sit == schemas_.end() || sit->second.watch;
+  }
   if (snapshots && other_statement_busy(stmt)) {
     cache_->count_uncacheable(uncacheable_reason::transaction_local);
     return ex;
