@@ -114,6 +114,98 @@ const std::string q_views =
 const std::string q_procs =
     "SELECT p.oid, p.pronamespace, p.proname, p.provolatile FROM pg_catalog.pg_proc p";
 
+// Routes to user code, as (kind, owner, target) oid pairs:
+//  'a' aggregate -> its support functions (transition, final, combine, (de)serial, moving)
+//  'w' relation -> a function its defaults/generated columns, CHECK/EXCLUDE constraints,
+//      index expressions/predicates or user operator classes run on writes
+//  'p' relation -> a function a row-security policy runs (reads and writes)
+//  't' user type -> a function: domain CHECKs, I/O functions, user casts to or from it,
+//      support functions of its user operator classes
+//  'b' user type -> a type whose code it runs too (domain base, array element, attribute)
+//  'c' user relation -> the user type of one of its columns
+//  'i' 0 -> the function of an implicit cast that is a user function
+// Operators are resolved to oprcode. Only user objects are recorded in pg_depend, which is
+// all that matters: code outside pg_catalog is what may write.
+const std::string q_code = R"(
+SELECT 'a', a.aggfnoid::pg_catalog.oid, f.f FROM pg_catalog.pg_aggregate a,
+ LATERAL (VALUES (a.aggtransfn::pg_catalog.oid), (a.aggfinalfn), (a.aggcombinefn),
+  (a.aggserialfn), (a.aggdeserialfn), (a.aggmtransfn), (a.aggminvtransfn), (a.aggmfinalfn)) f(f)
+ WHERE f.f <> 0
+UNION ALL
+SELECT CASE WHEN po.oid IS NOT NULL THEN 'p' WHEN co.contypid <> 0 THEN 't' ELSE 'w' END,
+ COALESCE(ad.adrelid, NULLIF(co.conrelid, 0), co.contypid, ix.indrelid, po.polrelid),
+ CASE WHEN d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass THEN d.refobjid
+  ELSE op.oprcode::pg_catalog.oid END
+ FROM pg_catalog.pg_depend d
+ LEFT JOIN pg_catalog.pg_attrdef ad ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+  AND ad.oid = d.objid
+ LEFT JOIN pg_catalog.pg_constraint co
+  ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND co.oid = d.objid
+ LEFT JOIN pg_catalog.pg_index ix ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+  AND ix.indexrelid = d.objid
+ LEFT JOIN pg_catalog.pg_policy po ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass
+  AND po.oid = d.objid
+ LEFT JOIN pg_catalog.pg_operator op
+  ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND op.oid = d.refobjid
+ WHERE d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
+  'pg_catalog.pg_operator'::pg_catalog.regclass)
+ AND COALESCE(ad.adrelid, NULLIF(co.conrelid, 0), co.contypid, ix.indrelid,
+  po.polrelid) IS NOT NULL
+UNION ALL
+SELECT 'w', ix.indrelid, s.f FROM pg_catalog.pg_depend d
+ JOIN pg_catalog.pg_index ix ON ix.indexrelid = d.objid
+ JOIN pg_catalog.pg_opclass oc ON oc.oid = d.refobjid,
+ LATERAL (SELECT ap.amproc::pg_catalog.oid FROM pg_catalog.pg_amproc ap
+   WHERE ap.amprocfamily = oc.opcfamily
+  UNION ALL SELECT o.oprcode::pg_catalog.oid FROM pg_catalog.pg_amop am
+   JOIN pg_catalog.pg_operator o ON o.oid = am.amopopr WHERE am.amopfamily = oc.opcfamily) s(f)
+ WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+ AND d.refclassid = 'pg_catalog.pg_opclass'::pg_catalog.regclass
+UNION ALL
+SELECT 't', t.oid, f.f FROM pg_catalog.pg_type t,
+ LATERAL (VALUES (t.typinput::pg_catalog.oid), (t.typoutput), (t.typreceive), (t.typsend),
+  (t.typmodin), (t.typmodout), (t.typanalyze), (t.typsubscript)) f(f)
+ JOIN pg_catalog.pg_proc p ON p.oid = f.f
+ WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace
+UNION ALL
+SELECT 't', x.t, c.castfunc FROM pg_catalog.pg_cast c
+ JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc,
+ LATERAL (VALUES (c.castsource), (c.casttarget)) x(t)
+ WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace
+UNION ALL
+SELECT 'i', 0, c.castfunc FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc
+ WHERE c.castcontext = 'i' AND p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace
+UNION ALL
+SELECT 't', oc.opcintype, ap.amproc::pg_catalog.oid FROM pg_catalog.pg_opclass oc
+ JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily
+ WHERE oc.opcnamespace <> 'pg_catalog'::pg_catalog.regnamespace
+UNION ALL
+SELECT 'b', t.oid, x.b FROM pg_catalog.pg_type t,
+ LATERAL (VALUES (t.typbasetype), (t.typelem)) x(b)
+ WHERE x.b <> 0 AND t.typnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace,
+  'information_schema'::pg_catalog.regnamespace)
+UNION ALL
+SELECT x.k, x.o, a.atttypid
+ FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type at ON at.oid = a.atttypid
+ JOIN pg_catalog.pg_type t ON t.typrelid = a.attrelid,
+ LATERAL (VALUES ('c', a.attrelid), ('b', t.oid)) x(k, o)
+ WHERE a.attnum > 0 AND NOT a.attisdropped
+ AND at.typnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace,
+  'information_schema'::pg_catalog.regnamespace))";
+
+// Operators that may run user code: the operator or its function is outside pg_catalog.
+const std::string q_operators =
+    "SELECT o.oprnamespace, o.oprname, o.oprcode::pg_catalog.oid FROM pg_catalog.pg_operator o"
+    " JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode"
+    " WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace"
+    " OR p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace";
+
+// Types outside the system schemas, by name (casts to them run their code).
+const std::string q_types =
+    "SELECT t.oid, t.typnamespace, t.typname FROM pg_catalog.pg_type t"
+    " WHERE t.typnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace,"
+    " 'information_schema'::pg_catalog.regnamespace)";
+
 const std::string q_edges =
     "SELECT 'f', conrelid, confrelid, confupdtype, confdeltype FROM pg_catalog.pg_constraint"
     " WHERE contype = 'f'"
@@ -269,6 +361,84 @@ char snapshot::function_volatility(const qualified_name& name,
   return most ? most : 'v';
 }
 
+void code_reach::merge(const code_reach& o) {
+  if (o.volatility > volatility || (o.writes && !writes)) function = o.function;
+  volatility = more_volatile(volatility, o.volatility);
+  writes = writes || o.writes;
+}
+
+bool may_write(const qualified_name& f, char volatility) {
+  if (volatility != 'v') return false;
+  if (!f.schema.empty() && f.schema != "pg_catalog") return true;
+  // clang-format off
+  static const char* safe[] = {
+      "random", "setseed", "nextval", "setval", "currval", "lastval", "gen_random_uuid",
+      "clock_timestamp", "timeofday", "txid_current", "txid_current_if_assigned",
+      "pg_current_xact_id", "pg_current_xact_id_if_assigned", "pg_sleep", "pg_sleep_for",
+      "pg_sleep_until", "set_config", "pg_notify", "pg_advisory_lock", "pg_advisory_unlock",
+      "pg_advisory_xact_lock", "pg_try_advisory_lock", "pg_try_advisory_xact_lock",
+      "pg_advisory_lock_shared", "pg_advisory_unlock_shared", "pg_advisory_unlock_all",
+      "pg_backend_pid", "pg_cancel_backend", "pg_terminate_backend", "now",
+      "statement_timestamp", "transaction_timestamp", "pg_stat_get_activity",
+      "pg_current_snapshot", "txid_current_snapshot", "pg_stat_clear_snapshot",
+      "pg_stat_reset", "pg_stat_reset_shared", "pg_stat_reset_single_table_counters",
+      "pg_get_serial_sequence", "current_setting", "pg_stat_get_backend_idset"};
+  // clang-format on
+  std::string n(f.name);
+  for (char& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* x : safe)
+    if (n == x) return false;
+  return true;
+}
+
+code_reach snapshot::name_code(const std::unordered_map<std::string, code_map>& m,
+                               const qualified_name& name, const std::vector<std::string>& schemas,
+                               bool all_schemas) const {
+  code_reach c;
+  auto in = [&](const std::string& schema) {
+    auto s = m.find(schema);
+    if (s == m.end()) return;
+    auto it = s->second.find(name.name);
+    if (it != s->second.end()) c.merge(it->second);
+  };
+  if (!name.schema.empty()) {
+    const std::string* schema = &name.schema;
+    if (name.schema == "pg_temp" && !(schema = temp_schema(schemas))) return c;
+    in(*schema);
+  } else if (all_schemas) {
+    for (const auto& [schema, names] : m) in(schema);
+  } else {
+    for (const std::string& schema : schemas) in(schema);
+  }
+  return c;
+}
+
+void snapshot::relation_code(const qualified_name& name, const std::vector<std::string>& schemas,
+                             bool write, code_reach& out) const {
+  const relation* r = resolve(name, schemas);
+  if (!r) return;
+  auto add = [&](std::uint32_t oid) {
+    if (const relation* x = by_oid(oid)) out.merge(write ? x->write_code : x->read_code);
+  };
+  out.merge(write ? r->write_code : r->read_code);
+  for (std::uint32_t b : r->base_tables) add(b);
+  for (std::uint32_t f : r->family) add(f);
+  if (write)
+    for (std::uint32_t c : r->cascade_targets) add(c);
+}
+
+code_reach snapshot::statement_code(const statement& s,
+                                    const std::vector<std::string>& schemas) const {
+  code_reach c = implicit_casts_;
+  for (const qualified_name& op : s.operators) c.merge(name_code(operators_, op, schemas, true));
+  for (const std::string& f : s.field_names)
+    c.merge(name_code(user_functions_, qualified_name{"", f}, schemas, false));
+  for (const qualified_name& t : s.cast_types) c.merge(name_code(types_, t, schemas, false));
+  for (const read_ref& r : s.reads) relation_code(r.table, schemas, false, c);
+  for (const write_ref& w : s.writes) relation_code(w.table, schemas, true, c);
+  return c;
+}
+
 // --- loading ------------------------------------------------------------------------
 
 std::string quoted(std::string_view s, char q) {
@@ -279,6 +449,138 @@ std::string quoted(std::string_view s, char q) {
   }
   return out + q;
 }
+
+namespace {
+
+// pg_proc by oid: what code_of() needs to judge a function.
+struct proc_entry {
+  std::string schema, name;
+  char volatility = 'v';
+};
+using proc_table = std::unordered_map<std::uint32_t, proc_entry>;
+using oid_links = std::unordered_map<std::uint32_t, std::vector<std::uint32_t>>;
+
+// The function `oid` as reached code; unknown (created after the pg_proc query) is the worst.
+code_reach code_of(const proc_table& procs, std::uint32_t oid) {
+  code_reach c;
+  auto it = procs.find(oid);
+  if (it == procs.end()) {
+    c.volatility = 'v';
+    c.writes = true;
+    c.function = "function " + std::to_string(oid);
+    return c;
+  }
+  c.volatility = it->second.volatility;
+  c.writes = may_write(qualified_name{it->second.schema, it->second.name}, c.volatility);
+  c.function = it->second.schema + "." + it->second.name;
+  return c;
+}
+
+}  // namespace
+
+// Loads the routes to user code (q_code, q_operators, q_types) into a snapshot whose
+// relations and pg_proc are loaded; views get their read_code when expanded.
+struct code_loader {
+  code_loader(const query_fn& q, snapshot& snap, proc_table& p,
+              const std::unordered_map<std::uint32_t, std::string>& n)
+      : query(q), s(snap), procs(p), nsp(n) {}
+
+  const query_fn& query;
+  snapshot& s;
+  proc_table& procs;
+  const std::unordered_map<std::uint32_t, std::string>& nsp;
+
+  std::unordered_map<std::uint32_t, code_reach> type_direct, rel_write, rel_policy;
+  oid_links type_links, rel_types, aggs;
+  std::unordered_map<std::uint32_t, code_reach> type_full;
+  std::unordered_set<std::uint32_t> type_busy;
+
+  void run() {
+    for (const row& r : query(q_code)) {
+      char kind = char_at(r, 0, "code kind");
+      std::uint32_t owner = oid_at(r, 1, "code owner"), target = oid_at(r, 2, "code target");
+      switch (kind) {
+        case 'a':
+          aggs[owner].push_back(target);
+          break;
+        case 'w':
+          rel_write[owner].merge(code_of(procs, target));
+          break;
+        case 'p':
+          rel_policy[owner].merge(code_of(procs, target));
+          break;
+        case 't':
+          type_direct[owner].merge(code_of(procs, target));
+          break;
+        case 'b':
+          type_links[owner].push_back(target);
+          break;
+        case 'c':
+          rel_types[owner].push_back(target);
+          break;
+        case 'i':
+          s.implicit_casts_.merge(code_of(procs, target));
+          break;
+        default:
+          bad_shape(std::string("code kind ") + kind);
+      }
+    }
+    fold_aggregates();
+    for (const row& r : query(q_operators)) {
+      auto n = nsp.find(oid_at(r, 0, "oprnamespace"));
+      code_reach c = code_of(procs, oid_at(r, 2, "oprcode"));
+      s.operators_[n == nsp.end() ? std::string() : n->second][text_at(r, 1, "oprname")].merge(c);
+    }
+    for (const row& r : query(q_types)) {
+      auto n = nsp.find(oid_at(r, 1, "typnamespace"));
+      if (n == nsp.end()) continue;
+      code_reach c = type_code(oid_at(r, 0, "pg_type.oid"));
+      if (c.volatility) s.types_[n->second][text_at(r, 2, "typname")].merge(c);
+    }
+    for (const auto& [oid, p] : procs)
+      if (!p.schema.empty() && !is_system_schema(p.schema))
+        s.user_functions_[p.schema][p.name].merge(code_of(procs, oid));
+    for (relation& rel : s.relations_) relation_code(rel);
+  }
+
+  // An aggregate runs its support functions: it is as volatile as the most volatile one.
+  void fold_aggregates() {
+    for (const auto& [agg, support] : aggs) {
+      auto it = procs.find(agg);
+      if (it == procs.end()) continue;
+      for (std::uint32_t f : support)
+        it->second.volatility = more_volatile(it->second.volatility, code_of(procs, f).volatility);
+      auto sch = s.procs_.find(it->second.schema);
+      if (sch == s.procs_.end()) continue;
+      auto slot = sch->second.find(it->second.name);
+      if (slot != sch->second.end())
+        slot->second = more_volatile(slot->second, it->second.volatility);
+    }
+  }
+
+  // A user type's own code and that of the types it is built on (domain base, array
+  // element, attributes), memoised; a cycle (not possible in PostgreSQL) adds nothing.
+  code_reach type_code(std::uint32_t type) {
+    if (auto it = type_full.find(type); it != type_full.end()) return it->second;
+    if (!type_busy.insert(type).second) return {};
+    code_reach c;
+    if (auto d = type_direct.find(type); d != type_direct.end()) c.merge(d->second);
+    if (auto l = type_links.find(type); l != type_links.end())
+      for (std::uint32_t t : l->second) c.merge(type_code(t));
+    type_busy.erase(type);
+    return type_full[type] = c;
+  }
+
+  void relation_code(relation& rel) {
+    code_reach both;
+    if (auto p = rel_policy.find(rel.oid); p != rel_policy.end()) both.merge(p->second);
+    if (auto t = rel_types.find(rel.oid); t != rel_types.end())
+      for (std::uint32_t type : t->second) both.merge(type_code(type));
+    rel.read_code = both;
+    rel.write_code = both;
+    if (auto w = rel_write.find(rel.oid); w != rel_write.end()) rel.write_code.merge(w->second);
+  }
+};
 
 std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64_t generation) {
   auto snap = std::make_shared<snapshot>();
@@ -327,23 +629,27 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
     }
   }
 
-  std::unordered_map<std::uint32_t, char> proc_vol;
+  proc_table procs;
   auto proc_rows = query(q_procs);
-  proc_vol.reserve(proc_rows.size());
+  procs.reserve(proc_rows.size());
   for (const row& r : proc_rows) {
     char v = char_at(r, 3, "provolatile");
-    proc_vol.emplace(oid_at(r, 0, "pg_proc.oid"), v);
     auto n = nsp.find(oid_at(r, 1, "pronamespace"));
+    procs.emplace(
+        oid_at(r, 0, "pg_proc.oid"),
+        proc_entry{n == nsp.end() ? std::string() : n->second, text_at(r, 2, "proname"), v});
     if (n == nsp.end()) continue;
     char& slot = s.procs_[n->second].try_emplace(text_at(r, 2, "proname"), 'i').first->second;
     slot = more_volatile(slot, v);
   }
+  code_loader(query, s, procs, nsp).run();
 
   // User views: direct references first, then expand through nested views.
   struct view_info {
     std::vector<std::uint32_t> relids;
     bool volatile_self = false;
-    int state = 0;  // 0 new, 1 expanding, 2 done
+    code_reach code;  // the functions the body calls
+    int state = 0;    // 0 new, 1 expanding, 2 done
   };
   std::unordered_map<std::uint32_t, view_info> views;
   for (const row& r : query(q_views)) {
@@ -354,8 +660,8 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
       if (rel != oid) v.relids.push_back(rel);  // PG15 keeps *OLD*/*NEW* entries for itself
     v.volatile_self = refs.volatile_expr;
     for (std::uint32_t f : refs.funcids) {
-      auto it = proc_vol.find(f);
-      if (it == proc_vol.end() || it->second != 'i') v.volatile_self = true;
+      v.code.merge(code_of(procs, f));
+      if (v.code.volatility != 'i') v.volatile_self = true;
     }
   }
   std::function<void(std::uint32_t)> expand = [&](std::uint32_t oid) {
@@ -365,6 +671,7 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
     view_info& v = vi->second;
     v.state = 1;
     rel->volatile_view = v.volatile_self;
+    rel->read_code.merge(v.code);
     for (std::uint32_t ref : v.relids) {
       relation* target = rel_of(ref);
       if (!target) {  // created after the relation query: unknown, so be conservative
@@ -384,6 +691,7 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
       rel->base_tables.insert(rel->base_tables.end(), target->base_tables.begin(),
                               target->base_tables.end());
       rel->volatile_view = rel->volatile_view || target->volatile_view;
+      rel->read_code.merge(target->read_code);
     }
     sort_unique(rel->base_tables);
     v.state = 2;

@@ -1,0 +1,359 @@
+// User code a statement runs without naming it (CORRECTNESS.md P18), PostgreSQL through
+// libpqxx: views whose bodies call functions, user operators, functional notation,
+// column defaults, CHECK and domain constraints, aggregates' support functions, casts,
+// row-security policies, and function calls hidden in multi-statement strings.
+//
+// Each test: t(v int) holds one row; f_bump() (VOLATILE) increments it. A read of t is
+// cached, a statement that reaches f_bump() only through the catalog runs through qcache,
+// and the read must then return what the database says. Stable routes: a STABLE function
+// reads t, and a statement reaching it must not be cached (default options).
+//
+// Like pqxx_test.cc, every test works in its own schema, dropped afterwards.
+#include <gtest/gtest.h>
+#include <qcache/pqxx.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/db_env.h"
+
+namespace {
+
+std::string dump(const pqxx::result& r) {
+  std::ostringstream o;
+  for (const auto& row : r) {
+    for (const auto& f : row)
+      o << (f.is_null() ? "NULL" : "'" + std::string(f.c_str()) + "'") << ",";
+    o << "\n";
+  }
+  return o.str();
+}
+
+std::string lower_ident(std::string s) {
+  for (char& c : s) c = std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '_';
+  return s;
+}
+
+class ImplicitCode : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    QCACHE_REQUIRE_PG(ci);
+    conninfo_ = ci;
+    std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    schema_ = "qci_" + std::to_string(getpid()) + "_" + lower_ident(test).substr(0, 36);
+    admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_);
+    direct(
+        "CREATE TABLE t (v int); INSERT INTO t VALUES (1);"
+        "CREATE FUNCTION f_bump() RETURNS int VOLATILE LANGUAGE sql AS"
+        " 'UPDATE t SET v = v + 1; SELECT 1';"
+        "CREATE FUNCTION f_bump2(int, int) RETURNS int VOLATILE LANGUAGE sql AS"
+        " 'UPDATE t SET v = v + 1; SELECT 1';"
+        "CREATE FUNCTION f_bump3(int, int) RETURNS bool VOLATILE LANGUAGE sql AS"
+        " 'UPDATE t SET v = v + 1; SELECT true';"
+        "CREATE FUNCTION f_check(int) RETURNS bool VOLATILE LANGUAGE sql AS"
+        " 'UPDATE t SET v = v + 1; SELECT true';"
+        "CREATE FUNCTION f_read(int, int) RETURNS int STABLE LANGUAGE sql AS"
+        " 'SELECT v FROM t'");
+    cache_ = std::make_shared<qcache::cache>(qcache::options{});
+    conn_ = std::make_unique<qcache::pqxx::connection>(
+        conninfo_ + " options='-c search_path=" + schema_ + "'", cache_);
+  }
+  void TearDown() override {
+    if (conninfo_.empty()) return;
+    conn_.reset();
+    try {
+      admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE");
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "cleanup: " << e.what();
+    }
+  }
+
+  pqxx::result direct(const std::string& sql) {
+    pqxx::connection c(conninfo_ + " options='-c search_path=" + schema_ + "'");
+    pqxx::nontransaction tx(c);
+    return tx.exec(sql);
+  }
+  void admin(const std::string& sql) {
+    pqxx::connection c(conninfo_);
+    pqxx::nontransaction tx(c);
+    tx.exec(sql);
+  }
+  pqxx::result exec(const std::string& sql) {
+    qcache::pqxx::nontransaction tx(*conn_);
+    return tx.exec(sql);
+  }
+  // Caches `sql` (the second call must be a hit).
+  void cache_it(const std::string& sql = "SELECT v FROM t") {
+    exec(sql);
+    auto before = cache_->stats().hits;
+    exec(sql);
+    ASSERT_EQ(cache_->stats().hits, before + 1) << "not cached: " << sql;
+  }
+  // `sql` returns what the database says.
+  void expect_fresh(const std::string& sql = "SELECT v FROM t") {
+    EXPECT_EQ(dump(exec(sql)), dump(direct(sql))) << sql;
+  }
+  // Runs `stmt` through qcache (it reaches f_bump), then checks that t is read fresh.
+  void expect_bump_seen(const std::string& stmt) {
+    cache_it();
+    std::string before = dump(direct("SELECT v FROM t"));
+    exec(stmt);
+    ASSERT_NE(before, dump(direct("SELECT v FROM t"))) << "the statement did not write: " << stmt;
+    expect_fresh();
+  }
+  // `sql` reaches a STABLE function reading t: after t changes, it must not be stale.
+  void expect_stable_not_stale(const std::string& sql) {
+    exec(sql);
+    exec(sql);
+    exec("UPDATE t SET v = v + 10");
+    expect_fresh(sql);
+  }
+
+  std::string conninfo_, schema_, copy_file_;
+  std::shared_ptr<qcache::cache> cache_;
+  std::unique_ptr<qcache::pqxx::connection> conn_;
+};
+
+// ---- Writes hidden behind implicit calls -------------------------------------------
+
+TEST_F(ImplicitCode, ViewBodyCallingAWritingFunctionFlushes) {
+  direct("CREATE VIEW vb AS SELECT f_bump() AS x");
+  expect_bump_seen("SELECT * FROM vb");
+}
+
+TEST_F(ImplicitCode, ViewOverAViewCallingAWritingFunctionFlushes) {
+  direct("CREATE VIEW vb AS SELECT f_bump() AS x; CREATE VIEW vv AS SELECT x FROM vb");
+  expect_bump_seen("SELECT * FROM vv");
+}
+
+TEST_F(ImplicitCode, UserOperatorImplementedByAWritingFunctionFlushes) {
+  direct("CREATE OPERATOR ### (leftarg = int, rightarg = int, function = f_bump2)");
+  expect_bump_seen("SELECT 1 ### 1");
+}
+
+TEST_F(ImplicitCode, QualifiedOperatorSyntaxFlushes) {
+  direct("CREATE OPERATOR ### (leftarg = int, rightarg = int, function = f_bump2)");
+  expect_bump_seen("SELECT 1 OPERATOR(" + schema_ + ".###) 1");
+}
+
+TEST_F(ImplicitCode, UserOperatorThroughAnyFlushes) {
+  direct("CREATE OPERATOR ### (leftarg = int, rightarg = int, function = f_bump3);");
+  expect_bump_seen("SELECT 1 ### ANY (ARRAY[1, 2])");
+}
+
+TEST_F(ImplicitCode, UserOperatorInsideAViewFlushes) {
+  direct(
+      "CREATE OPERATOR ### (leftarg = int, rightarg = int, function = f_bump2);"
+      "CREATE VIEW vo AS SELECT 1 ### 1 AS x");
+  expect_bump_seen("SELECT * FROM vo");
+}
+
+TEST_F(ImplicitCode, UserOperatorInAWriteFlushes) {
+  direct(
+      "CREATE OPERATOR ### (leftarg = int, rightarg = int, function = f_bump2);"
+      "CREATE TABLE w (x int)");
+  expect_bump_seen("INSERT INTO w VALUES (1 ### 1)");
+}
+
+TEST_F(ImplicitCode, FunctionalNotationFlushes) {
+  direct(
+      "CREATE TABLE s (id int); INSERT INTO s VALUES (1);"
+      "CREATE FUNCTION f_fn(s) RETURNS int VOLATILE LANGUAGE sql AS"
+      " 'UPDATE t SET v = v + 1; SELECT 1'");
+  expect_bump_seen("SELECT x.f_fn FROM s x");
+}
+
+TEST_F(ImplicitCode, FunctionalNotationWithParenthesesFlushes) {
+  direct(
+      "CREATE TABLE s (id int); INSERT INTO s VALUES (1);"
+      "CREATE FUNCTION f_fn(s) RETURNS int VOLATILE LANGUAGE sql AS"
+      " 'UPDATE t SET v = v + 1; SELECT 1'");
+  expect_bump_seen("SELECT (x).f_fn FROM s x");
+}
+
+TEST_F(ImplicitCode, ColumnDefaultCallingAWritingFunctionFlushes) {
+  direct("CREATE TABLE d (id int, c int DEFAULT f_bump())");
+  expect_bump_seen("INSERT INTO d (id) VALUES (1)");
+}
+
+TEST_F(ImplicitCode, CheckConstraintCallingAWritingFunctionFlushes) {
+  direct("CREATE TABLE c (id int CHECK (f_check(id)))");
+  expect_bump_seen("INSERT INTO c VALUES (1)");
+}
+
+TEST_F(ImplicitCode, DomainCheckOnAColumnFlushes) {
+  direct("CREATE DOMAIN dpos AS int CHECK (f_check(VALUE)); CREATE TABLE dd (x dpos)");
+  expect_bump_seen("INSERT INTO dd VALUES (1)");
+}
+
+TEST_F(ImplicitCode, UpdateCheckedByADomainOverADomainFlushes) {
+  direct(
+      "CREATE DOMAIN dpos AS int CHECK (f_check(VALUE)); CREATE DOMAIN dpos2 AS dpos;"
+      "CREATE TABLE dd (id int, x dpos2); INSERT INTO dd VALUES (1, 1)");
+  expect_bump_seen("UPDATE dd SET x = 2 WHERE id = 1");
+}
+
+TEST_F(ImplicitCode, ArrayOfADomainWithACheckFlushes) {
+  direct("CREATE DOMAIN dpos AS int CHECK (f_check(VALUE)); CREATE TABLE da (x dpos[])");
+  expect_bump_seen("INSERT INTO da VALUES (ARRAY[1, 2])");
+}
+
+TEST_F(ImplicitCode, CopyIntoATableWithAWritingDefaultFlushes) {
+  direct("CREATE TABLE d (id int, c int DEFAULT f_bump())");
+  copy_file_ = "/tmp/" + schema_ + ".csv";
+  {
+    std::ofstream f(copy_file_);
+    f << "7\n";
+  }
+  ASSERT_EQ(chmod(copy_file_.c_str(), 0644), 0);
+  expect_bump_seen("COPY d (id) FROM '" + copy_file_ + "' WITH (FORMAT csv)");
+  std::remove(copy_file_.c_str());
+}
+
+TEST_F(ImplicitCode, CascadeSetDefaultRunsTheReferencingDefaultAndFlushes) {
+  direct(
+      "CREATE TABLE par (id int PRIMARY KEY); INSERT INTO par VALUES (0), (1);"
+      "CREATE TABLE ch (id int, pid int DEFAULT (f_bump() - 1)"
+      " REFERENCES par ON DELETE SET DEFAULT); INSERT INTO ch VALUES (1, 1)");
+  expect_bump_seen("DELETE FROM par WHERE id = 1");
+}
+
+TEST_F(ImplicitCode, EventTriggerOnDdlIsCoveredByTheDdlFlush) {
+  std::string trig = schema_ + "_et";
+  direct(
+      "CREATE FUNCTION f_et() RETURNS event_trigger LANGUAGE plpgsql AS"
+      " 'BEGIN UPDATE t SET v = v + 1; END'");
+  admin("CREATE EVENT TRIGGER " + trig +
+        " ON ddl_command_end WHEN TAG IN ('CREATE SEQUENCE')"
+        " EXECUTE FUNCTION " +
+        schema_ + ".f_et()");
+  expect_bump_seen("CREATE SEQUENCE sq");
+  admin("DROP EVENT TRIGGER " + trig);
+}
+
+TEST_F(ImplicitCode, CastToADomainWithACheckFlushes) {
+  direct("CREATE DOMAIN dpos AS int CHECK (f_check(VALUE))");
+  expect_bump_seen("SELECT 5::dpos");
+}
+
+TEST_F(ImplicitCode, UserAggregateWithAWritingStateFunctionFlushes) {
+  direct(
+      "CREATE TABLE s (id int); INSERT INTO s VALUES (1);"
+      "CREATE FUNCTION f_sfunc(int, int) RETURNS int VOLATILE LANGUAGE sql AS"
+      " 'UPDATE t SET v = v + 1; SELECT $1 + $2';"
+      "CREATE AGGREGATE agg_bump(int) (sfunc = f_sfunc, stype = int, initcond = '0')");
+  expect_bump_seen("SELECT agg_bump(id) FROM s");
+}
+
+TEST_F(ImplicitCode, ExplicitUserCastFlushes) {
+  direct(
+      "CREATE TYPE pair AS (a int, b int);"
+      "CREATE FUNCTION f_cast(int) RETURNS pair VOLATILE LANGUAGE sql AS"
+      " 'UPDATE t SET v = v + 1; SELECT ROW($1, $1)::pair';"
+      "CREATE CAST (int AS pair) WITH FUNCTION f_cast(int) AS ASSIGNMENT");
+  expect_bump_seen("SELECT (1::pair).a");
+}
+
+TEST_F(ImplicitCode, AssignmentCastIntoAColumnFlushes) {
+  direct(
+      "CREATE TYPE pair AS (a int, b int);"
+      "CREATE FUNCTION f_cast(int) RETURNS pair VOLATILE LANGUAGE sql AS"
+      " 'UPDATE t SET v = v + 1; SELECT ROW($1, $1)::pair';"
+      "CREATE CAST (int AS pair) WITH FUNCTION f_cast(int) AS ASSIGNMENT;"
+      "CREATE TABLE tp (p pair)");
+  expect_bump_seen("INSERT INTO tp VALUES (1)");
+}
+
+TEST_F(ImplicitCode, RowSecurityPolicyCallingAWritingFunctionFlushes) {
+  direct(
+      "CREATE TABLE r (id int); INSERT INTO r VALUES (1);"
+      "ALTER TABLE r ENABLE ROW LEVEL SECURITY; ALTER TABLE r FORCE ROW LEVEL SECURITY;"
+      "CREATE POLICY p ON r USING (f_check(id))");
+  // Superusers bypass row security: read as a plain role.
+  std::string role = schema_.substr(0, 40) + "_r";
+  admin("DROP ROLE IF EXISTS " + role + "; CREATE ROLE " + role);
+  admin("GRANT USAGE ON SCHEMA " + schema_ + " TO " + role +
+        "; GRANT ALL ON ALL TABLES IN SCHEMA " + schema_ + " TO " + role);
+  exec("SET ROLE " + role);
+  expect_bump_seen("SELECT * FROM r");
+  exec("RESET ROLE");
+  conn_.reset();
+  admin("DROP SCHEMA " + schema_ + " CASCADE; DROP ROLE " + role);
+}
+
+TEST_F(ImplicitCode, OnConflictUpdateCallingAWritingFunctionFlushes) {
+  direct("CREATE TABLE u (id int PRIMARY KEY, x int); INSERT INTO u VALUES (1, 0)");
+  expect_bump_seen("INSERT INTO u VALUES (1, 0) ON CONFLICT (id) DO UPDATE SET x = f_bump()");
+}
+
+TEST_F(ImplicitCode, InsertSelectFromAWritingViewFlushes) {
+  direct("CREATE VIEW vb AS SELECT f_bump() AS x; CREATE TABLE w (x int)");
+  expect_bump_seen("INSERT INTO w SELECT x FROM vb");
+}
+
+// PostgreSQL itself refuses non-immutable functions in generated columns, index
+// expressions and partial index predicates: no route, so nothing to judge.
+TEST_F(ImplicitCode, GeneratedColumnsAndIndexesCannotCallVolatileFunctions) {
+  EXPECT_THROW(
+      direct("CREATE TABLE g (id int, c int GENERATED ALWAYS AS (f_bump2(id, id)) STORED)"),
+      pqxx::sql_error);
+  direct("CREATE TABLE ix (id int)");
+  EXPECT_THROW(direct("CREATE INDEX ON ix ((f_bump2(id, id)))"), pqxx::sql_error);
+  EXPECT_THROW(direct("CREATE INDEX ON ix (id) WHERE f_check(id)"), pqxx::sql_error);
+}
+
+// ---- Stable functions reached implicitly are not cached -----------------------------
+
+TEST_F(ImplicitCode, UserOperatorWithAStableFunctionIsNotCached) {
+  direct("CREATE OPERATOR #~# (leftarg = int, rightarg = int, function = f_read)");
+  expect_stable_not_stale("SELECT 1 #~# 1");
+}
+
+TEST_F(ImplicitCode, AggregateWithAStableFinalFunctionIsNotCached) {
+  direct(
+      "CREATE FUNCTION f_final(int) RETURNS int STABLE LANGUAGE sql AS"
+      " 'SELECT v FROM t';"
+      "CREATE AGGREGATE agg_read(int) (sfunc = int4pl, stype = int, initcond = '0',"
+      " finalfunc = f_final)");
+  expect_stable_not_stale("SELECT agg_read(1)");
+}
+
+TEST_F(ImplicitCode, FunctionalNotationWithAStableFunctionIsNotCached) {
+  direct(
+      "CREATE TABLE s (id int); INSERT INTO s VALUES (1);"
+      "CREATE FUNCTION f_fr(s) RETURNS int STABLE LANGUAGE sql AS 'SELECT v FROM t'");
+  expect_stable_not_stale("SELECT x.f_fr FROM s x");
+}
+
+// ---- Multi-statement strings --------------------------------------------------------
+
+TEST_F(ImplicitCode, MultiStatementSelectsCallingAWritingFunctionFlush) {
+  expect_bump_seen("SELECT 1; SELECT f_bump()");
+}
+
+TEST_F(ImplicitCode, MultiStatementSelectsThroughAWritingViewFlush) {
+  direct("CREATE VIEW vb AS SELECT f_bump() AS x");
+  expect_bump_seen("SELECT 1; SELECT * FROM vb");
+}
+
+// ---- Precision: plain statements keep caching -----------------------------------------
+
+TEST_F(ImplicitCode, PlainTableWithBuiltInOperatorsStillHits) {
+  direct(
+      "CREATE OPERATOR ### (leftarg = int, rightarg = int, function = f_bump2);"
+      "CREATE TABLE p (id int PRIMARY KEY, x text DEFAULT 'a' CHECK (x <> ''));"
+      "INSERT INTO p VALUES (1, 'a')");
+  cache_it("SELECT x FROM p WHERE id = 1 AND x IN ('a', 'b') ORDER BY x");
+  cache_it("SELECT p.x FROM p p WHERE p.id = 1");
+  exec("INSERT INTO p VALUES (2, 'b')");
+  cache_it("SELECT x FROM p WHERE id = 1 AND x IN ('a', 'b') ORDER BY x");
+}
+
+}  // namespace
