@@ -298,15 +298,55 @@ TEST_F(ImplicitCode, InsertSelectFromAWritingViewFlushes) {
   expect_bump_seen("INSERT INTO w SELECT x FROM vb");
 }
 
-// PostgreSQL itself refuses non-immutable functions in generated columns, index
-// expressions and partial index predicates: no route, so nothing to judge.
-TEST_F(ImplicitCode, GeneratedColumnsAndIndexesCannotCallVolatileFunctions) {
-  EXPECT_THROW(
-      direct("CREATE TABLE g (id int, c int GENERATED ALWAYS AS (f_bump2(id, id)) STORED)"),
-      pqxx::sql_error);
-  direct("CREATE TABLE ix (id int)");
-  EXPECT_THROW(direct("CREATE INDEX ON ix ((f_bump2(id, id)))"), pqxx::sql_error);
-  EXPECT_THROW(direct("CREATE INDEX ON ix (id) WHERE f_check(id)"), pqxx::sql_error);
+// PostgreSQL refuses non-immutable functions in generated columns, index expressions
+// and partial index predicates at creation, but ALTER FUNCTION ... VOLATILE afterwards
+// is allowed, and then every write runs (and may write through) them.
+class ImplicitCodeLaterVolatile : public ImplicitCode {
+ protected:
+  void SetUp() override {
+    ImplicitCode::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    direct(
+        "CREATE FUNCTION f_imm(int) RETURNS int IMMUTABLE LANGUAGE sql AS"
+        " 'UPDATE t SET v = v + 1; SELECT $1'");
+  }
+  void make_volatile() { direct("ALTER FUNCTION f_imm(int) VOLATILE"); }
+};
+
+TEST_F(ImplicitCodeLaterVolatile, GeneratedColumnFlushes) {
+  direct("CREATE TABLE g (id int, c int GENERATED ALWAYS AS (f_imm(id)) STORED)");
+  make_volatile();
+  expect_bump_seen("INSERT INTO g (id) VALUES (1)");
+}
+
+TEST_F(ImplicitCodeLaterVolatile, IndexExpressionFlushes) {
+  direct("CREATE TABLE ix (id int); CREATE INDEX ON ix ((f_imm(id)))");
+  make_volatile();
+  expect_bump_seen("INSERT INTO ix VALUES (1)");
+}
+
+TEST_F(ImplicitCodeLaterVolatile, PartialIndexPredicateFlushes) {
+  direct("CREATE TABLE ix (id int); CREATE INDEX ON ix (id) WHERE f_imm(id) > 0");
+  make_volatile();
+  expect_bump_seen("INSERT INTO ix VALUES (1)");
+}
+
+TEST_F(ImplicitCode, RuleOnAWrittenTableFlushes) {
+  direct("CREATE TABLE w (x int); CREATE RULE r AS ON INSERT TO w DO ALSO SELECT f_bump()");
+  expect_bump_seen("INSERT INTO w VALUES (1)");
+}
+
+TEST_F(ImplicitCode, UserOperatorThroughInSubqueryFlushes) {
+  direct("CREATE OPERATOR ### (leftarg = int, rightarg = int, function = f_bump3)");
+  expect_bump_seen("SELECT 1 ### ANY (SELECT 1)");
+}
+
+TEST_F(ImplicitCode, UserEqualityOperatorOfASimpleCaseFlushes) {
+  // A user `=` on int resolves before pg_catalog's only when the path says so.
+  direct("CREATE OPERATOR = (leftarg = int, rightarg = int, function = f_bump3)");
+  conn_ = std::make_unique<qcache::pqxx::connection>(
+      conninfo_ + " options='-c search_path=" + schema_ + ",pg_catalog'", cache_);
+  expect_bump_seen("SELECT CASE 1 WHEN 1 THEN 'x' END");
 }
 
 // ---- Stable functions reached implicitly are not cached -----------------------------

@@ -709,9 +709,10 @@ void walker::node(std::string_view type, const json::object& o) {
   if (type == "A_Const") return a_const(o);
   if (type == "ColumnRef") return implicit_code(type, o);
   if (type == "String") return;
-  if (type == "A_Expr" || type == "SortBy" || type == "A_Indirection" || type == "TypeCast") {
+  if (type == "A_Expr" || type == "SortBy" || type == "A_Indirection" || type == "TypeCast" ||
+      type == "SubLink" || type == "CaseExpr") {
     implicit_code(type, o);
-    return walk_fields(o, {"name", "useOp", "typeName"});
+    return walk_fields(o, {"name", "useOp", "typeName", "operName"});
   }
   if (type == "ParamRef") {
     int n = static_cast<int>(field_int(o, "number", 0));
@@ -757,8 +758,9 @@ void add_unique(std::vector<T>& v, T x) {
 }  // namespace
 
 // Names through which the statement may reach user code without a call in its text:
-// operators (A_Expr, ORDER BY ... USING), functional notation (`x.f`, `(x).f`: the last
-// field of a qualified column reference or an indirection), and cast target types.
+// operators (A_Expr, ORDER BY ... USING, `x op ANY (subquery)`, `CASE x WHEN`), functional notation
+// (`x.f`, `(x).f`: the last field of a qualified column reference or an indirection), and cast
+// target types.
 void walker::implicit_code(std::string_view type, const json::object& o) {
   auto names = [](const json::value* v) {
     std::vector<std::string_view> parts;
@@ -778,8 +780,12 @@ void walker::implicit_code(std::string_view type, const json::object& o) {
       auto parts = names(tn->if_contains("names"));
       if (!parts.empty()) add_unique(st_.cast_types, name_from_parts(parts));
     }
+  } else if (type == "CaseExpr") {
+    if (o.contains("arg")) add_unique(st_.operators, qualified_name{"", "="});  // CASE x WHEN
   } else {
-    auto parts = names(o.if_contains(type == "SortBy" ? "useOp" : "name"));
+    auto parts = names(o.if_contains(type == "SortBy"    ? "useOp"
+                                     : type == "SubLink" ? "operName"
+                                                         : "name"));
     if (parts.empty()) return;
     if (type == "A_Expr" && field_str(o, "kind").starts_with("AEXPR_BETWEEN")) {
       add_unique(st_.operators, qualified_name{"", ">="});  // BETWEEN runs >= and <=
