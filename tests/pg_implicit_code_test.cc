@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "pg/analyzer.h"
 #include "support/db_env.h"
 
 namespace {
@@ -271,6 +272,29 @@ TEST_F(ImplicitCode, AssignmentCastIntoAColumnFlushes) {
   expect_bump_seen("INSERT INTO tp VALUES (1)");
 }
 
+TEST_F(ImplicitCode, UserCastFromAUserTypeToABuiltInTypeFlushes) {
+  direct(
+      "CREATE TYPE pair AS (a int, b int); CREATE TABLE tp (p pair);"
+      "INSERT INTO tp VALUES (ROW(1, 2));"
+      "CREATE FUNCTION f_uncast(pair) RETURNS int VOLATILE LANGUAGE sql AS"
+      " 'UPDATE t SET v = v + 1; SELECT ($1).a';"
+      "CREATE CAST (pair AS int) WITH FUNCTION f_uncast(pair)");
+  expect_bump_seen("SELECT p::int FROM tp");
+}
+
+// Reading a column of a user type runs its output function, not its casts: still cached.
+TEST_F(ImplicitCode, ReadingAColumnWhoseTypeHasAWritingCastStillHits) {
+  direct(
+      "CREATE TYPE pair AS (a int, b int);"
+      "CREATE FUNCTION f_cast(int) RETURNS pair VOLATILE LANGUAGE sql AS"
+      " 'UPDATE t SET v = v + 1; SELECT ROW($1, $1)::pair';"
+      "CREATE CAST (int AS pair) WITH FUNCTION f_cast(int) AS ASSIGNMENT;"
+      "CREATE TABLE tp (id int, p pair); INSERT INTO tp VALUES (1, ROW(1, 2))");
+  cache_it("SELECT p FROM tp WHERE id = 1");
+  exec("UPDATE tp SET p = ROW(3, 4) WHERE id = 1");
+  expect_fresh("SELECT p FROM tp WHERE id = 1");
+}
+
 TEST_F(ImplicitCode, RowSecurityPolicyCallingAWritingFunctionFlushes) {
   direct(
       "CREATE TABLE r (id int); INSERT INTO r VALUES (1);"
@@ -394,6 +418,46 @@ TEST_F(ImplicitCode, PlainTableWithBuiltInOperatorsStillHits) {
   cache_it("SELECT p.x FROM p p WHERE p.id = 1");
   exec("INSERT INTO p VALUES (2, 'b')");
   cache_it("SELECT x FROM p WHERE id = 1 AND x IN ('a', 'b') ORDER BY x");
+}
+
+// ---- What the analyzer reports (SQL in, routes out) ----------------------------------
+
+struct routes_case {
+  const char* sql;
+  std::vector<qcache::pg::qualified_name> operators;
+  std::vector<std::string> field_names;
+  std::vector<qcache::pg::qualified_name> cast_types;
+};
+
+TEST(ImplicitCodeAnalyzer, ReportsOperatorsFieldsAndCasts) {
+  const routes_case cases[] = {
+      {"SELECT v FROM t WHERE id = 1", {{"", "="}}, {}, {}},
+      {"SELECT 1 ### 2", {{"", "###"}}, {}, {}},
+      {"SELECT 1 OPERATOR(s.###) 2", {{"s", "###"}}, {}, {}},
+      {"SELECT x FROM t WHERE x IN (1, 2) OR x <> ALL (ARRAY[3])", {{"", "="}, {"", "<>"}}, {}, {}},
+      {"SELECT x FROM t WHERE x BETWEEN 1 AND 2", {{"", ">="}, {"", "<="}}, {}, {}},
+      {"SELECT x FROM t ORDER BY x USING <<<", {{"", "<<<"}}, {}, {}},
+      {"SELECT 1 WHERE 1 ### ANY (SELECT 1)", {{"", "###"}}, {}, {}},
+      {"SELECT CASE x WHEN 1 THEN 2 END FROM t", {{"", "="}}, {}, {}},
+      {"SELECT CASE WHEN true THEN 2 END", {}, {}, {}},
+      {"SELECT t.f, (t).g, x FROM t", {}, {"f", "g"}, {}},
+      {"SELECT s.t.c FROM s.t", {}, {"c"}, {}},
+      {"SELECT 1::pair, CAST(2 AS s.dom), int4 '3'",
+       {},
+       {},
+       {{"", "pair"}, {"s", "dom"}, {"", "int4"}}},
+      {"SELECT 1::int", {}, {}, {{"pg_catalog", "int4"}}},
+      {"INSERT INTO w VALUES (1 ### 2)", {{"", "###"}}, {}, {}},
+  };
+  for (const routes_case& c : cases) {
+    auto a = qcache::pg::analyze_uncached(c.sql);
+    ASSERT_TRUE(a.ok) << c.sql << ": " << a.error;
+    ASSERT_EQ(a.statements.size(), 1u) << c.sql;
+    const auto& st = a.statements[0];
+    EXPECT_EQ(st.operators, c.operators) << c.sql;
+    EXPECT_EQ(st.field_names, c.field_names) << c.sql;
+    EXPECT_EQ(st.cast_types, c.cast_types) << c.sql;
+  }
 }
 
 }  // namespace

@@ -119,18 +119,21 @@ const std::string q_procs =
 //  'w' relation -> a function its defaults/generated columns, CHECK/EXCLUDE constraints,
 //      index expressions/predicates or user operator classes run on writes
 //  'p' relation -> a function a row-security policy runs (reads and writes)
-//  't' user type -> a function: domain CHECKs, I/O functions, user casts to or from it,
-//      support functions of its user operator classes
-//  'b' user type -> a type whose code it runs too (domain base, array element, attribute)
-//  'c' user relation -> the user type of one of its columns
+//  'r' user type -> a function reading a value runs: I/O functions, support functions of
+//      its user operator classes (ORDER BY, DISTINCT, joins)
+//  't' user type -> a function writing or casting a value runs: domain CHECKs, user casts
+//      to or from it
+//  'b' user type -> a type whose code it runs too (domain base, array element)
+//  'c' relation -> the user type of one of its columns (also a composite type's attribute)
 //  'i' 0 -> the function of an implicit cast that is a user function
-// Operators are resolved to oprcode. Only user objects are recorded in pg_depend, which is
-// all that matters: code outside pg_catalog is what may write.
+// Operators are resolved to oprcode. Everything a user creates has an OID >= 16384
+// (FirstNormalObjectId); built-in objects are never routes (their functions are judged
+// by name where statements call them), which keeps this query cheap (~1 ms).
 const std::string q_code = R"(
 SELECT 'a', a.aggfnoid::pg_catalog.oid, f.f FROM pg_catalog.pg_aggregate a,
  LATERAL (VALUES (a.aggtransfn::pg_catalog.oid), (a.aggfinalfn), (a.aggcombinefn),
   (a.aggserialfn), (a.aggdeserialfn), (a.aggmtransfn), (a.aggminvtransfn), (a.aggmfinalfn)) f(f)
- WHERE f.f <> 0
+ WHERE a.aggfnoid >= 16384 AND f.f <> 0
 UNION ALL
 SELECT CASE WHEN po.oid IS NOT NULL THEN 'p' WHEN co.contypid <> 0 THEN 't' ELSE 'w' END,
  COALESCE(ad.adrelid, NULLIF(co.conrelid, 0), co.contypid, ix.indrelid, po.polrelid),
@@ -147,7 +150,7 @@ SELECT CASE WHEN po.oid IS NOT NULL THEN 'p' WHEN co.contypid <> 0 THEN 't' ELSE
   AND po.oid = d.objid
  LEFT JOIN pg_catalog.pg_operator op
   ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND op.oid = d.refobjid
- WHERE d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
+ WHERE d.refobjid >= 16384 AND d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
   'pg_catalog.pg_operator'::pg_catalog.regclass)
  AND COALESCE(ad.adrelid, NULLIF(co.conrelid, 0), co.contypid, ix.indrelid,
   po.polrelid) IS NOT NULL
@@ -159,52 +162,42 @@ SELECT 'w', ix.indrelid, s.f FROM pg_catalog.pg_depend d
    WHERE ap.amprocfamily = oc.opcfamily
   UNION ALL SELECT o.oprcode::pg_catalog.oid FROM pg_catalog.pg_amop am
    JOIN pg_catalog.pg_operator o ON o.oid = am.amopopr WHERE am.amopfamily = oc.opcfamily) s(f)
- WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+ WHERE d.refobjid >= 16384 AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
  AND d.refclassid = 'pg_catalog.pg_opclass'::pg_catalog.regclass
 UNION ALL
-SELECT 't', t.oid, f.f FROM pg_catalog.pg_type t,
+SELECT 'r', t.oid, f.f FROM pg_catalog.pg_type t,
  LATERAL (VALUES (t.typinput::pg_catalog.oid), (t.typoutput), (t.typreceive), (t.typsend),
   (t.typmodin), (t.typmodout), (t.typanalyze), (t.typsubscript)) f(f)
- JOIN pg_catalog.pg_proc p ON p.oid = f.f
- WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace
+ WHERE t.oid >= 16384 AND f.f >= 16384
 UNION ALL
-SELECT 't', x.t, c.castfunc FROM pg_catalog.pg_cast c
- JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc,
- LATERAL (VALUES (c.castsource), (c.casttarget)) x(t)
- WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace
+SELECT 't', x.t, c.castfunc FROM pg_catalog.pg_cast c,
+ LATERAL (VALUES (c.castsource), (c.casttarget)) x(t) WHERE c.castfunc >= 16384
 UNION ALL
-SELECT 'i', 0, c.castfunc FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc p ON p.oid = c.castfunc
- WHERE c.castcontext = 'i' AND p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace
+SELECT 'i', 0, c.castfunc FROM pg_catalog.pg_cast c
+ WHERE c.castcontext = 'i' AND c.castfunc >= 16384
 UNION ALL
-SELECT 't', oc.opcintype, ap.amproc::pg_catalog.oid FROM pg_catalog.pg_opclass oc
+SELECT 'r', oc.opcintype, ap.amproc::pg_catalog.oid FROM pg_catalog.pg_opclass oc
  JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily
- WHERE oc.opcnamespace <> 'pg_catalog'::pg_catalog.regnamespace
+ WHERE oc.oid >= 16384 AND ap.amproc::pg_catalog.oid >= 16384
 UNION ALL
 SELECT 'b', t.oid, x.b FROM pg_catalog.pg_type t,
- LATERAL (VALUES (t.typbasetype), (t.typelem)) x(b)
- WHERE x.b <> 0 AND t.typnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace,
-  'information_schema'::pg_catalog.regnamespace)
+ LATERAL (VALUES (t.typbasetype), (t.typelem)) x(b) WHERE t.oid >= 16384 AND x.b >= 16384
 UNION ALL
-SELECT x.k, x.o, a.atttypid
- FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type at ON at.oid = a.atttypid
- JOIN pg_catalog.pg_type t ON t.typrelid = a.attrelid,
- LATERAL (VALUES ('c', a.attrelid), ('b', t.oid)) x(k, o)
- WHERE a.attnum > 0 AND NOT a.attisdropped
- AND at.typnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace,
-  'information_schema'::pg_catalog.regnamespace))";
+SELECT 'c', a.attrelid, a.atttypid FROM pg_catalog.pg_attribute a
+ WHERE a.atttypid >= 16384 AND a.attnum > 0 AND NOT a.attisdropped)";
 
-// Operators that may run user code: the operator or its function is outside pg_catalog.
+// Operators that may run user code: the operator or its function is a user object.
 const std::string q_operators =
     "SELECT o.oprnamespace, o.oprname, o.oprcode::pg_catalog.oid FROM pg_catalog.pg_operator o"
-    " JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode"
-    " WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace"
-    " OR p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace";
+    " WHERE o.oid >= 16384 OR o.oprcode::pg_catalog.oid >= 16384";
 
-// Types outside the system schemas, by name (casts to them run their code).
+// Types a cast may reach user code through, by name: user types, and built-in ones that
+// a user cast converts from or to. typrelid links a composite type to its attributes.
 const std::string q_types =
-    "SELECT t.oid, t.typnamespace, t.typname FROM pg_catalog.pg_type t"
-    " WHERE t.typnamespace NOT IN ('pg_catalog'::pg_catalog.regnamespace,"
-    " 'information_schema'::pg_catalog.regnamespace)";
+    "SELECT t.oid, t.typnamespace, t.typname, t.typrelid FROM pg_catalog.pg_type t"
+    " WHERE t.oid >= 16384 OR t.oid IN (SELECT c.castsource FROM pg_catalog.pg_cast c"
+    " WHERE c.castfunc >= 16384 UNION ALL SELECT c.casttarget FROM pg_catalog.pg_cast c"
+    " WHERE c.castfunc >= 16384)";
 
 const std::string q_edges =
     "SELECT 'f', conrelid, confrelid, confupdtype, confdeltype FROM pg_catalog.pg_constraint"
@@ -490,57 +483,60 @@ struct code_loader {
   proc_table& procs;
   const std::unordered_map<std::uint32_t, std::string>& nsp;
 
-  std::unordered_map<std::uint32_t, code_reach> type_direct, rel_write, rel_policy;
+  // Direct code by owner oid: a relation's writes and policies; a type's reads ('r') and
+  // its writes and casts ('t').
+  std::unordered_map<std::uint32_t, code_reach> rel_write, rel_policy, type_read, type_cast;
   oid_links type_links, rel_types, aggs;
-  std::unordered_map<std::uint32_t, code_reach> type_full;
-  std::unordered_set<std::uint32_t> type_busy;
+  std::unordered_map<std::uint32_t, code_reach> memo[2];  // type_code by `full`
+  std::unordered_set<std::uint32_t> busy;
 
   void run() {
-    for (const row& r : query(q_code)) {
-      char kind = char_at(r, 0, "code kind");
-      std::uint32_t owner = oid_at(r, 1, "code owner"), target = oid_at(r, 2, "code target");
-      switch (kind) {
-        case 'a':
-          aggs[owner].push_back(target);
-          break;
-        case 'w':
-          rel_write[owner].merge(code_of(procs, target));
-          break;
-        case 'p':
-          rel_policy[owner].merge(code_of(procs, target));
-          break;
-        case 't':
-          type_direct[owner].merge(code_of(procs, target));
-          break;
-        case 'b':
-          type_links[owner].push_back(target);
-          break;
-        case 'c':
-          rel_types[owner].push_back(target);
-          break;
-        case 'i':
-          s.implicit_casts_.merge(code_of(procs, target));
-          break;
-        default:
-          bad_shape(std::string("code kind ") + kind);
-      }
-    }
+    for (const row& r : query(q_code))
+      add(char_at(r, 0, "code kind"), oid_at(r, 1, "code owner"), oid_at(r, 2, "code target"));
     fold_aggregates();
     for (const row& r : query(q_operators)) {
       auto n = nsp.find(oid_at(r, 0, "oprnamespace"));
       code_reach c = code_of(procs, oid_at(r, 2, "oprcode"));
       s.operators_[n == nsp.end() ? std::string() : n->second][text_at(r, 1, "oprname")].merge(c);
     }
-    for (const row& r : query(q_types)) {
+    auto type_rows = query(q_types);
+    for (const row& r : type_rows) {  // a composite type runs the code of its attributes
+      auto cols = rel_types.find(oid_at(r, 3, "typrelid"));
+      if (cols != rel_types.end()) {
+        auto& links = type_links[oid_at(r, 0, "pg_type.oid")];
+        links.insert(links.end(), cols->second.begin(), cols->second.end());
+      }
+    }
+    for (const row& r : type_rows) {
       auto n = nsp.find(oid_at(r, 1, "typnamespace"));
-      if (n == nsp.end()) continue;
-      code_reach c = type_code(oid_at(r, 0, "pg_type.oid"));
-      if (c.volatility) s.types_[n->second][text_at(r, 2, "typname")].merge(c);
+      code_reach c = type_code(oid_at(r, 0, "pg_type.oid"), true);
+      if (n != nsp.end() && c.volatility) s.types_[n->second][text_at(r, 2, "typname")].merge(c);
     }
     for (const auto& [oid, p] : procs)
       if (!p.schema.empty() && !is_system_schema(p.schema))
         s.user_functions_[p.schema][p.name].merge(code_of(procs, oid));
     for (relation& rel : s.relations_) relation_code(rel);
+  }
+
+  void add(char kind, std::uint32_t owner, std::uint32_t target) {
+    if (kind == 'a')
+      aggs[owner].push_back(target);
+    else if (kind == 'b')
+      type_links[owner].push_back(target);
+    else if (kind == 'c')
+      rel_types[owner].push_back(target);
+    else if (kind == 'w')
+      rel_write[owner].merge(code_of(procs, target));
+    else if (kind == 'p')
+      rel_policy[owner].merge(code_of(procs, target));
+    else if (kind == 'r')
+      type_read[owner].merge(code_of(procs, target));
+    else if (kind == 't')
+      type_cast[owner].merge(code_of(procs, target));
+    else if (kind == 'i')
+      s.implicit_casts_.merge(code_of(procs, target));
+    else
+      bad_shape(std::string("code kind ") + kind);
   }
 
   // An aggregate runs its support functions: it is as volatile as the most volatile one.
@@ -558,26 +554,33 @@ struct code_loader {
     }
   }
 
-  // A user type's own code and that of the types it is built on (domain base, array
-  // element, attributes), memoised; a cycle (not possible in PostgreSQL) adds nothing.
-  code_reach type_code(std::uint32_t type) {
-    if (auto it = type_full.find(type); it != type_full.end()) return it->second;
-    if (!type_busy.insert(type).second) return {};
+  // The code a value of `type` runs when read (full == false: I/O and operator class
+  // functions) or also when written or cast (full: domain checks, casts), including the
+  // types it is built on (domain base, array element, attributes); memoised. A cycle (not
+  // possible in PostgreSQL) adds nothing.
+  code_reach type_code(std::uint32_t type, bool full) {
+    if (auto it = memo[full].find(type); it != memo[full].end()) return it->second;
+    if (!busy.insert(type).second) return {};
     code_reach c;
-    if (auto d = type_direct.find(type); d != type_direct.end()) c.merge(d->second);
+    if (auto d = type_read.find(type); d != type_read.end()) c.merge(d->second);
+    if (auto d = type_cast.find(type); full && d != type_cast.end()) c.merge(d->second);
     if (auto l = type_links.find(type); l != type_links.end())
-      for (std::uint32_t t : l->second) c.merge(type_code(t));
-    type_busy.erase(type);
-    return type_full[type] = c;
+      for (std::uint32_t t : l->second) c.merge(type_code(t, full));
+    busy.erase(type);
+    return memo[full][type] = c;
   }
 
   void relation_code(relation& rel) {
-    code_reach both;
-    if (auto p = rel_policy.find(rel.oid); p != rel_policy.end()) both.merge(p->second);
-    if (auto t = rel_types.find(rel.oid); t != rel_types.end())
-      for (std::uint32_t type : t->second) both.merge(type_code(type));
-    rel.read_code = both;
-    rel.write_code = both;
+    if (auto p = rel_policy.find(rel.oid); p != rel_policy.end()) {
+      rel.read_code.merge(p->second);
+      rel.write_code.merge(p->second);
+    }
+    if (auto t = rel_types.find(rel.oid); t != rel_types.end()) {
+      for (std::uint32_t type : t->second) {
+        rel.read_code.merge(type_code(type, false));
+        rel.write_code.merge(type_code(type, true));
+      }
+    }
     if (auto w = rel_write.find(rel.oid); w != rel_write.end()) rel.write_code.merge(w->second);
   }
 };
