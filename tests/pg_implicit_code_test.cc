@@ -373,6 +373,17 @@ TEST_F(ImplicitCode, UserEqualityOperatorOfASimpleCaseFlushes) {
   expect_bump_seen("SELECT CASE 1 WHEN 1 THEN 'x' END");
 }
 
+// `x.f` only means f(x) for a function of one row-typed argument: a same-named function
+// of an int does not make qualified column references uncacheable.
+TEST_F(ImplicitCode, QualifiedColumnNamedLikeAScalarFunctionStillHits) {
+  direct(
+      "CREATE FUNCTION v(int) RETURNS int VOLATILE LANGUAGE sql AS"
+      " 'UPDATE t SET v = v + 1; SELECT 1'");
+  cache_it("SELECT t.v FROM t");
+  exec("UPDATE t SET v = 5");
+  expect_fresh("SELECT t.v FROM t");
+}
+
 // ---- Stable functions reached implicitly are not cached -----------------------------
 
 TEST_F(ImplicitCode, UserOperatorWithAStableFunctionIsNotCached) {

@@ -191,6 +191,13 @@ const std::string q_operators =
     "SELECT o.oprnamespace, o.oprname, o.oprcode::pg_catalog.oid FROM pg_catalog.pg_operator o"
     " WHERE o.oid >= 16384 OR o.oprcode::pg_catalog.oid >= 16384";
 
+// User functions `x.f` may call (functional notation): one argument without a default,
+// of a composite, pseudo (record, anyelement...) or domain type.
+const std::string q_field_functions =
+    "SELECT p.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_type t ON t.oid = p.proargtypes[0]"
+    " WHERE p.oid >= 16384 AND p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1"
+    " AND t.typtype IN ('c', 'p', 'd')";
+
 // Types a cast may reach user code through, by name: user types, and built-in ones that
 // a user cast converts from or to. typrelid links a composite type to its attributes.
 const std::string q_types =
@@ -512,9 +519,12 @@ struct code_loader {
       code_reach c = type_code(oid_at(r, 0, "pg_type.oid"), true);
       if (n != nsp.end() && c.volatility) s.types_[n->second][text_at(r, 2, "typname")].merge(c);
     }
-    for (const auto& [oid, p] : procs)
-      if (!p.schema.empty() && !is_system_schema(p.schema))
-        s.user_functions_[p.schema][p.name].merge(code_of(procs, oid));
+    for (const row& r : query(q_field_functions)) {
+      std::uint32_t oid = oid_at(r, 0, "pg_proc.oid");
+      auto p = procs.find(oid);
+      if (p != procs.end() && !p->second.schema.empty() && !is_system_schema(p->second.schema))
+        s.user_functions_[p->second.schema][p->second.name].merge(code_of(procs, oid));
+    }
     for (relation& rel : s.relations_) relation_code(rel);
   }
 

@@ -166,9 +166,10 @@ class snapshot {
 
   // User code `s` may reach without naming it: its operators (user-defined ones: the
   // operator or its function outside pg_catalog; every schema for unqualified names),
-  // functional notation (`x.f` where a user function f exists in `schemas`), casts to user
-  // types, implicit user casts (any statement), and the read_code of the relations it
-  // reads and the write_code of those it writes (with their families and FK cascade
+  // functional notation (`x.f` where a user function f of one composite, pseudo-type or
+  // domain argument exists in `schemas`), casts to user types (or to built-in types a
+  // user cast converts to or from), implicit user casts (any statement), and the read_code of the
+  // relations it reads and the write_code of those it writes (with their families and FK cascade
   // targets). Relations that do not resolve add nothing (the caller refuses them).
   code_reach statement_code(const statement& s, const std::vector<std::string>& schemas) const;
 
@@ -215,7 +216,7 @@ class snapshot {
 
 class catalog {
  public:
-  // Reads the catalog through `query` (11 SELECTs). Throws whatever `query` throws, and
+  // Reads the catalog through `query` (12 SELECTs). Throws whatever `query` throws, and
   // std::runtime_error when a result has an unexpected shape.
   static std::shared_ptr<catalog> load(const query_fn& query);
 
