@@ -239,6 +239,22 @@ TEST_F(ImplicitCode, EventTriggerOnDdlIsCoveredByTheDdlFlush) {
   admin("DROP EVENT TRIGGER " + trig);
 }
 
+// An exclusion constraint (and any index) on a user operator class runs the class's
+// operators and support functions on every insert.
+TEST_F(ImplicitCode, ExclusionConstraintOnAUserOperatorClassFlushes) {
+  direct(
+      "CREATE FUNCTION my_eq(int, int) RETURNS bool VOLATILE LANGUAGE sql AS"
+      " 'UPDATE t SET v = v + 1; SELECT false';"
+      "CREATE OPERATOR === (leftarg = int, rightarg = int, function = my_eq,"
+      " commutator = ===);"
+      "CREATE OPERATOR CLASS my_ops FOR TYPE int USING btree AS OPERATOR 1 pg_catalog.<,"
+      " OPERATOR 2 pg_catalog.<=, OPERATOR 3 ===, OPERATOR 4 pg_catalog.>=,"
+      " OPERATOR 5 pg_catalog.>, FUNCTION 1 pg_catalog.btint4cmp(int, int);"
+      "CREATE TABLE ex (x int, EXCLUDE USING btree (x my_ops WITH ===));"
+      "INSERT INTO ex VALUES (1)");
+  expect_bump_seen("INSERT INTO ex VALUES (1)");
+}
+
 TEST_F(ImplicitCode, CastToADomainWithACheckFlushes) {
   direct("CREATE DOMAIN dpos AS int CHECK (f_check(VALUE))");
   expect_bump_seen("SELECT 5::dpos");
@@ -315,6 +331,13 @@ TEST_F(ImplicitCode, RowSecurityPolicyCallingAWritingFunctionFlushes) {
 TEST_F(ImplicitCode, OnConflictUpdateCallingAWritingFunctionFlushes) {
   direct("CREATE TABLE u (id int PRIMARY KEY, x int); INSERT INTO u VALUES (1, 0)");
   expect_bump_seen("INSERT INTO u VALUES (1, 0) ON CONFLICT (id) DO UPDATE SET x = f_bump()");
+}
+
+TEST_F(ImplicitCode, UpdateThroughAViewWhoseConditionCallsAWritingFunctionFlushes) {
+  direct(
+      "CREATE TABLE b (id int, x int); INSERT INTO b VALUES (1, 0);"
+      "CREATE VIEW vw AS SELECT id, x FROM b WHERE f_check(id)");
+  expect_bump_seen("UPDATE vw SET x = 1 WHERE id = 1");
 }
 
 TEST_F(ImplicitCode, InsertSelectFromAWritingViewFlushes) {

@@ -421,6 +421,7 @@ void snapshot::relation_code(const qualified_name& name, const std::vector<std::
     if (const relation* x = by_oid(oid)) out.merge(write ? x->write_code : x->read_code);
   };
   out.merge(write ? r->write_code : r->read_code);
+  if (write && r->kind == 'v') out.merge(r->read_code);  // a write through a view runs its body
   for (std::uint32_t b : r->base_tables) add(b);
   for (std::uint32_t f : r->family) add(f);
   if (write)
