@@ -298,6 +298,34 @@ TEST_F(ImplicitCode, UserCastFromAUserTypeToABuiltInTypeFlushes) {
   expect_bump_seen("SELECT p::int FROM tp");
 }
 
+TEST_F(ImplicitCode, ImplicitUserCastInAFunctionArgumentFlushes) {
+  direct(
+      "CREATE TYPE pair AS (a int, b int);"
+      "CREATE FUNCTION f_cast(int) RETURNS pair VOLATILE LANGUAGE sql AS"
+      " 'UPDATE t SET v = v + 1; SELECT ROW($1, $1)::pair';"
+      "CREATE CAST (int AS pair) WITH FUNCTION f_cast(int) AS IMPLICIT;"
+      "CREATE FUNCTION first_of(pair) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT ($1).a'");
+  expect_bump_seen("SELECT first_of(1)");
+}
+
+// Sorting a user type runs the comparison function of its default operator class.
+TEST_F(ImplicitCode, OrderByAUserTypeWithAWritingComparisonFlushes) {
+  direct(
+      "CREATE TYPE pair AS (a int, b int); CREATE TABLE tp (p pair);"
+      "INSERT INTO tp VALUES (ROW(1, 2)), (ROW(2, 1));"
+      "CREATE FUNCTION pair_cmp(pair, pair) RETURNS int VOLATILE LANGUAGE sql AS"
+      " 'UPDATE t SET v = v + 1; SELECT pg_catalog.btint4cmp(($1).a, ($2).a)';"
+      "CREATE FUNCTION pair_lt(pair, pair) RETURNS bool IMMUTABLE LANGUAGE sql AS"
+      " 'SELECT ($1).a < ($2).a';"
+      "CREATE FUNCTION pair_eq(pair, pair) RETURNS bool IMMUTABLE LANGUAGE sql AS"
+      " 'SELECT ($1).a = ($2).a';"
+      "CREATE OPERATOR <# (leftarg = pair, rightarg = pair, function = pair_lt);"
+      "CREATE OPERATOR =# (leftarg = pair, rightarg = pair, function = pair_eq);"
+      "CREATE OPERATOR CLASS pair_ops DEFAULT FOR TYPE pair USING btree AS"
+      " OPERATOR 1 <#, OPERATOR 3 =#, FUNCTION 1 pair_cmp(pair, pair)");
+  expect_bump_seen("SELECT p FROM tp ORDER BY p");
+}
+
 // Reading a column of a user type runs its output function, not its casts: still cached.
 TEST_F(ImplicitCode, ReadingAColumnWhoseTypeHasAWritingCastStillHits) {
   direct(

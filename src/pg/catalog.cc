@@ -430,7 +430,12 @@ void snapshot::relation_code(const qualified_name& name, const std::vector<std::
 
 code_reach snapshot::statement_code(const statement& s,
                                     const std::vector<std::string>& schemas) const {
-  code_reach c = implicit_casts_;
+  code_reach c;
+  bool coerces =
+      !s.functions.empty() || !s.operators.empty() || !s.cast_types.empty() || !s.writes.empty();
+  for (const read_ref& r : s.reads)
+    if (const relation* x = resolve(r.table, schemas)) coerces = coerces || x->user_typed;
+  if (coerces) c.merge(implicit_casts_);
   for (const qualified_name& op : s.operators) c.merge(name_code(operators_, op, schemas, true));
   for (const std::string& f : s.field_names)
     c.merge(name_code(user_functions_, qualified_name{"", f}, schemas, false));
@@ -587,6 +592,7 @@ struct code_loader {
       rel.write_code.merge(p->second);
     }
     if (auto t = rel_types.find(rel.oid); t != rel_types.end()) {
+      rel.user_typed = true;
       for (std::uint32_t type : t->second) {
         rel.read_code.merge(type_code(type, false));
         rel.write_code.merge(type_code(type, true));

@@ -134,6 +134,7 @@ struct relation {
   // columns, CHECK and EXCLUDE constraints, domain checks, index expressions, predicates
   // and user operator classes). Triggers and rules are `user_triggers` / `rules`.
   code_reach read_code, write_code;
+  bool user_typed = false;  // a column's type is a user type (implicit casts may apply)
   // Column name -> type class (column_int / column_text / column_other). Empty for
   // system relations.
   std::map<std::string, char, std::less<>> columns;
@@ -168,9 +169,10 @@ class snapshot {
   // operator or its function outside pg_catalog; every schema for unqualified names),
   // functional notation (`x.f` where a user function f of one composite, pseudo-type or
   // domain argument exists in `schemas`), casts to user types (or to built-in types a
-  // user cast converts to or from), implicit user casts (any statement), and the read_code of the
-  // relations it reads and the write_code of those it writes (with their families and FK cascade
-  // targets). Relations that do not resolve add nothing (the caller refuses them).
+  // user cast converts to or from), implicit user casts (when the statement has a value
+  // to coerce: a function, operator, cast, write, or a column of a user type), and the read_code of
+  // the relations it reads and the write_code of those it writes (with their families and FK
+  // cascade targets). Relations that do not resolve add nothing (the caller refuses them).
   code_reach statement_code(const statement& s, const std::vector<std::string>& schemas) const;
 
   // Equal for any two connections to the same database of the same running server,
