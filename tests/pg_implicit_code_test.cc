@@ -406,6 +406,20 @@ TEST_F(ImplicitCodeLaterVolatile, PartialIndexPredicateFlushes) {
   expect_bump_seen("INSERT INTO ix VALUES (1)");
 }
 
+TEST_F(ImplicitCodeLaterVolatile, AnalyzeEvaluatingAWritingIndexExpressionFlushes) {
+  direct("CREATE TABLE ix (id int); CREATE INDEX ON ix ((f_imm(id)))");
+  make_volatile();
+  direct("INSERT INTO ix VALUES (1)");
+  expect_bump_seen("ANALYZE ix");
+}
+
+TEST_F(ImplicitCodeLaterVolatile, VacuumFullRebuildingAWritingIndexFlushes) {
+  direct("CREATE TABLE ix (id int); CREATE INDEX ON ix ((f_imm(id)))");
+  make_volatile();
+  direct("INSERT INTO ix VALUES (1)");
+  expect_bump_seen("VACUUM FULL ix");
+}
+
 TEST_F(ImplicitCode, RuleOnAWrittenTableFlushes) {
   direct("CREATE TABLE w (x int); CREATE RULE r AS ON INSERT TO w DO ALSO SELECT f_bump()");
   expect_bump_seen("INSERT INTO w VALUES (1)");

@@ -599,6 +599,7 @@ struct code_loader {
       }
     }
     if (auto w = rel_write.find(rel.oid); w != rel_write.end()) rel.write_code.merge(w->second);
+    s.any_writing_write_code_ = s.any_writing_write_code_ || rel.write_code.writes;
   }
 };
 

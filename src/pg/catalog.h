@@ -175,6 +175,10 @@ class snapshot {
   // cascade targets). Relations that do not resolve add nothing (the caller refuses them).
   code_reach statement_code(const statement& s, const std::vector<std::string>& schemas) const;
 
+  // Some relation's write_code may write (e.g. an index expression whose function became
+  // VOLATILE): VACUUM FULL, CLUSTER and ANALYZE evaluate index expressions too.
+  bool any_writing_write_code() const { return any_writing_write_code_; }
+
   // Equal for any two connections to the same database of the same running server,
   // whatever the connection string (unix socket or TCP, host alias, pooler). Made of
   // pg_control_system().system_identifier (when the role may call it), the server's
@@ -212,6 +216,7 @@ class snapshot {
   // system schemas, for functional notation), user types (casts to them).
   std::unordered_map<std::string, code_map> operators_, user_functions_, types_;
   code_reach implicit_casts_;  // every implicit cast whose function is a user function
+  bool any_writing_write_code_ = false;
   std::string identity_;
   std::uint64_t generation_ = 0;
 };

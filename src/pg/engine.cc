@@ -457,6 +457,13 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
       static const char* harmless[] = {"ListenStmt", "UnlistenStmt", "NotifyStmt", "LockStmt",
                                        "VacuumStmt", "CheckPointStmt", "DeallocateStmt",
                                        "PrepareStmt", "VariableShowStmt"};
+      // VACUUM FULL and ANALYZE evaluate index expressions: user code that may write.
+      if (s.node == "VacuumStmt" && cat.any_writing_write_code()) {
+        p->act = action::unknown;
+        p->flush = true;
+        p->flush_reason = "VACUUM/ANALYZE may run index expressions that write";
+        return p;
+      }
       for (const char* h : harmless)
         if (s.node == h) {
           p->act = action::harmless;
