@@ -31,6 +31,11 @@
 //    objects (now(), random(), pg_class, ...) are not recorded in pg_depend. System views
 //    are not expanded: they are marked `system` and `volatile_view` (many read volatile
 //    statistics functions; all change with DDL), so anything built on them is too.
+//  * Routes to user code a statement may run without naming it (operators, defaults,
+//    constraints, domain checks, casts, policies, index expressions and operator classes,
+//    aggregates' support functions, view bodies), resolved to the functions they reach:
+//    see code_reach, relation::read_code / write_code and snapshot::statement_code().
+//    Only objects with OIDs >= 16384 (created after initdb) are routes.
 #pragma once
 
 #include <atomic>

@@ -3,9 +3,11 @@
 // Invariants:
 //  * A read is served or stored only when every relation it reads resolved in the
 //    catalog to a table-like relation that is not a system, temporary, foreign,
-//    sequence or row-security relation, it calls only IMMUTABLE functions (STABLE ones
-//    with options.cache_stable_functions), and it is not inside REPEATABLE READ /
-//    SERIALIZABLE or a transaction that wrote one of its relations.
+//    sequence or row-security relation, it calls or reaches (through operators, casts,
+//    functional notation, views, aggregates, column types: snapshot::statement_code)
+//    only IMMUTABLE functions (STABLE ones with options.cache_stable_functions), and it
+//    is not inside REPEATABLE READ / SERIALIZABLE or a transaction that wrote one of its
+//    relations. Any statement that calls or reaches a function that may write flushes.
 //  * Every statement that is not a proven read takes a write hold before it is sent:
 //    the tags of every relation it may change (FK cascades, inheritance and partitions
 //    included), or the global tag (a flush) when the targets are unknown, a target has
