@@ -472,6 +472,21 @@ TEST_F(ImplicitCode, FunctionalNotationWithAStableFunctionIsNotCached) {
   expect_stable_not_stale("SELECT x.f_fr FROM s x");
 }
 
+// ---- Names newer than the catalog snapshot ------------------------------------------
+
+// Created by another session after qcache loaded its catalog: unknown, so it may write.
+TEST_F(ImplicitCode, OperatorCreatedByAnotherSessionFlushes) {
+  cache_it();
+  direct("CREATE OPERATOR ### (leftarg = int, rightarg = int, function = f_bump2)");
+  expect_bump_seen("SELECT 1 ### 1");
+}
+
+TEST_F(ImplicitCode, DomainCreatedByAnotherSessionFlushesOnCast) {
+  cache_it();
+  direct("CREATE DOMAIN dpos AS int CHECK (f_check(VALUE))");
+  expect_bump_seen("SELECT 5::dpos");
+}
+
 // ---- Multi-statement strings --------------------------------------------------------
 
 TEST_F(ImplicitCode, MultiStatementSelectsCallingAWritingFunctionFlush) {
@@ -492,6 +507,12 @@ TEST_F(ImplicitCode, PlainTableWithBuiltInOperatorsStillHits) {
       "INSERT INTO p VALUES (1, 'a')");
   cache_it("SELECT x FROM p WHERE id = 1 AND x IN ('a', 'b') ORDER BY x");
   cache_it("SELECT p.x FROM p p WHERE p.id = 1");
+  cache_it(
+      "SELECT x::text, id::bigint, '1.5'::numeric(10, 2), 1::double precision, 1::real,"
+      " '2020-01-01'::date, '{1}'::int[], interval '1 day', 'a'::char(3), true::bool,"
+      " 'x'::bytea, '{}'::jsonb, 'a'::varchar(5), CAST(id AS smallint),"
+      " '2020-01-01 00:00'::timestamp(3), 'p'::regclass, pg_catalog.int4 '7' FROM p"
+      " WHERE id BETWEEN 1 AND 2 AND x LIKE 'a%' AND id = ANY (ARRAY[1]) ORDER BY x");
   exec("INSERT INTO p VALUES (2, 'b')");
   cache_it("SELECT x FROM p WHERE id = 1 AND x IN ('a', 'b') ORDER BY x");
 }

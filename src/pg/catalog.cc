@@ -198,6 +198,12 @@ const std::string q_field_functions =
     " WHERE p.oid >= 16384 AND p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1"
     " AND t.typtype IN ('c', 'p', 'd')";
 
+// Every operator name and every type name: a name outside these was created after the
+// snapshot (by another session) and may reach anything, like an unknown function.
+const std::string q_names =
+    "SELECT DISTINCT 'o', 0::pg_catalog.oid, oprname FROM pg_catalog.pg_operator"
+    " UNION ALL SELECT 't', typnamespace, typname FROM pg_catalog.pg_type";
+
 // Types a cast may reach user code through, by name: user types, and built-in ones that
 // a user cast converts from or to. typrelid links a composite type to its attributes.
 const std::string q_types =
@@ -428,9 +434,29 @@ void snapshot::relation_code(const qualified_name& name, const std::vector<std::
     for (std::uint32_t c : r->cascade_targets) add(c);
 }
 
+bool snapshot::known_type(const qualified_name& t, const std::vector<std::string>& schemas) const {
+  auto in = [&](const std::string& schema) {
+    auto it = type_names_.find(schema);
+    return it != type_names_.end() && it->second.count(t.name) > 0;
+  };
+  if (!t.schema.empty()) {
+    const std::string* schema = &t.schema;
+    if (t.schema == "pg_temp" && !(schema = temp_schema(schemas))) return false;
+    return in(*schema);
+  }
+  return std::any_of(schemas.begin(), schemas.end(), in);
+}
+
 code_reach snapshot::statement_code(const statement& s,
                                     const std::vector<std::string>& schemas) const {
   code_reach c;
+  auto unknown = [&c](std::string what) {  // a name created after this snapshot: anything
+    c.merge(code_reach{'v', true, std::move(what)});
+  };
+  for (const qualified_name& op : s.operators)
+    if (!operator_names_.count(op.name)) unknown("unknown operator " + op.name);
+  for (const qualified_name& t : s.cast_types)
+    if (!known_type(t, schemas)) unknown("unknown type " + t.name);
   bool coerces =
       !s.functions.empty() || !s.operators.empty() || !s.cast_types.empty() || !s.writes.empty();
   for (const read_ref& r : s.reads)
@@ -532,6 +558,13 @@ struct code_loader {
         s.user_functions_[p->second.schema][p->second.name].merge(code_of(procs, oid));
     }
     for (relation& rel : s.relations_) relation_code(rel);
+    for (const row& r : query(q_names)) {
+      if (char_at(r, 0, "name kind") == 'o') {
+        s.operator_names_.insert(text_at(r, 2, "oprname"));
+      } else if (auto n = nsp.find(oid_at(r, 1, "typnamespace")); n != nsp.end()) {
+        s.type_names_[n->second].insert(text_at(r, 2, "typname"));
+      }
+    }
   }
 
   void add(char kind, std::uint32_t owner, std::uint32_t target) {

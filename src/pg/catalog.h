@@ -49,6 +49,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "pg/analyzer.h"  // qualified_name
@@ -177,7 +178,9 @@ class snapshot {
   // user cast converts to or from), implicit user casts (when the statement has a value
   // to coerce: a function, operator, cast, write, or a column of a user type), and the read_code of
   // the relations it reads and the write_code of those it writes (with their families and FK
-  // cascade targets). Relations that do not resolve add nothing (the caller refuses them).
+  // cascade targets). Relations that do not resolve add nothing (the caller refuses them);
+  // an operator or cast type unknown to the snapshot (created since by another session)
+  // counts as a volatile function that may write, like an unknown function.
   code_reach statement_code(const statement& s, const std::vector<std::string>& schemas) const;
 
   // Some relation's write_code may write (e.g. an index expression whose function became
@@ -222,13 +225,17 @@ class snapshot {
   std::unordered_map<std::string, code_map> operators_, user_functions_, types_;
   code_reach implicit_casts_;  // every implicit cast whose function is a user function
   bool any_writing_write_code_ = false;
+  // Every operator name; every type name by schema (for names newer than the snapshot).
+  std::unordered_set<std::string> operator_names_;
+  std::unordered_map<std::string, std::unordered_set<std::string>> type_names_;
+  bool known_type(const qualified_name& t, const std::vector<std::string>& schemas) const;
   std::string identity_;
   std::uint64_t generation_ = 0;
 };
 
 class catalog {
  public:
-  // Reads the catalog through `query` (12 SELECTs). Throws whatever `query` throws, and
+  // Reads the catalog through `query` (13 SELECTs). Throws whatever `query` throws, and
   // std::runtime_error when a result has an unexpected shape.
   static std::shared_ptr<catalog> load(const query_fn& query);
 
