@@ -512,7 +512,9 @@ TEST_F(ImplicitCode, PlainTableWithBuiltInOperatorsStillHits) {
       " '2020-01-01'::date, '{1}'::int[], interval '1 day', 'a'::char(3), true::bool,"
       " 'x'::bytea, '{}'::jsonb, 'a'::varchar(5), CAST(id AS smallint),"
       " '2020-01-01 00:00'::timestamp(3), 'p'::regclass, pg_catalog.int4 '7' FROM p"
-      " WHERE id BETWEEN 1 AND 2 AND x LIKE 'a%' AND id = ANY (ARRAY[1]) ORDER BY x");
+      " WHERE id BETWEEN 1 AND 2 AND id NOT BETWEEN SYMMETRIC 5 AND 4 AND x LIKE 'a%'"
+      " AND x NOT ILIKE 'b%' AND x IS DISTINCT FROM 'c' AND x NOT SIMILAR TO 'd'"
+      " AND NULLIF(x, 'e') IS NOT NULL AND id NOT IN (7) AND id = ANY (ARRAY[1]) ORDER BY x");
   exec("INSERT INTO p VALUES (2, 'b')");
   cache_it("SELECT x FROM p WHERE id = 1 AND x IN ('a', 'b') ORDER BY x");
 }
@@ -533,6 +535,7 @@ TEST(ImplicitCodeAnalyzer, ReportsOperatorsFieldsAndCasts) {
       {"SELECT 1 OPERATOR(s.###) 2", {{"s", "###"}}, {}, {}},
       {"SELECT x FROM t WHERE x IN (1, 2) OR x <> ALL (ARRAY[3])", {{"", "="}, {"", "<>"}}, {}, {}},
       {"SELECT x FROM t WHERE x BETWEEN 1 AND 2", {{"", ">="}, {"", "<="}}, {}, {}},
+      {"SELECT x FROM t WHERE x NOT BETWEEN SYMMETRIC 1 AND 2", {{"", ">="}, {"", "<="}}, {}, {}},
       {"SELECT x FROM t ORDER BY x USING <<<", {{"", "<<<"}}, {}, {}},
       {"SELECT 1 WHERE 1 ### ANY (SELECT 1)", {{"", "###"}}, {}, {}},
       {"SELECT CASE x WHEN 1 THEN 2 END FROM t", {{"", "="}}, {}, {}},

@@ -787,8 +787,8 @@ void walker::implicit_code(std::string_view type, const json::object& o) {
                                      : type == "SubLink" ? "operName"
                                                          : "name"));
     if (parts.empty()) return;
-    if (type == "A_Expr" && field_str(o, "kind").starts_with("AEXPR_BETWEEN")) {
-      add_unique(st_.operators, qualified_name{"", ">="});  // BETWEEN runs >= and <=
+    if (type == "A_Expr" && field_str(o, "kind").find("BETWEEN") != std::string_view::npos) {
+      add_unique(st_.operators, qualified_name{"", ">="});  // [NOT] BETWEEN [SYMMETRIC]: >=, <=
       add_unique(st_.operators, qualified_name{"", "<="});
       return;
     }
