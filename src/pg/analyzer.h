@@ -141,6 +141,10 @@ struct statement {
   std::vector<qualified_name> ddl_targets;  // relations named by DDL (may be empty)
   std::vector<qualified_name> functions;  // every FuncCall, incl. table functions, as named
   std::vector<std::string> value_functions;  // SQLValueFunction ops, e.g. "CURRENT_TIMESTAMP"
+  // Routes to user code without a call in the text (resolved through the catalog):
+  std::vector<qualified_name> operators;   // every operator used (OPERATOR(s.op) qualified)
+  std::vector<std::string> field_names;    // last field of `x.f` / `(x).f`: may be f(x)
+  std::vector<qualified_name> cast_types;  // target types of casts (`::`, CAST, type 'lit')
   bool locking = false;        // FOR UPDATE/SHARE/NO KEY UPDATE/KEY SHARE anywhere
   bool time_literal = false;   // a constant 'now'/'today'/'tomorrow'/'yesterday' anywhere
   bool tablesample = false;    // TABLESAMPLE anywhere

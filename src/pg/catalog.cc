@@ -118,6 +118,109 @@ const std::string q_views =
 const std::string q_procs =
     "SELECT p.oid, p.pronamespace, p.proname, p.provolatile FROM pg_catalog.pg_proc p";
 
+// Routes to user code, as (kind, owner, target) oid pairs:
+//  'a' aggregate -> its support functions (transition, final, combine, (de)serial, moving)
+//  'w' relation -> a function its defaults/generated columns, CHECK/EXCLUDE constraints,
+//      index expressions/predicates or user operator classes run on writes
+//  'p' relation -> a function a row-security policy runs (reads and writes)
+//  'r' user type -> a function reading a value runs: I/O functions, support functions of
+//      its user operator classes (ORDER BY, DISTINCT, joins)
+//  't' user type -> a function writing or casting a value runs: domain CHECKs, user casts
+//      to or from it
+//  'b' user type -> a type whose code it runs too (domain base, array element)
+//  'c' relation -> the user type of one of its columns (also a composite type's attribute)
+//  'i' 0 -> the function of an implicit cast that is a user function
+// Operators are resolved to oprcode. Everything a user creates has an OID >= 16384
+// (FirstNormalObjectId); built-in objects are never routes (their functions are judged
+// by name where statements call them), which keeps this query cheap (~1 ms).
+const std::string q_code = R"(
+SELECT 'a', a.aggfnoid::pg_catalog.oid, f.f FROM pg_catalog.pg_aggregate a,
+ LATERAL (VALUES (a.aggtransfn::pg_catalog.oid), (a.aggfinalfn), (a.aggcombinefn),
+  (a.aggserialfn), (a.aggdeserialfn), (a.aggmtransfn), (a.aggminvtransfn), (a.aggmfinalfn)) f(f)
+ WHERE a.aggfnoid >= 16384 AND f.f <> 0
+UNION ALL
+SELECT CASE WHEN po.oid IS NOT NULL THEN 'p' WHEN co.contypid <> 0 THEN 't' ELSE 'w' END,
+ COALESCE(ad.adrelid, NULLIF(co.conrelid, 0), co.contypid, ix.indrelid, po.polrelid),
+ CASE WHEN d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass THEN d.refobjid
+  ELSE op.oprcode::pg_catalog.oid END
+ FROM pg_catalog.pg_depend d
+ LEFT JOIN pg_catalog.pg_attrdef ad ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+  AND ad.oid = d.objid
+ LEFT JOIN pg_catalog.pg_constraint co
+  ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND co.oid = d.objid
+ LEFT JOIN pg_catalog.pg_index ix ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+  AND ix.indexrelid = d.objid
+ LEFT JOIN pg_catalog.pg_policy po ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass
+  AND po.oid = d.objid
+ LEFT JOIN pg_catalog.pg_operator op
+  ON d.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND op.oid = d.refobjid
+ WHERE d.refobjid >= 16384 AND d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
+  'pg_catalog.pg_operator'::pg_catalog.regclass)
+ AND COALESCE(ad.adrelid, NULLIF(co.conrelid, 0), co.contypid, ix.indrelid,
+  po.polrelid) IS NOT NULL
+UNION ALL
+SELECT 'w', ix.indrelid, s.f FROM pg_catalog.pg_depend d
+ JOIN pg_catalog.pg_index ix ON ix.indexrelid = d.objid
+ JOIN pg_catalog.pg_opclass oc ON oc.oid = d.refobjid,
+ LATERAL (SELECT ap.amproc::pg_catalog.oid FROM pg_catalog.pg_amproc ap
+   WHERE ap.amprocfamily = oc.opcfamily
+  UNION ALL SELECT o.oprcode::pg_catalog.oid FROM pg_catalog.pg_amop am
+   JOIN pg_catalog.pg_operator o ON o.oid = am.amopopr WHERE am.amopfamily = oc.opcfamily) s(f)
+ WHERE d.refobjid >= 16384 AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+ AND d.refclassid = 'pg_catalog.pg_opclass'::pg_catalog.regclass
+UNION ALL
+-- Binary I/O (typreceive/typsend) counts only when VOLATILE: the front ends read results as
+-- text, and a STABLE receive function of a binary parameter is judged like the built-in
+-- types' STABLE I/O (timestamptz_in), whose settings are in the key (citext's are STABLE).
+SELECT 'r', t.oid, f.f FROM pg_catalog.pg_type t,
+ LATERAL (VALUES (t.typinput::pg_catalog.oid, true), (t.typoutput, true), (t.typreceive, false),
+  (t.typsend, false), (t.typmodin, true), (t.typmodout, true), (t.typanalyze, true),
+  (t.typsubscript, true)) f(f, text_io)
+ WHERE t.oid >= 16384 AND f.f >= 16384 AND (f.text_io OR EXISTS (SELECT FROM pg_catalog.pg_proc
+  bp WHERE bp.oid = f.f AND bp.provolatile = 'v'))
+UNION ALL
+SELECT 't', x.t, c.castfunc FROM pg_catalog.pg_cast c,
+ LATERAL (VALUES (c.castsource), (c.casttarget)) x(t) WHERE c.castfunc >= 16384
+UNION ALL
+SELECT 'i', 0, c.castfunc FROM pg_catalog.pg_cast c
+ WHERE c.castcontext = 'i' AND c.castfunc >= 16384
+UNION ALL
+SELECT 'r', oc.opcintype, ap.amproc::pg_catalog.oid FROM pg_catalog.pg_opclass oc
+ JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily
+ WHERE oc.oid >= 16384 AND ap.amproc::pg_catalog.oid >= 16384
+UNION ALL
+SELECT 'b', t.oid, x.b FROM pg_catalog.pg_type t,
+ LATERAL (VALUES (t.typbasetype), (t.typelem)) x(b) WHERE t.oid >= 16384 AND x.b >= 16384
+UNION ALL
+SELECT 'c', a.attrelid, a.atttypid FROM pg_catalog.pg_attribute a
+ WHERE a.atttypid >= 16384 AND a.attnum > 0 AND NOT a.attisdropped)";
+
+// Operators that may run user code: the operator or its function is a user object.
+const std::string q_operators =
+    "SELECT o.oprnamespace, o.oprname, o.oprcode::pg_catalog.oid FROM pg_catalog.pg_operator o"
+    " WHERE o.oid >= 16384 OR o.oprcode::pg_catalog.oid >= 16384";
+
+// User functions `x.f` may call (functional notation): one argument without a default,
+// of a composite, pseudo (record, anyelement...) or domain type.
+const std::string q_field_functions =
+    "SELECT p.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_type t ON t.oid = p.proargtypes[0]"
+    " WHERE p.oid >= 16384 AND p.pronargs >= 1 AND p.pronargs - p.pronargdefaults <= 1"
+    " AND t.typtype IN ('c', 'p', 'd')";
+
+// Every operator name and every type name: a name outside these was created after the
+// snapshot (by another session) and may reach anything, like an unknown function.
+const std::string q_names =
+    "SELECT DISTINCT 'o', 0::pg_catalog.oid, oprname FROM pg_catalog.pg_operator"
+    " UNION ALL SELECT 't', typnamespace, typname FROM pg_catalog.pg_type";
+
+// Types a cast may reach user code through, by name: user types, and built-in ones that
+// a user cast converts from or to. typrelid links a composite type to its attributes.
+const std::string q_types =
+    "SELECT t.oid, t.typnamespace, t.typname, t.typrelid FROM pg_catalog.pg_type t"
+    " WHERE t.oid >= 16384 OR t.oid IN (SELECT c.castsource FROM pg_catalog.pg_cast c"
+    " WHERE c.castfunc >= 16384 UNION ALL SELECT c.casttarget FROM pg_catalog.pg_cast c"
+    " WHERE c.castfunc >= 16384)";
+
 const std::string q_edges =
     "SELECT 'f', conrelid, confrelid, confupdtype, confdeltype FROM pg_catalog.pg_constraint"
     " WHERE contype = 'f'"
@@ -286,6 +389,110 @@ bool snapshot::user_function(const qualified_name& name,
   return !builtin;
 }
 
+void code_reach::merge(const code_reach& o) {
+  if (o.volatility > volatility || (o.writes && !writes)) function = o.function;
+  volatility = more_volatile(volatility, o.volatility);
+  writes = writes || o.writes;
+}
+
+bool may_write(const qualified_name& f, char volatility) {
+  if (volatility != 'v') return false;
+  if (!f.schema.empty() && f.schema != "pg_catalog") return true;
+  // clang-format off
+  static const char* safe[] = {
+      "random", "setseed", "nextval", "setval", "currval", "lastval", "gen_random_uuid",
+      "clock_timestamp", "timeofday", "txid_current", "txid_current_if_assigned",
+      "pg_current_xact_id", "pg_current_xact_id_if_assigned", "pg_sleep", "pg_sleep_for",
+      "pg_sleep_until", "set_config", "pg_notify", "pg_advisory_lock", "pg_advisory_unlock",
+      "pg_advisory_xact_lock", "pg_try_advisory_lock", "pg_try_advisory_xact_lock",
+      "pg_advisory_lock_shared", "pg_advisory_unlock_shared", "pg_advisory_unlock_all",
+      "pg_backend_pid", "pg_cancel_backend", "pg_terminate_backend", "now",
+      "statement_timestamp", "transaction_timestamp", "pg_stat_get_activity",
+      "pg_current_snapshot", "txid_current_snapshot", "pg_stat_clear_snapshot",
+      "pg_stat_reset", "pg_stat_reset_shared", "pg_stat_reset_single_table_counters",
+      "pg_get_serial_sequence", "current_setting", "pg_stat_get_backend_idset"};
+  // clang-format on
+  std::string n(f.name);
+  for (char& c : n) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* x : safe)
+    if (n == x) return false;
+  return true;
+}
+
+code_reach snapshot::name_code(const std::unordered_map<std::string, code_map>& m,
+                               const qualified_name& name, const std::vector<std::string>& schemas,
+                               bool all_schemas) const {
+  code_reach c;
+  auto in = [&](const std::string& schema) {
+    auto s = m.find(schema);
+    if (s == m.end()) return;
+    auto it = s->second.find(name.name);
+    if (it != s->second.end()) c.merge(it->second);
+  };
+  if (!name.schema.empty()) {
+    const std::string* schema = &name.schema;
+    if (name.schema == "pg_temp" && !(schema = temp_schema(schemas))) return c;
+    in(*schema);
+  } else if (all_schemas) {
+    for (const auto& [schema, names] : m) in(schema);
+  } else {
+    for (const std::string& schema : schemas) in(schema);
+  }
+  return c;
+}
+
+void snapshot::relation_code(const qualified_name& name, const std::vector<std::string>& schemas,
+                             bool write, code_reach& out) const {
+  const relation* r = resolve(name, schemas);
+  if (!r) return;
+  auto add = [&](std::uint32_t oid) {
+    if (const relation* x = by_oid(oid)) out.merge(write ? x->write_code : x->read_code);
+  };
+  out.merge(write ? r->write_code : r->read_code);
+  if (write && r->kind == 'v') out.merge(r->read_code);  // a write through a view runs its body
+  for (std::uint32_t b : r->base_tables) add(b);
+  for (std::uint32_t f : r->family) add(f);
+  if (write)
+    for (std::uint32_t c : r->cascade_targets) add(c);
+}
+
+bool snapshot::known_type(const qualified_name& t, const std::vector<std::string>& schemas) const {
+  auto in = [&](const std::string& schema) {
+    auto it = type_names_.find(schema);
+    return it != type_names_.end() && it->second.count(t.name) > 0;
+  };
+  if (!t.schema.empty()) {
+    const std::string* schema = &t.schema;
+    if (t.schema == "pg_temp" && !(schema = temp_schema(schemas))) return false;
+    return in(*schema);
+  }
+  return std::any_of(schemas.begin(), schemas.end(), in);
+}
+
+code_reach snapshot::statement_code(const statement& s,
+                                    const std::vector<std::string>& schemas) const {
+  code_reach c;
+  auto unknown = [&c](std::string what) {  // a name created after this snapshot: anything
+    c.merge(code_reach{'v', true, std::move(what)});
+  };
+  for (const qualified_name& op : s.operators)
+    if (!operator_names_.count(op.name)) unknown("unknown operator " + op.name);
+  for (const qualified_name& t : s.cast_types)
+    if (!known_type(t, schemas)) unknown("unknown type " + t.name);
+  bool coerces =
+      !s.functions.empty() || !s.operators.empty() || !s.cast_types.empty() || !s.writes.empty();
+  for (const read_ref& r : s.reads)
+    if (const relation* x = resolve(r.table, schemas)) coerces = coerces || x->user_typed;
+  if (coerces) c.merge(implicit_casts_);
+  for (const qualified_name& op : s.operators) c.merge(name_code(operators_, op, schemas, true));
+  for (const std::string& f : s.field_names)
+    c.merge(name_code(user_functions_, qualified_name{"", f}, schemas, false));
+  for (const qualified_name& t : s.cast_types) c.merge(name_code(types_, t, schemas, false));
+  for (const read_ref& r : s.reads) relation_code(r.table, schemas, false, c);
+  for (const write_ref& w : s.writes) relation_code(w.table, schemas, true, c);
+  return c;
+}
+
 // --- loading ------------------------------------------------------------------------
 
 std::string quoted(std::string_view s, char q) {
@@ -296,6 +503,160 @@ std::string quoted(std::string_view s, char q) {
   }
   return out + q;
 }
+
+namespace {
+
+// pg_proc by oid: what code_of() needs to judge a function.
+struct proc_entry {
+  std::string schema, name;
+  char volatility = 'v';
+};
+using proc_table = std::unordered_map<std::uint32_t, proc_entry>;
+using oid_links = std::unordered_map<std::uint32_t, std::vector<std::uint32_t>>;
+
+// The function `oid` as reached code; unknown (created after the pg_proc query) is the worst.
+code_reach code_of(const proc_table& procs, std::uint32_t oid) {
+  code_reach c;
+  auto it = procs.find(oid);
+  if (it == procs.end()) {
+    c.volatility = 'v';
+    c.writes = true;
+    c.function = "function " + std::to_string(oid);
+    return c;
+  }
+  c.volatility = it->second.volatility;
+  c.writes = may_write(qualified_name{it->second.schema, it->second.name}, c.volatility);
+  c.function = it->second.schema + "." + it->second.name;
+  return c;
+}
+
+}  // namespace
+
+// Loads the routes to user code (q_code, q_operators, q_types) into a snapshot whose
+// relations and pg_proc are loaded; views get their read_code when expanded.
+struct code_loader {
+  code_loader(const query_fn& q, snapshot& snap, proc_table& p,
+              const std::unordered_map<std::uint32_t, std::string>& n)
+      : query(q), s(snap), procs(p), nsp(n) {}
+
+  const query_fn& query;
+  snapshot& s;
+  proc_table& procs;
+  const std::unordered_map<std::uint32_t, std::string>& nsp;
+
+  // Direct code by owner oid: a relation's writes and policies; a type's reads ('r') and
+  // its writes and casts ('t').
+  std::unordered_map<std::uint32_t, code_reach> rel_write, rel_policy, type_read, type_cast;
+  oid_links type_links, rel_types, aggs;
+  std::unordered_map<std::uint32_t, code_reach> memo[2];  // type_code by `full`
+  std::unordered_set<std::uint32_t> busy;
+
+  void run() {
+    for (const row& r : query(q_code))
+      add(char_at(r, 0, "code kind"), oid_at(r, 1, "code owner"), oid_at(r, 2, "code target"));
+    fold_aggregates();
+    for (const row& r : query(q_operators)) {
+      auto n = nsp.find(oid_at(r, 0, "oprnamespace"));
+      code_reach c = code_of(procs, oid_at(r, 2, "oprcode"));
+      s.operators_[n == nsp.end() ? std::string() : n->second][text_at(r, 1, "oprname")].merge(c);
+    }
+    auto type_rows = query(q_types);
+    for (const row& r : type_rows) {  // a composite type runs the code of its attributes
+      auto cols = rel_types.find(oid_at(r, 3, "typrelid"));
+      if (cols != rel_types.end()) {
+        auto& links = type_links[oid_at(r, 0, "pg_type.oid")];
+        links.insert(links.end(), cols->second.begin(), cols->second.end());
+      }
+    }
+    for (const row& r : type_rows) {
+      auto n = nsp.find(oid_at(r, 1, "typnamespace"));
+      code_reach c = type_code(oid_at(r, 0, "pg_type.oid"), true);
+      if (n != nsp.end() && c.volatility) s.types_[n->second][text_at(r, 2, "typname")].merge(c);
+    }
+    for (const row& r : query(q_field_functions)) {
+      std::uint32_t oid = oid_at(r, 0, "pg_proc.oid");
+      auto p = procs.find(oid);
+      if (p != procs.end() && !p->second.schema.empty() && !is_system_schema(p->second.schema))
+        s.user_functions_[p->second.schema][p->second.name].merge(code_of(procs, oid));
+    }
+    for (relation& rel : s.relations_) relation_code(rel);
+    for (const row& r : query(q_names)) {
+      if (char_at(r, 0, "name kind") == 'o') {
+        s.operator_names_.insert(text_at(r, 2, "oprname"));
+      } else if (auto n = nsp.find(oid_at(r, 1, "typnamespace")); n != nsp.end()) {
+        s.type_names_[n->second].insert(text_at(r, 2, "typname"));
+      }
+    }
+  }
+
+  void add(char kind, std::uint32_t owner, std::uint32_t target) {
+    if (kind == 'a')
+      aggs[owner].push_back(target);
+    else if (kind == 'b')
+      type_links[owner].push_back(target);
+    else if (kind == 'c')
+      rel_types[owner].push_back(target);
+    else if (kind == 'w')
+      rel_write[owner].merge(code_of(procs, target));
+    else if (kind == 'p')
+      rel_policy[owner].merge(code_of(procs, target));
+    else if (kind == 'r')
+      type_read[owner].merge(code_of(procs, target));
+    else if (kind == 't')
+      type_cast[owner].merge(code_of(procs, target));
+    else if (kind == 'i')
+      s.implicit_casts_.merge(code_of(procs, target));
+    else
+      bad_shape(std::string("code kind ") + kind);
+  }
+
+  // An aggregate runs its support functions: it is as volatile as the most volatile one.
+  void fold_aggregates() {
+    for (const auto& [agg, support] : aggs) {
+      auto it = procs.find(agg);
+      if (it == procs.end()) continue;
+      for (std::uint32_t f : support)
+        it->second.volatility = more_volatile(it->second.volatility, code_of(procs, f).volatility);
+      auto sch = s.procs_.find(it->second.schema);
+      if (sch == s.procs_.end()) continue;
+      auto slot = sch->second.find(it->second.name);
+      if (slot != sch->second.end())
+        slot->second = more_volatile(slot->second, it->second.volatility);
+    }
+  }
+
+  // The code a value of `type` runs when read (full == false: I/O and operator class
+  // functions) or also when written or cast (full: domain checks, casts), including the
+  // types it is built on (domain base, array element, attributes); memoised. A cycle (not
+  // possible in PostgreSQL) adds nothing.
+  code_reach type_code(std::uint32_t type, bool full) {
+    if (auto it = memo[full].find(type); it != memo[full].end()) return it->second;
+    if (!busy.insert(type).second) return {};
+    code_reach c;
+    if (auto d = type_read.find(type); d != type_read.end()) c.merge(d->second);
+    if (auto d = type_cast.find(type); full && d != type_cast.end()) c.merge(d->second);
+    if (auto l = type_links.find(type); l != type_links.end())
+      for (std::uint32_t t : l->second) c.merge(type_code(t, full));
+    busy.erase(type);
+    return memo[full][type] = c;
+  }
+
+  void relation_code(relation& rel) {
+    if (auto p = rel_policy.find(rel.oid); p != rel_policy.end()) {
+      rel.read_code.merge(p->second);
+      rel.write_code.merge(p->second);
+    }
+    if (auto t = rel_types.find(rel.oid); t != rel_types.end()) {
+      rel.user_typed = true;
+      for (std::uint32_t type : t->second) {
+        rel.read_code.merge(type_code(type, false));
+        rel.write_code.merge(type_code(type, true));
+      }
+    }
+    if (auto w = rel_write.find(rel.oid); w != rel_write.end()) rel.write_code.merge(w->second);
+    s.any_writing_write_code_ = s.any_writing_write_code_ || rel.write_code.writes;
+  }
+};
 
 std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64_t generation) {
   auto snap = std::make_shared<snapshot>();
@@ -349,23 +710,27 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
     }
   }
 
-  std::unordered_map<std::uint32_t, char> proc_vol;
+  proc_table procs;
   auto proc_rows = query(q_procs);
-  proc_vol.reserve(proc_rows.size());
+  procs.reserve(proc_rows.size());
   for (const row& r : proc_rows) {
     char v = char_at(r, 3, "provolatile");
-    proc_vol.emplace(oid_at(r, 0, "pg_proc.oid"), v);
     auto n = nsp.find(oid_at(r, 1, "pronamespace"));
+    procs.emplace(
+        oid_at(r, 0, "pg_proc.oid"),
+        proc_entry{n == nsp.end() ? std::string() : n->second, text_at(r, 2, "proname"), v});
     if (n == nsp.end()) continue;
     char& slot = s.procs_[n->second].try_emplace(text_at(r, 2, "proname"), 'i').first->second;
     slot = more_volatile(slot, v);
   }
+  code_loader(query, s, procs, nsp).run();
 
   // User views: direct references first, then expand through nested views.
   struct view_info {
     std::vector<std::uint32_t> relids;
     bool volatile_self = false;
-    int state = 0;  // 0 new, 1 expanding, 2 done
+    code_reach code;  // the functions the body calls
+    int state = 0;    // 0 new, 1 expanding, 2 done
   };
   std::unordered_map<std::uint32_t, view_info> views;
   for (const row& r : query(q_views)) {
@@ -376,8 +741,8 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
       if (rel != oid) v.relids.push_back(rel);  // PG15 keeps *OLD*/*NEW* entries for itself
     v.volatile_self = refs.volatile_expr;
     for (std::uint32_t f : refs.funcids) {
-      auto it = proc_vol.find(f);
-      if (it == proc_vol.end() || it->second != 'i') v.volatile_self = true;
+      v.code.merge(code_of(procs, f));
+      if (v.code.volatility != 'i') v.volatile_self = true;
     }
   }
   std::function<void(std::uint32_t)> expand = [&](std::uint32_t oid) {
@@ -387,6 +752,7 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
     view_info& v = vi->second;
     v.state = 1;
     rel->volatile_view = v.volatile_self;
+    rel->read_code.merge(v.code);
     for (std::uint32_t ref : v.relids) {
       relation* target = rel_of(ref);
       if (!target) {  // created after the relation query: unknown, so be conservative
@@ -406,6 +772,7 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
       rel->base_tables.insert(rel->base_tables.end(), target->base_tables.begin(),
                               target->base_tables.end());
       rel->volatile_view = rel->volatile_view || target->volatile_view;
+      rel->read_code.merge(target->read_code);
     }
     sort_unique(rel->base_tables);
     v.state = 2;

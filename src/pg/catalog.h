@@ -31,6 +31,11 @@
 //    objects (now(), random(), pg_class, ...) are not recorded in pg_depend. System views
 //    are not expanded: they are marked `system` and `volatile_view` (many read volatile
 //    statistics functions; all change with DDL), so anything built on them is too.
+//  * Routes to user code a statement may run without naming it (operators, defaults,
+//    constraints, domain checks, casts, policies, index expressions and operator classes,
+//    aggregates' support functions, view bodies), resolved to the functions they reach:
+//    see code_reach, relation::read_code / write_code and snapshot::statement_code().
+//    Only objects with OIDs >= 16384 (created after initdb) are routes.
 #pragma once
 
 #include <atomic>
@@ -44,6 +49,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "pg/analyzer.h"  // qualified_name
@@ -70,6 +76,22 @@ std::string quoted(std::string_view s, char q);
 inline constexpr char column_int = 'i';
 inline constexpr char column_text = 't';
 inline constexpr char column_other = 'o';
+
+// What user code a route reaches (functions run without being named by the statement:
+// operators, defaults, constraints, domain checks, casts, policies, aggregates' support
+// functions, view bodies). `volatility` is the most volatile function reached ('\0' when
+// none, else 'i' < 's' < 'v'); `writes` says one of them may write (see may_write());
+// `function` names one deciding function, for reasons.
+struct code_reach {
+  char volatility = '\0';
+  bool writes = false;
+  std::string function;
+  void merge(const code_reach& o);
+};
+
+// A function that may change table data: VOLATILE and not one of pg_catalog's volatile
+// functions that only touch sequences, session state, locks or randomness.
+bool may_write(const qualified_name& f, char volatility);
 
 struct relation {
   std::uint32_t oid = 0;
@@ -113,6 +135,13 @@ struct relation {
   // relation. Sorted. (Reading a parent reads its descendants; writing a child changes
   // what its ancestors return.) Siblings are not family.
   std::vector<std::uint32_t> family;
+  // User code run by reading this relation (row-security policies, the I/O, cast and
+  // operator functions of user-defined column types; for views also every function the
+  // body calls, through nested views) and by writing it (also defaults and generated
+  // columns, CHECK and EXCLUDE constraints, domain checks, index expressions, predicates
+  // and user operator classes). Triggers and rules are `user_triggers` / `rules`.
+  code_reach read_code, write_code;
+  bool user_typed = false;  // a column's type is a user type (implicit casts may apply)
   // Column name -> type class (column_int / column_text / column_other). Empty for
   // system relations.
   std::map<std::string, char, std::less<>> columns;
@@ -151,6 +180,22 @@ class snapshot {
   // `schemas` other than pg_catalog, or not found at all.
   bool user_function(const qualified_name& name, const std::vector<std::string>& schemas) const;
 
+  // User code `s` may reach without naming it: its operators (user-defined ones: the
+  // operator or its function outside pg_catalog; every schema for unqualified names),
+  // functional notation (`x.f` where a user function f of one composite, pseudo-type or
+  // domain argument exists in `schemas`), casts to user types (or to built-in types a
+  // user cast converts to or from), implicit user casts (when the statement has a value
+  // to coerce: a function, operator, cast, write, or a column of a user type), and the read_code of
+  // the relations it reads and the write_code of those it writes (with their families and FK
+  // cascade targets). Relations that do not resolve add nothing (the caller refuses them);
+  // an operator or cast type unknown to the snapshot (created since by another session)
+  // counts as a volatile function that may write, like an unknown function.
+  code_reach statement_code(const statement& s, const std::vector<std::string>& schemas) const;
+
+  // Some relation's write_code may write (e.g. an index expression whose function became
+  // VOLATILE): VACUUM FULL, CLUSTER and ANALYZE evaluate index expressions too.
+  bool any_writing_write_code() const { return any_writing_write_code_; }
+
   // Equal for any two connections to the same database of the same running server,
   // whatever the connection string (unix socket or TCP, host alias, pooler). Made of
   // pg_control_system().system_identifier (when the role may call it), the server's
@@ -166,6 +211,7 @@ class snapshot {
 
  private:
   friend class catalog;
+  friend struct code_loader;
   friend std::shared_ptr<const snapshot> load_snapshot(const query_fn&, std::uint64_t);
   using name_map = std::unordered_map<std::string, std::size_t>;  // name -> relations_ index
   using proc_map = std::unordered_map<std::string, char>;         // name -> max volatility
@@ -177,13 +223,28 @@ class snapshot {
   std::unordered_map<std::uint32_t, std::size_t> by_oid_;
   std::unordered_map<std::string, name_map> by_name_;  // schema -> name -> index
   std::unordered_map<std::string, proc_map> procs_;    // schema -> name -> volatility
+  using code_map = std::unordered_map<std::string, code_reach>;
+  code_reach name_code(const std::unordered_map<std::string, code_map>& m,
+                       const qualified_name& name, const std::vector<std::string>& schemas,
+                       bool all_schemas) const;
+  void relation_code(const qualified_name& name, const std::vector<std::string>& schemas,
+                     bool write, code_reach& out) const;
+  // User routes by name: schema -> name -> code. Operators, user functions (outside the
+  // system schemas, for functional notation), user types (casts to them).
+  std::unordered_map<std::string, code_map> operators_, user_functions_, types_;
+  code_reach implicit_casts_;  // every implicit cast whose function is a user function
+  bool any_writing_write_code_ = false;
+  // Every operator name; every type name by schema (for names newer than the snapshot).
+  std::unordered_set<std::string> operator_names_;
+  std::unordered_map<std::string, std::unordered_set<std::string>> type_names_;
+  bool known_type(const qualified_name& t, const std::vector<std::string>& schemas) const;
   std::string identity_;
   std::uint64_t generation_ = 0;
 };
 
 class catalog {
  public:
-  // Reads the catalog through `query` (8 SELECTs). Throws whatever `query` throws, and
+  // Reads the catalog through `query` (13 SELECTs). Throws whatever `query` throws, and
   // std::runtime_error when a result has an unexpected shape.
   static std::shared_ptr<catalog> load(const query_fn& query);
 

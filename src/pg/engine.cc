@@ -3,9 +3,11 @@
 // Invariants:
 //  * A read is served or stored only when every relation it reads resolved in the
 //    catalog to a table-like relation that is not a system, temporary, foreign,
-//    sequence or row-security relation, it calls only IMMUTABLE functions (STABLE ones
-//    with options.cache_stable_functions), and it is not inside REPEATABLE READ /
-//    SERIALIZABLE or a transaction that wrote one of its relations.
+//    sequence or row-security relation, it calls or reaches (through operators, casts,
+//    functional notation, views, aggregates, column types: snapshot::statement_code)
+//    only IMMUTABLE functions (STABLE ones with options.cache_stable_functions), and it
+//    is not inside REPEATABLE READ / SERIALIZABLE or a transaction that wrote one of its
+//    relations. Any statement that calls or reaches a function that may write flushes.
 //  * Every statement that is not a proven read takes a write hold before it is sent:
 //    the tags of every relation it may change (FK cascades, inheritance and partitions
 //    included), or the global tag (a flush) when the targets are unknown, a target has
@@ -175,29 +177,6 @@ qualified_name split_name(std::string_view table) {
     qn.name = std::string(table.substr(dot + 1));
   }
   return qn;
-}
-
-// Volatile functions of pg_catalog that change no table (sequences, session state and
-// randomness only). Any other volatile function may write: the statement flushes.
-bool may_write(const qualified_name& f, char volatility) {
-  if (volatility != 'v') return false;
-  if (!f.schema.empty() && f.schema != "pg_catalog") return true;
-  static const char* safe[] = {
-      "random", "setseed", "nextval", "setval", "currval", "lastval", "gen_random_uuid",
-      "clock_timestamp", "timeofday", "txid_current", "txid_current_if_assigned",
-      "pg_current_xact_id", "pg_current_xact_id_if_assigned", "pg_sleep", "pg_sleep_for",
-      "pg_sleep_until", "set_config", "pg_notify", "pg_advisory_lock", "pg_advisory_unlock",
-      "pg_advisory_xact_lock", "pg_try_advisory_lock", "pg_try_advisory_xact_lock",
-      "pg_advisory_lock_shared", "pg_advisory_unlock_shared", "pg_advisory_unlock_all",
-      "pg_backend_pid", "pg_cancel_backend", "pg_terminate_backend", "now",
-      "statement_timestamp", "transaction_timestamp", "pg_stat_get_activity",
-      "pg_current_snapshot", "txid_current_snapshot", "pg_stat_clear_snapshot",
-      "pg_stat_reset", "pg_stat_reset_shared", "pg_stat_reset_single_table_counters",
-      "pg_get_serial_sequence", "current_setting", "pg_stat_get_backend_idset"};
-  std::string n = lower(f.name);
-  for (const char* x : safe)
-    if (n == x) return false;
-  return true;
 }
 
 }  // namespace
@@ -537,6 +516,23 @@ void ensure_context(session::state& st, const run_fn& run) {
 
 }  // namespace
 
+namespace {
+
+// Why a string of reads may write: the first function it calls or reaches that may write
+// (as "volatile function NAME"), or empty.
+std::string reads_writing_code(const std::vector<statement>& statements, const snapshot& cat,
+                               const std::vector<std::string>& schemas) {
+  for (const statement& s : statements) {
+    for (const qualified_name& f : s.functions)
+      if (may_write(f, cat.function_volatility(f, schemas))) return "volatile function " + f.name;
+    if (code_reach code = cat.statement_code(s, schemas); code.writes)
+      return "volatile function " + code.function + " reached implicitly";
+  }
+  return {};
+}
+
+}  // namespace
+
 // Builds the plan for `a` under the current catalog snapshot and context (the session
 // effects are added by build_plan).
 std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const analysis> a,
@@ -566,15 +562,12 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
   if (a->statements.size() > 1) {
     bool all_reads = std::all_of(a->statements.begin(), a->statements.end(),
                                  [](const statement& s) { return s.kind == stmt_kind::read; });
-    // SELECTs that call a function that may write are writes with unknown targets.
-    for (const statement& s : a->statements)
-      for (const qualified_name& f : s.functions)
-        if (may_write(f, cat.function_volatility(f, schemas))) all_reads = false;
-    p->act = all_reads ? action::read_uncacheable : action::unknown;
+    // SELECTs may still call (or reach) a function that writes: judged like a lone SELECT.
+    std::string writer = all_reads ? reads_writing_code(a->statements, cat, schemas) : "";
+    p->act = all_reads && writer.empty() ? action::read_uncacheable : action::unknown;
     p->reason = uncacheable_reason::multi_statement;
-    // build_plan() marks every multi-statement string as changing the context.
-    p->flush = !all_reads;
-    p->flush_reason = "multi-statement string";
+    p->flush = p->act == action::unknown;
+    p->flush_reason = writer.empty() ? "multi-statement string" : writer;
     return p;
   }
   const statement& s = a->statements[0];
@@ -616,6 +609,13 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
       static const char* harmless[] = {"ListenStmt", "UnlistenStmt", "NotifyStmt", "LockStmt",
                                        "VacuumStmt", "CheckPointStmt", "DeallocateStmt",
                                        "PrepareStmt", "VariableShowStmt"};
+      // VACUUM FULL and ANALYZE evaluate index expressions: user code that may write.
+      if (s.node == "VacuumStmt" && cat.any_writing_write_code()) {
+        p->act = action::unknown;
+        p->flush = true;
+        p->flush_reason = "VACUUM/ANALYZE may run index expressions that write";
+        return p;
+      }
       for (const char* h : harmless)
         if (s.node == h) {
           p->act = action::harmless;
@@ -710,6 +710,14 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
         for (const qualified_name& f : t.ref.where_functions)
           if (cat.function_volatility(f, schemas) != 'i') p->preimage_ok = false;
       }
+      // Code reached without a call (defaults, constraints, operators, views read...).
+      if (code_reach code = cat.statement_code(s, schemas); code.volatility) {
+        if (code.volatility != 'i') p->preimage_ok = false;  // e.g. a stable user operator
+        if (code.writes) {
+          p->flush = true;
+          p->flush_reason = "volatile function " + code.function + " reached implicitly";
+        }
+      }
       // A write statement may also call functions; a user function may write anywhere.
       for (const qualified_name& f : s.functions) {
         if (may_write(f, cat.function_volatility(f, schemas))) {
@@ -757,6 +765,19 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
       return p;
     }
   }
+  // Code the read reaches without calling it is judged as if it called it.
+  code_reach code = cat.statement_code(s, schemas);
+  if (code.writes) {
+    p->act = action::unknown;
+    p->reason = uncacheable_reason::volatile_function;
+    p->flush = true;
+    p->flush_reason = "volatile function " + code.function + " reached implicitly may write";
+    return p;
+  }
+  if (code.volatility == 'v')
+    refuse(uncacheable_reason::volatile_function);
+  else if (code.volatility == 's' && !opts.cache_stable_functions)
+    refuse(uncacheable_reason::stable_function);
   p->fixed_tags.push_back(tags::database(dbid));
   for (const read_ref& rr : s.reads) {
     const relation* r = cat.resolve(rr.table, schemas);
@@ -862,9 +883,17 @@ void note_session_effects(plan& p, const statement& s, const snapshot& cat,
     if (n == "set_config") p.dirties_context = true;
     if (n == "pg_reload_conf") p.reloads_config = true;
     if (!cat.user_function(f, schemas)) continue;
-    p.dirties_context = true;  // any user function may run SET / set_config
-    if (cat.function_volatility(f, schemas) == 'v') everything();
+    // A user function may run SET or set_config; one declared IMMUTABLE is trusted not to
+    // (it would not return the same result for the same arguments), as for caching.
+    char v = cat.function_volatility(f, schemas);
+    if (v != 'i') p.dirties_context = true;
+    if (v == 'v') everything();
   }
+  // User code the text does not name (operators, casts, defaults, views, aggregates'
+  // support functions, functional notation) may do the same.
+  code_reach code = cat.statement_code(s, schemas);
+  if (code.volatility == 's' || code.volatility == 'v') p.dirties_context = true;
+  if (code.writes) everything();
 }
 
 }  // namespace
