@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "pg/analyzer.h"  // qualified_name
+#include "pg/plpgsql.h"   // trigger_function
 
 namespace qcache::pg {
 
@@ -60,6 +61,28 @@ using query_fn = std::function<std::vector<row>(const std::string& sql)>;
 // under standard_conforming_strings) or a quoted identifier (q = '"') for SQL that qcache
 // writes itself.
 std::string quoted(std::string_view s, char q);
+
+// pg_trigger.tgtype bits (PostgreSQL's TRIGGER_TYPE_*). Events use the same bits.
+inline constexpr unsigned trigger_row = 1, trigger_before = 2, trigger_insert = 4,
+                          trigger_delete = 8, trigger_update = 16, trigger_truncate = 32,
+                          trigger_instead = 64;
+inline constexpr unsigned trigger_dml = trigger_insert | trigger_delete | trigger_update;
+
+// A trigger that may fire: enabled in some session_replication_role (tgenabled 'O', 'R' or
+// 'A'; which of them fires depends on a setting any session may change, so all are
+// assumed to). Disabled triggers ('D') never fire and are not loaded, nor are the
+// internal triggers PostgreSQL creates for foreign keys (their effects are
+// relation::cascade_targets) and deferrable unique constraints (they only check).
+// WHEN conditions are ignored (the trigger may fire) unless they call a volatile function,
+// which makes the function `unknown`. UPDATE OF column lists are ignored likewise.
+struct trigger {
+  std::string name;
+  unsigned type = 0;  // pg_trigger.tgtype
+  // What the function does. Never null; `unknown` is set for languages other than PL/pgSQL,
+  // functions with their own search_path, and volatile WHEN conditions.
+  std::shared_ptr<const trigger_function> body;
+  bool fires_on(unsigned events) const { return (type & events & (trigger_dml | trigger_truncate)) != 0; }
+};
 
 // Type classes of a column, for comparing values written and values filtered on.
 //  'i'  int2/int4/int8: equal iff the integers are equal.
@@ -89,6 +112,8 @@ struct relation {
   // An enabled rewrite rule other than a view's _RETURN rule (CREATE RULE ... DO
   // ALSO/INSTEAD), on a table or a view. Same consequence as user_triggers.
   bool rules = false;
+  // Every trigger that may fire on this relation (see `trigger`), incl. partition clones.
+  std::vector<trigger> triggers;
   // Relations whose rows this one reads. Table-like relations (incl. materialized views,
   // whose contents change only on REFRESH): {oid}. User views: the non-view relations
   // their rule reads, expanded through nested views (never contains a view except system
@@ -174,7 +199,7 @@ class snapshot {
 
 class catalog {
  public:
-  // Reads the catalog through `query` (8 SELECTs). Throws whatever `query` throws, and
+  // Reads the catalog through `query` (9 SELECTs). Throws whatever `query` throws, and
   // std::runtime_error when a result has an unexpected shape.
   static std::shared_ptr<catalog> load(const query_fn& query);
 
