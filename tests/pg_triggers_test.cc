@@ -299,6 +299,21 @@ TEST_F(Triggers, Events_ReplicaAndAlwaysTriggersFireUnderEachReplicationRole) {
   EXPECT_EQ(read("SELECT count(*) FROM audit").v(), "2");
 }
 
+TEST_F(Triggers, Events_UpsertFiresUpdateTriggersAndMergeFiresDeleteTriggers) {
+  function("log_u", "INSERT INTO audit(note) VALUES (TG_OP); RETURN NULL;");
+  exec("CREATE TRIGGER tru AFTER UPDATE ON t FOR EACH ROW EXECUTE FUNCTION log_u();"
+       "CREATE TRIGGER trd AFTER DELETE ON other FOR EACH ROW EXECUTE FUNCTION log_u()");
+  cache_it("SELECT count(*) FROM audit");
+  exec("INSERT INTO t (id, k, v, c) VALUES (1, 'a', 'uno', 1)"
+       " ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v");
+  expect_fresh("SELECT count(*) FROM audit");
+  EXPECT_EQ(read("SELECT count(*) FROM audit").v(), "1");
+  cache_it("SELECT count(*) FROM audit");
+  exec("MERGE INTO other o USING (VALUES (3)) s(id) ON o.id = s.id WHEN MATCHED THEN DELETE");
+  expect_fresh("SELECT count(*) FROM audit");
+  EXPECT_EQ(read("SELECT count(*) FROM audit").v(), "2");
+}
+
 // ---- what bodies write -----------------------------------------------------------------
 
 TEST_F(Triggers, Body_AfterTriggerUpdatingItsOwnTableInvalidatesItsReads) {
@@ -346,6 +361,36 @@ TEST_F(Triggers, Body_TriggersThatFireEachOtherTerminate) {
   expect_hit("SELECT v FROM other WHERE id = 1");
   expect_fresh("SELECT count(*) FROM t");
   expect_fresh("SELECT count(*) FROM audit");
+}
+
+TEST_F(Triggers, Body_ChainsDeeperThanTheLimitFlush) {
+  // t -> a1 -> a2 -> ... -> a6: each insert fires the next.
+  audit_inserts();  // t -> audit
+  std::string prev = "audit";
+  for (int i = 1; i <= 6; ++i) {
+    std::string a = "a" + std::to_string(i);
+    exec("CREATE TABLE " + a + " (n int)");
+    function("to_" + a, "INSERT INTO " + a + " VALUES (1); RETURN NULL;");
+    exec("CREATE TRIGGER tc AFTER INSERT ON " + prev + " FOR EACH ROW EXECUTE FUNCTION to_" +
+         a + "()");
+    prev = a;
+  }
+  cache_it("SELECT count(*) FROM a6");
+  cache_it("SELECT v FROM other WHERE id = 1");
+  std::uint64_t f = flushes();
+  exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");
+  EXPECT_EQ(flushes(), f + 1);
+  expect_fresh("SELECT count(*) FROM a6");
+  expect_fresh("SELECT v FROM other WHERE id = 1");
+  EXPECT_EQ(read("SELECT count(*) FROM a6").v(), "1");
+  // A chain within the limit does not flush.
+  cache_it("SELECT count(*) FROM a4");
+  cache_it("SELECT v FROM other WHERE id = 1");
+  f = flushes();
+  exec("INSERT INTO a3 VALUES (2)");  // a3 -> a4 -> a5 -> a6
+  EXPECT_EQ(flushes(), f);
+  expect_fresh("SELECT count(*) FROM a4");
+  expect_hit("SELECT v FROM other WHERE id = 1");
 }
 
 TEST_F(Triggers, Body_InsteadOfTriggerOnAViewWritesWhatItsBodyWrites) {
@@ -456,6 +501,21 @@ TEST_F(Triggers, New_StableFunctionsInTheBodyDoNotFlush) {
   EXPECT_EQ(flushes(), f);
   expect_unrelated_hits();
   expect_fresh("SELECT id FROM t WHERE v = 'six'");
+}
+
+TEST_F(Triggers, New_BeforeTriggerOnAnInheritanceChildMovesReadsOfTheParent) {
+  exec("CREATE TABLE ip (id int, c int, v text); CREATE TABLE ic () INHERITS (ip);"
+       "INSERT INTO ip VALUES (1, 1, 'p'); INSERT INTO ic VALUES (10, 10, 'c')");
+  function("set99", "NEW.c := 99; RETURN NEW;");
+  exec("CREATE TRIGGER tr9 BEFORE UPDATE ON ic FOR EACH ROW EXECUTE FUNCTION set99()");
+  cache_it("SELECT id FROM ip WHERE c = 99");
+  cache_it("SELECT id FROM ic WHERE c = 99");
+  cache_it("SELECT v FROM other WHERE id = 1");
+  exec("UPDATE ip SET v = 'x' WHERE id = 10");
+  expect_hit("SELECT v FROM other WHERE id = 1");
+  expect_fresh("SELECT id FROM ip WHERE c = 99");
+  expect_fresh("SELECT id FROM ic WHERE c = 99");
+  EXPECT_EQ(read("SELECT id FROM ip WHERE c = 99").v(), "10");
 }
 
 // ---- what cannot be read flushes -------------------------------------------------------
