@@ -13,9 +13,8 @@
 //    WHEN condition), a language other than PL/pgSQL, a function with its own search_path;
 //    a body that changes session settings makes the session's context be read again;
 //  * triggers created by DDL through qcache (any connection) are seen by the next write.
-#include <qcache/pqxx.h>
-
 #include <gtest/gtest.h>
+#include <qcache/pqxx.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -36,8 +35,10 @@ std::string dump(const pqxx::result& r) {
   o << "\n";
   for (const auto& row : r) {
     for (const auto& f : row) {
-      if (f.is_null()) o << "NULL,";
-      else o << "'" << f.c_str() << "',";
+      if (f.is_null())
+        o << "NULL,";
+      else
+        o << "'" << f.c_str() << "',";
     }
     o << "\n";
   }
@@ -52,8 +53,7 @@ struct outcome {
 };
 
 std::ostream& operator<<(std::ostream& o, const outcome& x) {
-  return o << " [hits=" << x.hits << " misses=" << x.misses << " stores=" << x.stores
-           << "] rows:\n"
+  return o << " [hits=" << x.hits << " misses=" << x.misses << " stores=" << x.stores << "] rows:\n"
            << dump(x.r);
 }
 
@@ -73,12 +73,13 @@ class Triggers : public ::testing::Test {
     admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_);
     cache_ = std::make_shared<qcache::cache>(qcache::options{});
     conn_ = connect();
-    exec("CREATE TABLE t (id int PRIMARY KEY, k text, v text, c int);"
-         "INSERT INTO t (id, k, v, c) VALUES (1,'a','one',1),(2,'a','two',2),(3,'a','three',3),"
-         "(4,'b','four',4),(5,'b','five',5);"
-         "CREATE TABLE audit (n serial PRIMARY KEY, note text);"
-         "CREATE TABLE other (id int PRIMARY KEY, v text);"
-         "INSERT INTO other VALUES (1,'x'),(2,'y'),(3,'z')");
+    exec(
+        "CREATE TABLE t (id int PRIMARY KEY, k text, v text, c int);"
+        "INSERT INTO t (id, k, v, c) VALUES (1,'a','one',1),(2,'a','two',2),(3,'a','three',3),"
+        "(4,'b','four',4),(5,'b','five',5);"
+        "CREATE TABLE audit (n serial PRIMARY KEY, note text);"
+        "CREATE TABLE other (id int PRIMARY KEY, v text);"
+        "INSERT INTO other VALUES (1,'x'),(2,'y'),(3,'z')");
   }
   void TearDown() override {
     if (conninfo_.empty()) return;
@@ -165,8 +166,7 @@ class Triggers : public ::testing::Test {
   }
 
   // A PL/pgSQL trigger function `name` with `body` between BEGIN and END.
-  void function(const std::string& name, const std::string& body,
-                const std::string& decl = "") {
+  void function(const std::string& name, const std::string& body, const std::string& decl = "") {
     exec("CREATE FUNCTION " + name + "() RETURNS trigger LANGUAGE plpgsql AS $$" + decl +
          " BEGIN " + body + " END$$");
   }
@@ -285,11 +285,13 @@ TEST_F(Triggers, Events_ReplicaAndAlwaysTriggersFireUnderEachReplicationRole) {
   audit_inserts();
   exec("ALTER TABLE t ENABLE REPLICA TRIGGER tr");
   function("log_o", "INSERT INTO audit(note) VALUES ('always'); RETURN NEW;");
-  exec("CREATE TRIGGER tro AFTER UPDATE ON other FOR EACH ROW EXECUTE FUNCTION log_o();"
-       "ALTER TABLE other ENABLE ALWAYS TRIGGER tro");
+  exec(
+      "CREATE TRIGGER tro AFTER UPDATE ON other FOR EACH ROW EXECUTE FUNCTION log_o();"
+      "ALTER TABLE other ENABLE ALWAYS TRIGGER tro");
   exec("SET session_replication_role = replica");
   cache_it("SELECT count(*) FROM audit");
-  exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");  // a replica trigger fires in replica
+  exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");  // a replica trigger fires in
+                                                                  // replica
   expect_fresh("SELECT count(*) FROM audit");
   EXPECT_EQ(read("SELECT count(*) FROM audit").v(), "1");
   exec("RESET session_replication_role");
@@ -301,11 +303,13 @@ TEST_F(Triggers, Events_ReplicaAndAlwaysTriggersFireUnderEachReplicationRole) {
 
 TEST_F(Triggers, Events_UpsertFiresUpdateTriggersAndMergeFiresDeleteTriggers) {
   function("log_u", "INSERT INTO audit(note) VALUES (TG_OP); RETURN NULL;");
-  exec("CREATE TRIGGER tru AFTER UPDATE ON t FOR EACH ROW EXECUTE FUNCTION log_u();"
-       "CREATE TRIGGER trd AFTER DELETE ON other FOR EACH ROW EXECUTE FUNCTION log_u()");
+  exec(
+      "CREATE TRIGGER tru AFTER UPDATE ON t FOR EACH ROW EXECUTE FUNCTION log_u();"
+      "CREATE TRIGGER trd AFTER DELETE ON other FOR EACH ROW EXECUTE FUNCTION log_u()");
   cache_it("SELECT count(*) FROM audit");
-  exec("INSERT INTO t (id, k, v, c) VALUES (1, 'a', 'uno', 1)"
-       " ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v");
+  exec(
+      "INSERT INTO t (id, k, v, c) VALUES (1, 'a', 'uno', 1)"
+      " ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v");
   expect_fresh("SELECT count(*) FROM audit");
   EXPECT_EQ(read("SELECT count(*) FROM audit").v(), "1");
   cache_it("SELECT count(*) FROM audit");
@@ -328,13 +332,15 @@ TEST_F(Triggers, Body_AfterTriggerUpdatingItsOwnTableInvalidatesItsReads) {
 }
 
 TEST_F(Triggers, Body_WritesThroughNestedTriggersAndCascades) {
-  exec("CREATE TABLE audit2 (n int);"
-       "CREATE TABLE parent (id int PRIMARY KEY);"
-       "CREATE TABLE child (id int, pid int REFERENCES parent ON DELETE CASCADE);"
-       "INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (10, 1), (20, 2)");
+  exec(
+      "CREATE TABLE audit2 (n int);"
+      "CREATE TABLE parent (id int PRIMARY KEY);"
+      "CREATE TABLE child (id int, pid int REFERENCES parent ON DELETE CASCADE);"
+      "INSERT INTO parent VALUES (1), (2); INSERT INTO child VALUES (10, 1), (20, 2)");
   audit_inserts();
-  function("log_a", "INSERT INTO audit2 VALUES (NEW.n); DELETE FROM parent WHERE id = 1;"
-                    " RETURN NEW;");
+  function("log_a",
+           "INSERT INTO audit2 VALUES (NEW.n); DELETE FROM parent WHERE id = 1;"
+           " RETURN NEW;");
   exec("CREATE TRIGGER tra AFTER INSERT ON audit FOR EACH ROW EXECUTE FUNCTION log_a()");
   cache_unrelated();
   cache_it("SELECT count(*) FROM audit2");
@@ -351,8 +357,10 @@ TEST_F(Triggers, Body_WritesThroughNestedTriggersAndCascades) {
 TEST_F(Triggers, Body_TriggersThatFireEachOtherTerminate) {
   // t -> audit -> t, stopped at run time by pg_trigger_depth().
   audit_inserts();
-  function("back", "IF pg_trigger_depth() < 3 THEN INSERT INTO t (id, k, v, c) VALUES (100 + NEW.n, 'x', 'y', 0);"
-                   " END IF; RETURN NEW;");
+  function("back",
+           "IF pg_trigger_depth() < 3 THEN INSERT INTO t (id, k, v, c) VALUES (100 + NEW.n, 'x', "
+           "'y', 0);"
+           " END IF; RETURN NEW;");
   exec("CREATE TRIGGER trb AFTER INSERT ON audit FOR EACH ROW EXECUTE FUNCTION back()");
   cache_it("SELECT v FROM other WHERE id = 1");
   cache_it("SELECT count(*) FROM t");
@@ -371,8 +379,8 @@ TEST_F(Triggers, Body_ChainsDeeperThanTheLimitFlush) {
     std::string a = "a" + std::to_string(i);
     exec("CREATE TABLE " + a + " (n int)");
     function("to_" + a, "INSERT INTO " + a + " VALUES (1); RETURN NULL;");
-    exec("CREATE TRIGGER tc AFTER INSERT ON " + prev + " FOR EACH ROW EXECUTE FUNCTION to_" +
-         a + "()");
+    exec("CREATE TRIGGER tc AFTER INSERT ON " + prev + " FOR EACH ROW EXECUTE FUNCTION to_" + a +
+         "()");
     prev = a;
   }
   cache_it("SELECT count(*) FROM a6");
@@ -395,8 +403,9 @@ TEST_F(Triggers, Body_ChainsDeeperThanTheLimitFlush) {
 
 TEST_F(Triggers, Body_InsteadOfTriggerOnAViewWritesWhatItsBodyWrites) {
   exec("CREATE VIEW tv AS SELECT t.id, t.v, o.v AS ov FROM t JOIN other o ON o.id = t.id");
-  function("tv_ins", "INSERT INTO t VALUES (NEW.id, 'v', NEW.v, 0);"
-                     " INSERT INTO audit(note) VALUES (NEW.ov); RETURN NEW;");
+  function("tv_ins",
+           "INSERT INTO t VALUES (NEW.id, 'v', NEW.v, 0);"
+           " INSERT INTO audit(note) VALUES (NEW.ov); RETURN NEW;");
   exec("CREATE TRIGGER trv INSTEAD OF INSERT ON tv FOR EACH ROW EXECUTE FUNCTION tv_ins()");
   cache_it("SELECT v FROM other WHERE id = 1");
   cache_it("SELECT count(*) FROM audit");
@@ -410,8 +419,9 @@ TEST_F(Triggers, Body_InsteadOfTriggerOnAViewWritesWhatItsBodyWrites) {
 }
 
 TEST_F(Triggers, Body_TriggerOnAPartitionedTableFiresForItsPartitions) {
-  exec("CREATE TABLE m (id int, r text) PARTITION BY LIST (r);"
-       "CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu')");
+  exec(
+      "CREATE TABLE m (id int, r text) PARTITION BY LIST (r);"
+      "CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu')");
   function("log_m", "INSERT INTO audit(note) VALUES (NEW.r); RETURN NEW;");
   exec("CREATE TRIGGER trp AFTER INSERT ON m FOR EACH ROW EXECUTE FUNCTION log_m()");
   cache_it("SELECT count(*) FROM audit");
@@ -504,8 +514,9 @@ TEST_F(Triggers, New_StableFunctionsInTheBodyDoNotFlush) {
 }
 
 TEST_F(Triggers, New_BeforeTriggerOnAnInheritanceChildMovesReadsOfTheParent) {
-  exec("CREATE TABLE ip (id int, c int, v text); CREATE TABLE ic () INHERITS (ip);"
-       "INSERT INTO ip VALUES (1, 1, 'p'); INSERT INTO ic VALUES (10, 10, 'c')");
+  exec(
+      "CREATE TABLE ip (id int, c int, v text); CREATE TABLE ic () INHERITS (ip);"
+      "INSERT INTO ip VALUES (1, 1, 'p'); INSERT INTO ic VALUES (10, 10, 'c')");
   function("set99", "NEW.c := 99; RETURN NEW;");
   exec("CREATE TRIGGER tr9 BEFORE UPDATE ON ic FOR EACH ROW EXECUTE FUNCTION set99()");
   cache_it("SELECT id FROM ip WHERE c = 99");
@@ -530,11 +541,13 @@ TEST_F(Triggers, Flush_DynamicSqlInTheBody) {
 }
 
 TEST_F(Triggers, Flush_BodyCallingAFunctionThatMayWrite) {
-  exec("CREATE FUNCTION touch_other() RETURNS int LANGUAGE sql AS "
-       "$$UPDATE other SET v = 'touched' WHERE id = 1 RETURNING 1$$");
+  exec(
+      "CREATE FUNCTION touch_other() RETURNS int LANGUAGE sql AS "
+      "$$UPDATE other SET v = 'touched' WHERE id = 1 RETURNING 1$$");
   for (const std::string body :
        {"PERFORM touch_other(); RETURN NEW;", "IF touch_other() > 0 THEN NULL; END IF; RETURN NEW;",
-        "x := touch_other(); RETURN NEW;", "INSERT INTO audit(note) VALUES (touch_other()); RETURN NEW;"}) {
+        "x := touch_other(); RETURN NEW;",
+        "INSERT INTO audit(note) VALUES (touch_other()); RETURN NEW;"}) {
     SCOPED_TRACE(body);
     exec("DROP FUNCTION IF EXISTS calls() CASCADE");
     function("calls", body, "DECLARE x int;");
@@ -548,11 +561,13 @@ TEST_F(Triggers, Flush_BodyCallingAFunctionThatMayWrite) {
 }
 
 TEST_F(Triggers, Flush_WhenConditionCallingAFunctionThatMayWrite) {
-  exec("CREATE FUNCTION touch_other() RETURNS boolean LANGUAGE sql AS "
-       "$$UPDATE other SET v = 'when' WHERE id = 1 RETURNING true$$");
+  exec(
+      "CREATE FUNCTION touch_other() RETURNS boolean LANGUAGE sql AS "
+      "$$UPDATE other SET v = 'when' WHERE id = 1 RETURNING true$$");
   function("nothing", "RETURN NEW;");
-  exec("CREATE TRIGGER trw AFTER INSERT ON t FOR EACH ROW WHEN (touch_other())"
-       " EXECUTE FUNCTION nothing()");
+  exec(
+      "CREATE TRIGGER trw AFTER INSERT ON t FOR EACH ROW WHEN (touch_other())"
+      " EXECUTE FUNCTION nothing()");
   cache_unrelated();
   exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");
   expect_flushed();
@@ -562,8 +577,9 @@ TEST_F(Triggers, Flush_WhenConditionCallingAFunctionThatMayWrite) {
 TEST_F(Triggers, Flush_TriggerFunctionInAnotherLanguage) {
   // tsvector_update_trigger is C code (LANGUAGE internal): qcache cannot read it.
   exec("ALTER TABLE t ADD COLUMN tsv tsvector");
-  exec("CREATE TRIGGER trts BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION"
-       " tsvector_update_trigger(tsv, 'pg_catalog.simple', v)");
+  exec(
+      "CREATE TRIGGER trts BEFORE INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION"
+      " tsvector_update_trigger(tsv, 'pg_catalog.simple', v)");
   cache_unrelated();
   cache_it("SELECT id FROM t WHERE tsv @@ 'uno'::tsquery");
   exec("UPDATE t SET v = 'uno' WHERE id = 1");
@@ -573,8 +589,7 @@ TEST_F(Triggers, Flush_TriggerFunctionInAnotherLanguage) {
 }
 
 TEST_F(Triggers, Flush_FunctionWithItsOwnSearchPath) {
-  exec("CREATE SCHEMA " + schema_ + "_x; CREATE TABLE " + schema_ +
-       "_x.audit (note text)");
+  exec("CREATE SCHEMA " + schema_ + "_x; CREATE TABLE " + schema_ + "_x.audit (note text)");
   exec("CREATE FUNCTION log_x() RETURNS trigger LANGUAGE plpgsql SET search_path = " + schema_ +
        "_x AS $$BEGIN INSERT INTO audit VALUES ('x'); RETURN NEW; END$$");
   exec("CREATE TRIGGER trsp AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION log_x()");
@@ -605,19 +620,22 @@ TEST_F(Triggers, Session_BodyChangingASettingChangesTheKey) {
 
 TEST_F(Triggers, Ddl_TriggerCreatedThroughAnotherQcacheConnectionIsSeen) {
   cache_it("SELECT count(*) FROM audit");
-  exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");  // plans the insert without a trigger
+  exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");  // plans the insert without a
+                                                                  // trigger
   expect_hit("SELECT count(*) FROM audit");
   qcache::pqxx::connection& other = another();
-  exec_on(other, "CREATE FUNCTION log_t() RETURNS trigger LANGUAGE plpgsql AS "
-                 "$$BEGIN INSERT INTO audit(note) VALUES (NEW.v); RETURN NEW; END$$;");
+  exec_on(other,
+          "CREATE FUNCTION log_t() RETURNS trigger LANGUAGE plpgsql AS "
+          "$$BEGIN INSERT INTO audit(note) VALUES (NEW.v); RETURN NEW; END$$;");
   exec_on(other, "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION log_t()");
   cache_it("SELECT count(*) FROM audit");
   exec("INSERT INTO t (id, k, v, c) VALUES (7, 'c', 'seven', 7)");
   expect_fresh("SELECT count(*) FROM audit");
   EXPECT_EQ(read("SELECT count(*) FROM audit").v(), "1");
   // Replacing the function's body through qcache is seen too.
-  exec_on(other, "CREATE OR REPLACE FUNCTION log_t() RETURNS trigger LANGUAGE plpgsql AS "
-                 "$$BEGIN UPDATE other SET v = NEW.v WHERE id = 1; RETURN NEW; END$$;");
+  exec_on(other,
+          "CREATE OR REPLACE FUNCTION log_t() RETURNS trigger LANGUAGE plpgsql AS "
+          "$$BEGIN UPDATE other SET v = NEW.v WHERE id = 1; RETURN NEW; END$$;");
   cache_it("SELECT v FROM other WHERE id = 1");
   exec("INSERT INTO t (id, k, v, c) VALUES (8, 'c', 'eight', 8)");
   expect_fresh("SELECT v FROM other WHERE id = 1");
@@ -626,9 +644,10 @@ TEST_F(Triggers, Ddl_TriggerCreatedThroughAnotherQcacheConnectionIsSeen) {
 
 TEST_F(Triggers, Ddl_TriggerCreatedOutsideQcacheIsSeenAfterDdlThroughQcache) {
   // README: DDL made outside qcache is not seen until a DDL statement runs through qcache.
-  direct("CREATE FUNCTION log_t() RETURNS trigger LANGUAGE plpgsql AS "
-         "$$BEGIN INSERT INTO audit(note) VALUES (NEW.v); RETURN NEW; END$$;"
-         "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION log_t()");
+  direct(
+      "CREATE FUNCTION log_t() RETURNS trigger LANGUAGE plpgsql AS "
+      "$$BEGIN INSERT INTO audit(note) VALUES (NEW.v); RETURN NEW; END$$;"
+      "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION log_t()");
   exec("CREATE TABLE unrelated (x int)");
   cache_it("SELECT count(*) FROM audit");
   exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");

@@ -81,7 +81,9 @@ struct trigger {
   // What the function does. Never null; `unknown` is set for languages other than PL/pgSQL,
   // functions with their own search_path, and volatile WHEN conditions.
   std::shared_ptr<const trigger_function> body;
-  bool fires_on(unsigned events) const { return (type & events & (trigger_dml | trigger_truncate)) != 0; }
+  bool fires_on(unsigned events) const {
+    return (type & events & (trigger_dml | trigger_truncate)) != 0;
+  }
 };
 
 // Type classes of a column, for comparing values written and values filtered on.

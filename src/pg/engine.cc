@@ -21,7 +21,6 @@
 //  * Any DDL, DO, CALL or unrecognised statement marks the shared catalog stale and bumps
 //    the database's DDL epoch; a write planned under an older epoch flushes when it ends.
 #include "pg/engine.h"
-#include "pg/trigger_effects.h"
 
 #include <algorithm>
 #include <cctype>
@@ -31,6 +30,8 @@
 #include <shared_mutex>
 #include <unordered_map>
 #include <unordered_set>
+
+#include "pg/trigger_effects.h"
 
 namespace qcache::pg {
 namespace {
@@ -569,7 +570,8 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
         new_row_effects before;
         before_row_effects(*r, events, before);
         for (std::uint32_t f : r->family)
-          if (const relation* y = cat.by_oid(f)) before_row_effects(*y, closure_events(events), before);
+          if (const relation* y = cat.by_oid(f))
+            before_row_effects(*y, closure_events(events), before);
         t.new_row_any = before.all;
         t.trigger_columns = std::move(before.columns);
         p->write_fixed_tags.push_back(tags::table(dbid, t.table));

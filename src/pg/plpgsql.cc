@@ -27,10 +27,9 @@ constexpr std::size_t kMaxBody = 256u << 10;  // longer bodies are not read (unk
 
 // Statement types whose effects are all in their expressions and targets.
 constexpr std::string_view kKnownStatements[] = {
-    "block",  "assign", "if",     "case",      "loop",        "while",  "fori",
-    "fors",   "forc",   "foreach_a", "exit",   "return",      "return_next",
-    "return_query", "raise", "assert", "execsql", "getdiag", "perform", "open",
-    "fetch",  "close"};
+    "block",   "assign",    "if",      "case",   "loop",        "while",        "fori",  "fors",
+    "forc",    "foreach_a", "exit",    "return", "return_next", "return_query", "raise", "assert",
+    "execsql", "getdiag",   "perform", "open",   "fetch",       "close"};
 
 bool known_statement(std::string_view type) {
   return std::find(std::begin(kKnownStatements), std::end(kKnownStatements), type) !=
@@ -65,8 +64,10 @@ std::size_t assignment_value(std::string_view q) {
     ws();
     if (i < q.size() && q[i] == '"') {
       for (++i; i < q.size(); ++i)
-        if (q[i] == '"' && !(i + 1 < q.size() && q[i + 1] == '"')) break;
-        else if (q[i] == '"') ++i;
+        if (q[i] == '"' && !(i + 1 < q.size() && q[i + 1] == '"'))
+          break;
+        else if (q[i] == '"')
+          ++i;
       if (i >= q.size()) return std::string_view::npos;
       ++i;
     } else {
@@ -107,8 +108,8 @@ struct reader {
     }
     if (s.kind == stmt_kind::write) {
       for (const write_ref& w : s.writes)
-        out.writes.push_back({w.table, w.op, w.on_conflict == write_ref::conflict::update,
-                              w.cascade});
+        out.writes.push_back(
+            {w.table, w.op, w.on_conflict == write_ref::conflict::update, w.cascade});
       return;
     }
     if (s.kind == stmt_kind::read || s.node == "NotifyStmt") return;
@@ -163,8 +164,10 @@ struct reader {
       } else if (name == "PLpgSQL_expr") {
         const json::object* e = x.if_object();
         const json::value* q = e ? e->if_contains("query") : nullptr;
-        if (!q || !q->is_string()) fail("an expression without text");
-        else expression(std::string_view(q->get_string().data(), q->get_string().size()), key, stmt);
+        if (!q || !q->is_string())
+          fail("an expression without text");
+        else
+          expression(std::string_view(q->get_string().data(), q->get_string().size()), key, stmt);
       } else if (name == "dynquery") {
         fail("dynamic SQL");
       } else if (!stmt.empty() && (name == "varno" || name == "target" || name == "dno") &&
@@ -201,11 +204,14 @@ struct reader {
       const json::value* field = rf.if_contains("fieldname");
       std::int64_t p = parent && parent->is_int64() ? parent->get_int64() : 0;
       if (p != new_varno) return;
-      if (!field || !field->is_string()) out.replaces_new = true;
-      else out.new_columns.emplace_back(field->get_string().c_str());
+      if (!field || !field->is_string())
+        out.replaces_new = true;
+      else
+        out.new_columns.emplace_back(field->get_string().c_str());
     } else if (const json::value* r = d->if_contains("PLpgSQL_row")) {
-      if (const json::array* fields = r->as_object().if_contains("fields") ?
-              r->as_object().at("fields").if_array() : nullptr)
+      if (const json::array* fields = r->as_object().if_contains("fields")
+                                          ? r->as_object().at("fields").if_array()
+                                          : nullptr)
         for (const json::value& f : *fields) {
           const json::object* fo = f.if_object();
           const json::value* vn = fo ? fo->if_contains("varno") : nullptr;
@@ -218,8 +224,10 @@ struct reader {
     datums = fn.if_contains("datums") ? fn.at("datums").if_array() : nullptr;
     const json::value* nv = fn.if_contains("new_varno");
     const json::value* ov = fn.if_contains("old_varno");
-    if (!nv || !nv->is_int64()) out.replaces_new = true;  // no NEW found: assume the worst
-    else new_varno = nv->get_int64();
+    if (!nv || !nv->is_int64())
+      out.replaces_new = true;  // no NEW found: assume the worst
+    else
+      new_varno = nv->get_int64();
     if (ov && ov->is_int64()) old_varno = ov->get_int64();
     if (datums) walk(*datums, "datums", "");
     if (const json::value* action = fn.if_contains("action")) walk(*action, "action", "");
@@ -246,8 +254,8 @@ trigger_function read_on_parser_thread(std::string_view body) {
     r.fail("body too large");
     return r.out;
   }
-  std::string sql = "CREATE FUNCTION qcache_trigger() RETURNS trigger LANGUAGE plpgsql AS " +
-                    literal(body);
+  std::string sql =
+      "CREATE FUNCTION qcache_trigger() RETURNS trigger LANGUAGE plpgsql AS " + literal(body);
   PgQueryPlpgsqlParseResult res = pg_query_parse_plpgsql(sql.c_str());
   try {
     if (res.error) {
@@ -258,8 +266,10 @@ trigger_function read_on_parser_thread(std::string_view body) {
       const json::array* fns = v.if_array();
       const json::object* f0 = fns && fns->size() == 1 ? (*fns)[0].if_object() : nullptr;
       const json::value* fn = f0 ? f0->if_contains("PLpgSQL_function") : nullptr;
-      if (!fn || !fn->is_object()) r.fail("unexpected PL/pgSQL parse tree");
-      else r.function(fn->get_object());
+      if (!fn || !fn->is_object())
+        r.fail("unexpected PL/pgSQL parse tree");
+      else
+        r.function(fn->get_object());
     }
   } catch (const std::exception& e) {
     r.out = trigger_function{};

@@ -18,12 +18,14 @@ void touch(const snapshot& cat, const std::vector<std::string>& schemas, const r
            unsigned events, trigger_effects& fx, int depth);
 
 // `x` and its partitions / inheritance relatives change with `events`.
-void touch_family(const snapshot& cat, const std::vector<std::string>& schemas,
-                  const relation& x, unsigned events, trigger_effects& fx, int depth) {
+void touch_family(const snapshot& cat, const std::vector<std::string>& schemas, const relation& x,
+                  unsigned events, trigger_effects& fx, int depth) {
   touch(cat, schemas, x, events, fx, depth);
   for (std::uint32_t f : x.family) {
-    if (const relation* y = cat.by_oid(f)) touch(cat, schemas, *y, closure_events(events), fx, depth);
-    else fx.flush("unknown relation in the closure of a trigger body's write");
+    if (const relation* y = cat.by_oid(f))
+      touch(cat, schemas, *y, closure_events(events), fx, depth);
+    else
+      fx.flush("unknown relation in the closure of a trigger body's write");
   }
 }
 
@@ -36,16 +38,18 @@ void touch(const snapshot& cat, const std::vector<std::string>& schemas, const r
 }
 
 // A statement of a fired body writes `w`: the table, and what that write spreads to.
-void body_writes(const snapshot& cat, const std::vector<std::string>& schemas,
-                 const body_write& w, trigger_effects& fx, int depth) {
+void body_writes(const snapshot& cat, const std::vector<std::string>& schemas, const body_write& w,
+                 trigger_effects& fx, int depth) {
   const relation* x = cat.resolve(w.table, schemas);
   if (!x) return fx.flush("unresolved table " + w.table.name + " in a trigger body");
   unsigned ev = events_of(w.op, w.upsert);
   touch_family(cat, schemas, *x, ev, fx, depth);
   auto spread = [&](const std::vector<std::uint32_t>& oids, unsigned e) {
     for (std::uint32_t o : oids) {
-      if (const relation* y = cat.by_oid(o)) touch_family(cat, schemas, *y, e, fx, depth);
-      else fx.flush("unknown relation in the closure of a trigger body's write");
+      if (const relation* y = cat.by_oid(o))
+        touch_family(cat, schemas, *y, e, fx, depth);
+      else
+        fx.flush("unknown relation in the closure of a trigger body's write");
     }
   };
   if (x->kind == 'v') spread(x->base_tables, closure_events(ev));
@@ -57,13 +61,19 @@ void body_writes(const snapshot& cat, const std::vector<std::string>& schemas,
 
 unsigned events_of(write_op op, bool upsert) {
   switch (op) {
-    case write_op::insert: return trigger_insert | (upsert ? trigger_update : 0u);
-    case write_op::update: return trigger_update;
-    case write_op::del: return trigger_delete;
-    case write_op::merge: return trigger_dml;
-    case write_op::truncate: return trigger_truncate;
+    case write_op::insert:
+      return trigger_insert | (upsert ? trigger_update : 0u);
+    case write_op::update:
+      return trigger_update;
+    case write_op::del:
+      return trigger_delete;
+    case write_op::merge:
+      return trigger_dml;
+    case write_op::truncate:
+      return trigger_truncate;
     case write_op::copy_from:
-    case write_op::select_into: return trigger_insert;
+    case write_op::select_into:
+      return trigger_insert;
   }
   return trigger_dml | trigger_truncate;
 }
@@ -72,8 +82,8 @@ unsigned closure_events(unsigned events) {
   return (events & trigger_truncate) | ((events & trigger_dml) ? trigger_dml : 0u);
 }
 
-void fire_triggers(const snapshot& cat, const std::vector<std::string>& schemas,
-                   const relation& r, unsigned events, trigger_effects& fx, int depth) {
+void fire_triggers(const snapshot& cat, const std::vector<std::string>& schemas, const relation& r,
+                   unsigned events, trigger_effects& fx, int depth) {
   if (r.rules) fx.flush("rules on " + rel_name(r));
   unsigned& done = fx.fired[r.oid];
   unsigned fresh = events & ~done;
@@ -99,8 +109,8 @@ void fire_triggers(const snapshot& cat, const std::vector<std::string>& schemas,
 
 void before_row_effects(const relation& r, unsigned events, new_row_effects& out) {
   for (const trigger& tg : r.triggers) {
-    bool before_row = (tg.type & trigger_row) && (tg.type & trigger_before) &&
-                      !(tg.type & trigger_instead);
+    bool before_row =
+        (tg.type & trigger_row) && (tg.type & trigger_before) && !(tg.type & trigger_instead);
     if (!before_row || !tg.fires_on(events & (trigger_insert | trigger_update))) continue;
     const trigger_function& body = *tg.body;
     if (!body.unknown.empty() || body.replaces_new) {

@@ -31,10 +31,10 @@ unsigned events_of(write_op op, bool upsert);
 unsigned closure_events(unsigned events);
 
 struct trigger_effects {
-  std::string flush_reason;    // non-empty: the write must flush the cache
-  bool changes_session = false;  // a fired body changes session settings
-  std::vector<qualified_name> functions;   // called by fired bodies: the caller judges them
-  std::vector<const relation*> written;    // changed by fired bodies, as whole tables
+  std::string flush_reason;               // non-empty: the write must flush the cache
+  bool changes_session = false;           // a fired body changes session settings
+  std::vector<qualified_name> functions;  // called by fired bodies: the caller judges them
+  std::vector<const relation*> written;   // changed by fired bodies, as whole tables
   std::unordered_map<std::uint32_t, unsigned> fired;  // relation oid -> events already fired
 
   void flush(std::string why) {
@@ -45,8 +45,8 @@ struct trigger_effects {
 // Adds to `fx` what the triggers of `r` that fire on `events` do (rules on `r` flush too).
 // `schemas` is the writing session's current_schemas(true): trigger bodies resolve their
 // table names with it.
-void fire_triggers(const snapshot& cat, const std::vector<std::string>& schemas,
-                   const relation& r, unsigned events, trigger_effects& fx, int depth = 0);
+void fire_triggers(const snapshot& cat, const std::vector<std::string>& schemas, const relation& r,
+                   unsigned events, trigger_effects& fx, int depth = 0);
 
 // The columns of `r` whose stored values BEFORE ROW triggers firing on `events` may set
 // (`all`: any column, the row may be replaced).

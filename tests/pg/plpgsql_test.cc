@@ -16,8 +16,8 @@ using qcache::pg::trigger_function;
 using qcache::pg::write_op;
 
 struct row {
-  const char* body;             // between the function's dollar quotes
-  bool unknown;                 // the reader gives up: the caller flushes
+  const char* body;                 // between the function's dollar quotes
+  bool unknown;                     // the reader gives up: the caller flushes
   std::vector<std::string> writes;  // "schema.table:op" or "table:op" (op i/u/d/m/t)
   std::vector<std::string> new_columns;
   bool replaces_new = false;
@@ -26,12 +26,18 @@ struct row {
 
 char op_letter(write_op op) {
   switch (op) {
-    case write_op::insert: return 'i';
-    case write_op::update: return 'u';
-    case write_op::del: return 'd';
-    case write_op::merge: return 'm';
-    case write_op::truncate: return 't';
-    default: return '?';
+    case write_op::insert:
+      return 'i';
+    case write_op::update:
+      return 'u';
+    case write_op::del:
+      return 'd';
+    case write_op::merge:
+      return 'm';
+    case write_op::truncate:
+      return 't';
+    default:
+      return '?';
   }
 }
 
@@ -47,22 +53,27 @@ const row kRows[] = {
     // What static statements write.
     {"BEGIN INSERT INTO audit(note) VALUES (NEW.v); RETURN NEW; END", false, {"audit:i"}},
     {"BEGIN UPDATE s.other SET a = 1 WHERE id = NEW.id; DELETE FROM zz; RETURN NULL; END",
-     false, {"s.other:u", "zz:d"}},
-    {"BEGIN IF NEW.x > 1 THEN TRUNCATE log; ELSE NULL; END IF; RETURN NEW; END", false,
-     {"log:t"}},
+     false,
+     {"s.other:u", "zz:d"}},
+    {"BEGIN IF NEW.x > 1 THEN TRUNCATE log; ELSE NULL; END IF; RETURN NEW; END", false, {"log:t"}},
     {"BEGIN WITH d AS (DELETE FROM q RETURNING *) INSERT INTO done SELECT * FROM d;"
      " RETURN NEW; END",
-     false, {"q:d", "done:i"}},
+     false,
+     {"q:d", "done:i"}},
     {"DECLARE n int; r record; BEGIN SELECT count(*) INTO n FROM t; FOR r IN SELECT * FROM t LOOP"
      " INSERT INTO a VALUES (r.id); END LOOP; RETURN NEW; END",
-     false, {"a:i"}},
+     false,
+     {"a:i"}},
     {"BEGIN BEGIN INSERT INTO a VALUES (1); EXCEPTION WHEN others THEN"
      " INSERT INTO b VALUES (1); END; RETURN NEW; END",
-     false, {"a:i", "b:i"}},
+     false,
+     {"a:i", "b:i"}},
     {"BEGIN PERFORM pg_notify('c', 'x'); NOTIFY c; RETURN NEW; END", false, {}},
     // NEW: columns, the whole row, what is returned.
-    {"BEGIN NEW.c := upper(NEW.v); NEW.\"Mixed\" = 5; NEW.D := 1; RETURN NEW; END", false,
-     {}, {"Mixed", "c", "d"}},
+    {"BEGIN NEW.c := upper(NEW.v); NEW.\"Mixed\" = 5; NEW.D := 1; RETURN NEW; END",
+     false,
+     {},
+     {"Mixed", "c", "d"}},
     {"DECLARE n ALIAS FOR NEW; BEGIN n.z := 3; RETURN n; END", false, {}, {"z"}, true},
     {"BEGIN NEW := ROW(1, 2); RETURN NEW; END", false, {}, {}, true},
     {"BEGIN SELECT 1, 2 INTO NEW; RETURN NEW; END", false, {}, {}, true},
@@ -76,10 +87,18 @@ const row kRows[] = {
     {"DECLARE r record; BEGIN FOR r IN EXECUTE 'SELECT 1' LOOP END LOOP; RETURN NEW; END", true},
     {"BEGIN CALL p(); RETURN NEW; END", true},
     {"BEGIN CREATE TEMP TABLE x (a int); RETURN NEW; END", true},
-    {"BEGIN SET search_path = other; INSERT INTO audit VALUES (1); RETURN NEW; END", true, {},
-     {}, false, true},
-    {"BEGIN PERFORM set_config('search_path', 'x', true); RETURN NEW; END", true, {}, {},
-     false, true},
+    {"BEGIN SET search_path = other; INSERT INTO audit VALUES (1); RETURN NEW; END",
+     true,
+     {},
+     {},
+     false,
+     true},
+    {"BEGIN PERFORM set_config('search_path', 'x', true); RETURN NEW; END",
+     true,
+     {},
+     {},
+     false,
+     true},
     {"BEGIN NEW.a[1] := 3; RETURN NEW; END", true},
     {"DECLARE c CURSOR FOR SELECT 1; BEGIN OPEN c; RETURN NEW; END", true},
     {"BEGIN RETURN NEW; END garbage", true},
