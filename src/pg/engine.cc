@@ -8,8 +8,9 @@
 //    SERIALIZABLE or a transaction that wrote one of its relations.
 //  * Every statement that is not a proven read takes a write hold before it is sent:
 //    the tags of every relation it may change (FK cascades, inheritance and partitions
-//    included), or the global tag (a flush) when the targets are unknown, a target has
-//    user triggers or rules, or the statement is DDL or unrecognised. In a transaction
+//    included, and the tables the triggers it may fire write: trigger_effects.h), or the
+//    global tag (a flush) when the targets are unknown, a target has rules or a trigger
+//    qcache cannot read, or the statement is DDL or unrecognised. In a transaction
 //    the hold lasts until COMMIT/ROLLBACK; otherwise until the statement returned.
 //  * A predicate read `t.c = v` depends on {table_epoch(t), column_epoch(t,c),
 //    predicate(t,c,v)} and guards table(t). A write to t names the values of c of every
