@@ -22,9 +22,11 @@ qc_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 
 # Packages the build and the tests need (Debian 12 names). libgmock-dev comes from the
 # googletest source package; clang, libclang-rt-14-dev and pgpool2 are only installed when a
-# caller asks for them (qc_install_deps pgpool2 ...).
+# caller asks for them (qc_install_deps pgpool2 ...). A minimal Debian 12 (debootstrap
+# --variant=minbase) lacks python3 (bench_smoke_test, the fuzz seed corpus, qc_free_port)
+# and procps (pgrep: scripts/test stops a stage's process tree with it).
 QC_BASE_PACKAGES=(
-  build-essential cmake pkg-config git
+  build-essential cmake pkg-config git python3 procps
   libpqxx-dev libpq-dev libsoci-dev libsqlite3-dev sqlite3 libpg-query-dev
   libboost1.81-dev libxxhash-dev libgtest-dev libgmock-dev libbenchmark-dev
   postgresql-15 postgresql-client-15 gnuplot-nox

@@ -11,6 +11,7 @@
 #include <qcache/pqxx.h>
 
 #include "pg/engine.h"
+#include "pg/libpq_status.h"
 
 namespace qcache::pqxx {
 namespace {
@@ -46,14 +47,42 @@ class result_value final : public cached_value {
   std::size_t bytes_ = 0;
 };
 
+// libpqxx 6.4 keeps its PGconn* private (only its own friends may read it). An explicit
+// template instantiation may name a private member (C++ [temp.spec]/6): this one defines
+// a function returning the pointer to connection_base::m_conn, so the engine can read
+// what libpq reports after each command (transaction status, reported settings).
+struct pgconn_member {
+  using type = ::pqxx::internal::pq::PGconn* ::pqxx::connection_base::*;
+  friend type member_of(pgconn_member);
+};
+template <class Tag, typename Tag::type M>
+struct expose_member {
+  friend typename Tag::type member_of(Tag) { return M; }
+};
+template struct expose_member<pgconn_member, &::pqxx::connection_base::m_conn>;
+
+struct pgconn_of {
+  ::pqxx::connection_base* c;
+  PGconn* operator()() const noexcept { return c->*member_of(pgconn_member{}); }
+};
+
 }  // namespace
 
 struct connection::impl {
   impl(const std::string& options, std::shared_ptr<qcache::cache> c)
-      : raw(options), session(std::move(c)) {}
+      : raw(options), session(std::move(c)), status(pgconn_of{&raw}) {
+    session.attach(&status);
+  }
   ::pqxx::connection raw;
   pg::session session;
-  std::unordered_map<std::string, std::string> prepared;
+  pg::libpq_status<pgconn_of> status;
+  // Name -> SQL of statements prepared through prepare(), and the session's
+  // prepared_epoch() when the server last confirmed that mapping.
+  struct prepared_statement {
+    std::string sql;
+    std::uint64_t epoch = 0;
+  };
+  std::unordered_map<std::string, prepared_statement> prepared;
   int backend_pid = 0;  // the server session the engine's state describes
 };
 
@@ -73,7 +102,10 @@ bool connection::is_open() const noexcept { return impl_->raw.is_open(); }
 
 void connection::prepare(const std::string& name, const std::string& definition) {
   impl_->raw.prepare(name, definition);
-  impl_->prepared[name] = definition;
+  // Once SQL has touched prepared statements on this session, the server may hold another
+  // statement of this name already: confirm at first use.
+  const std::uint64_t epoch = impl_->session.prepared_epoch();
+  impl_->prepared[name] = {definition, epoch == 0 ? epoch : ~std::uint64_t{0}};
 }
 
 void connection::unprepare(const std::string& name) {
@@ -81,9 +113,35 @@ void connection::unprepare(const std::string& name) {
   impl_->prepared.erase(name);
 }
 
-const std::string* connection::prepared_sql(const std::string& name) const {
+const std::string* connection::prepared_sql(const std::string& name, ::pqxx::transaction_base& tx,
+                                            bool& cacheable) {
   auto it = impl_->prepared.find(name);
-  return it == impl_->prepared.end() ? nullptr : &it->second;
+  if (it == impl_->prepared.end()) return nullptr;
+  auto& ps = it->second;
+  const std::uint64_t epoch = impl_->session.prepared_epoch();
+  if (ps.epoch == epoch) return &ps.sql;
+  // SQL run through this connection may have deallocated or replaced the statement
+  // (DEALLOCATE, PREPARE, DISCARD ALL, a procedure): ask the server what the name means
+  // now. Not inside a failed transaction (the question would fail; the engine runs
+  // nothing cached there anyway).
+  cacheable = false;
+  if (impl_->status.transaction() == 'E') return &ps.sql;
+  try {
+    ::pqxx::result r =
+        tx.exec("SELECT from_sql, statement FROM pg_catalog.pg_prepared_statements WHERE name = " +
+                tx.quote(name));
+    if (r.empty()) return &ps.sql;  // libpqxx prepares `ps.sql` now, or fails
+    if (std::string_view(r[0][0].c_str()) == "f" &&
+        std::string_view(r[0][1].c_str(), r[0][1].size()) == ps.sql) {
+      ps.epoch = epoch;
+      cacheable = true;
+      return &ps.sql;
+    }
+  } catch (const ::pqxx::broken_connection&) {
+    throw;
+  } catch (...) {
+  }
+  return nullptr;  // another statement: runs uncached, as one that may write anything
 }
 
 namespace {
@@ -206,6 +264,7 @@ void on_begin(connection& c, const char* isolation) {
   c.impl_->session.transaction_begun(isolation);
 }
 void on_commit(connection& c) { c.impl_->session.transaction_committed(); }
+bool server_idle(connection& c) noexcept { return c.impl_->status.transaction() == 'I'; }
 void on_abort(connection& c) { c.impl_->session.transaction_rolled_back(); }
 
 }  // namespace detail

@@ -10,15 +10,14 @@
 //    references), so one SQL text read into different C++ types never shares an entry;
 //  * if the engine's own bookkeeping fails, the statement still runs, as a write of
 //    unknown targets (a flush), and the driver's result or error reaches the caller.
-#include "internal.h"
-
+#include <qcache/tags.h>
 #include <soci/postgresql/soci-postgresql.h>
 
-#include "pg/engine.h"
-
-#include <qcache/tags.h>
-
 #include <stdexcept>
+
+#include "internal.h"
+#include "pg/engine.h"
+#include "pg/libpq_status.h"
 
 namespace qcache::soci::detail {
 namespace {
@@ -26,6 +25,14 @@ namespace {
 struct pg_plan {
   std::string sql;                 // with $n placeholders, as sent
   std::vector<std::string> names;  // name of each $n for named binding (empty: positional)
+  std::string statement;           // the server-side prepared statement's name, if any
+  std::uint64_t epoch = 0;         // session prepared_epoch() when that name was confirmed
+};
+
+// The backend's current PGconn* (SOCI replaces it when it reconnects).
+struct pgconn_of {
+  ::soci::postgresql_session_backend* be;
+  PGconn* operator()() const noexcept { return be->conn_; }
 };
 
 struct pg_exec {
@@ -36,8 +43,12 @@ struct pg_exec {
 class postgresql_engine final : public engine {
  public:
   postgresql_engine(std::shared_ptr<cache> c, ::soci::details::session_backend& real)
-      : cache_(c), session_(std::move(c)),
-        conn_(static_cast<::soci::postgresql_session_backend&>(real).conn_) {}
+      : cache_(c),
+        session_(std::move(c)),
+        conn_(static_cast<::soci::postgresql_session_backend&>(real).conn_),
+        status_(pgconn_of{&static_cast<::soci::postgresql_session_backend&>(real)}) {
+    session_.attach(&status_);
+  }
 
   std::shared_ptr<void> prepare(const std::string&, const std::function<void()>& real_prepare,
                                 ::soci::details::statement_backend& real) override {
@@ -46,6 +57,8 @@ class postgresql_engine final : public engine {
     auto p = std::make_shared<pg_plan>();
     p->sql = st.query_;
     p->names = st.names_;
+    if (st.stType_ == ::soci::details::st_repeatable_query) p->statement = st.statementName_;
+    p->epoch = session_.prepared_epoch();
     return p;
   }
 
@@ -88,7 +101,14 @@ class postgresql_engine final : public engine {
     h.uncacheable = !cacheable;
     try {
       if (!p) throw std::runtime_error("no plan");
-      st->call = session_.begin(p->sql, params, 's', runner(), &h);
+      // SQL through this session may have deallocated or replaced SOCI's prepared
+      // statement (DEALLOCATE ALL, DISCARD ALL, ...): a deallocated one runs uncached (the
+      // server's error passes through), a replaced one as unknown SQL (uncached, flushes).
+      static const std::string unknown = "\x01unknown prepared statement";
+      const prepared_state ps = check_prepared(*p);
+      if (ps == prepared_state::absent) h.uncacheable = true;  // the server raises an error
+      const std::string& sql = ps == prepared_state::other ? unknown : p->sql;
+      st->call = session_.begin(sql, params, 's', runner(), &h);
     } catch (...) {
       tags::tag g = tags::global();
       st->fallback = cache_->begin_write(std::span<const tags::tag>(&g, 1), invalidation_cause::flush);
@@ -124,6 +144,28 @@ class postgresql_engine final : public engine {
   void invalidate_all() override { cache_->flush(invalidation_cause::manual); }
 
  private:
+  // Whether the server still has `p`'s prepared statement with the SQL it was prepared
+  // with (SOCI prepares eagerly: absent means executing it fails), another statement of
+  // that name, or none; asked only after SQL that may rebind prepared statement names.
+  enum class prepared_state { same, absent, other };
+  prepared_state check_prepared(pg_plan& p) {
+    const std::uint64_t epoch = session_.prepared_epoch();
+    if (p.statement.empty() || p.epoch == epoch) return prepared_state::same;
+    if (status_.transaction() == 'E') return prepared_state::absent;  // nothing runs there
+    try {
+      auto rows = runner()(
+          "SELECT from_sql, statement FROM pg_catalog.pg_prepared_statements WHERE name = " +
+          pg::quoted(p.statement, '\''));
+      if (rows.empty()) return prepared_state::absent;
+      if (rows.size() == 1 && rows[0].size() == 2 && rows[0][0] == "f" && rows[0][1] == p.sql) {
+        p.epoch = epoch;
+        return prepared_state::same;
+      }
+    } catch (...) {
+    }
+    return prepared_state::other;
+  }
+
   // Bookkeeping queries run on the same connection, in its current transaction.
   pg::run_fn runner() {
     return [this](const std::string& q) {
@@ -155,6 +197,7 @@ class postgresql_engine final : public engine {
   std::shared_ptr<cache> cache_;
   pg::session session_;
   PGconn* conn_;
+  pg::libpq_status<pgconn_of> status_;  // what libpq reports after each statement
 };
 
 }  // namespace

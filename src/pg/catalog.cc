@@ -306,6 +306,19 @@ char snapshot::function_volatility(const qualified_name& name,
   return most ? most : 'v';
 }
 
+bool snapshot::user_function(const qualified_name& name,
+                             const std::vector<std::string>& schemas) const {
+  if (!name.schema.empty())
+    return name.schema != "pg_catalog" || !proc_volatility("pg_catalog", name.name);
+  bool builtin = false;
+  for (const std::string& s : schemas) {
+    if (is_temp_schema(s) || !proc_volatility(s, name.name)) continue;
+    if (s != "pg_catalog") return true;
+    builtin = true;
+  }
+  return !builtin;
+}
+
 // --- loading ------------------------------------------------------------------------
 
 std::string quoted(std::string_view s, char q) {

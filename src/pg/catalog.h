@@ -168,6 +168,10 @@ class snapshot {
   // functions, as in PostgreSQL). Qualified: that schema only. 'v' when unknown.
   char function_volatility(const qualified_name& name,
                            const std::vector<std::string>& schemas) const;
+  // Whether `name` may denote a function outside pg_catalog (user code, which may change
+  // session state: SET, set_config): qualified with another schema, found in a schema of
+  // `schemas` other than pg_catalog, or not found at all.
+  bool user_function(const qualified_name& name, const std::vector<std::string>& schemas) const;
 
   // Equal for any two connections to the same database of the same running server,
   // whatever the connection string (unix socket or TCP, host alias, pooler). Made of

@@ -162,6 +162,11 @@ struct database {
   // catalog that misses a new trigger, rule or cascade: it flushes when it ends.
   std::atomic<std::uint64_t> ddl_started{0};
   std::atomic<std::uint64_t> ddl_finished{0};
+  // Moves when a statement through qcache may have reloaded the server's configuration
+  // (pg_reload_conf(), ALTER SYSTEM, unknown statements): every session re-reads its
+  // context before its next statement (settings that are not reported, such as
+  // search_path or bytea_output, change in every session at its next command).
+  std::atomic<std::uint64_t> config_epoch{0};
   std::mutex refresh_mu;
 
   // Columns used by predicate reads, per relation. Shared by every database object of
@@ -302,7 +307,12 @@ struct plan {
   // IMMUTABLE functions, no CURRENT_TIMESTAMP-like values; no 'now' literals or
   // TABLESAMPLE anywhere. A pre-image (a second evaluation of that WHERE) is only run then.
   bool preimage_ok = false;
-  bool dirties_context = false;  // set_config() and friends
+  // The statement may change the session context: set_config(), user functions (which may
+  // run SET or set_config), multi-statement strings.
+  bool dirties_context = false;
+  bool reloads_config = false;    // pg_reload_conf() or ALTER SYSTEM: see database::config_epoch
+  bool touches_prepared = false;  // may create or drop prepared statements
+  bool reaches_volatile_view = false;  // reads a view that calls a non-IMMUTABLE function
   // Recent execution time of this read on this connection (EWMA, microseconds), to decide
   // whether concurrent misses should wait for each other. Touched only by the session's
   // thread.
@@ -318,6 +328,11 @@ struct session::state {
   session_context ctx;
   std::uint32_t context_id = 0;
   bool context_dirty = true;
+  const server_status* status = nullptr;
+  // The reported settings (kReported) when the context was read; nullopt: not reported.
+  std::vector<std::optional<std::string>> reported;
+  std::uint64_t config_seen = 0;     // database::config_epoch when the context was read
+  std::uint64_t prepared_epoch = 0;  // see session::prepared_epoch()
   key_builder kb;
   struct sv_hash {
     using is_transparent = void;
@@ -352,6 +367,8 @@ session::~session() {
 }
 
 bool session::in_transaction() const noexcept { return st_->tx.active; }
+void session::attach(const server_status* status) noexcept { st_->status = status; }
+std::uint64_t session::prepared_epoch() const noexcept { return st_->prepared_epoch; }
 
 void session::connection_reset() {
   // A new server session: its settings are the defaults again, and the server may be a
@@ -361,12 +378,57 @@ void session::connection_reset() {
   if (st.db && st.tx.ddl_count) st.db->ddl_finished.fetch_add(st.tx.ddl_count);
   st.tx = state::txn{};
   st.context_dirty = true;
+  st.reported.clear();
+  ++st.prepared_epoch;
   st.db.reset();
   st.snap.reset();
   st.plans.clear();
 }
 
 namespace {
+
+// Settings PostgreSQL reports with the response of any command that changed them
+// (GUC_REPORT) and that the context key holds, directly or through the role
+// (is_superuser, session_authorization). A reload (SIGHUP) changes them in a session only
+// at its next command, and the new value arrives with that command's response.
+constexpr const char* kReported[] = {"TimeZone",
+                                     "DateStyle",
+                                     "IntervalStyle",
+                                     "client_encoding",
+                                     "standard_conforming_strings",
+                                     "session_authorization",
+                                     "is_superuser",
+                                     "default_transaction_read_only",
+                                     "integer_datetimes"};
+
+std::vector<std::optional<std::string>> read_reported(const server_status& s) {
+  std::vector<std::optional<std::string>> out;
+  out.reserve(std::size(kReported));
+  for (const char* n : kReported) {
+    const char* v = s.parameter(n);
+    out.emplace_back(v ? std::optional<std::string>(v) : std::nullopt);
+  }
+  return out;
+}
+
+// A reported setting differs from its value when the context was read: whatever ran since
+// ran under another context than the one in the key. No round trip.
+bool reported_moved(const session::state& st) {
+  if (!st.status || st.reported.size() != std::size(kReported)) return false;
+  for (std::size_t i = 0; i < std::size(kReported); ++i) {
+    const char* v = st.status->parameter(kReported[i]);
+    const auto& old = st.reported[i];
+    if (!v != !old || (v && *old != v)) return true;
+  }
+  return false;
+}
+
+// The context must be read again before the next statement that needs it, and again when
+// the current transaction ends (a SET LOCAL, a rolled-back SET).
+void mark_context_dirty(session::state& st) {
+  st.context_dirty = true;
+  if (st.tx.active) st.tx.context_changed = true;
+}
 
 void ensure_catalog(session::state& st, const run_fn& run) {
   if (!st.db) {
@@ -384,16 +446,34 @@ void ensure_catalog(session::state& st, const run_fn& run) {
       }
     }
   }
-  if (!st.snap || st.snap->generation() != db.cat->generation()) st.snap = db.cat->current();
+  if (!st.snap || st.snap->generation() != db.cat->generation()) {
+    // DDL may have created a schema or table that the search_path now reaches ("$user",
+    // a schema listed before it existed): what names resolve to must be read again.
+    if (st.snap) mark_context_dirty(st);
+    st.snap = db.cat->current();
+  }
 }
 
 void ensure_context(session::state& st, const run_fn& run) {
+  // Read before the context, so that a reload noted meanwhile forces another read.
+  std::uint64_t config = st.db->config_epoch.load(std::memory_order_acquire);
+  if (config != st.config_seen) mark_context_dirty(st);
   if (!st.context_dirty) return;
   auto rows = run(session_context::context_query());
   if (rows.size() != 1) throw std::runtime_error("qcache: session context query returned no row");
   st.ctx = session_context::parse(rows[0]);
   st.context_id = intern_context(st.db->identity + '\x1f' + st.ctx.key_text);
   st.context_dirty = false;
+  st.config_seen = config;
+  if (st.status) st.reported = read_reported(*st.status);
+  if (st.tx.active) {
+    // Read inside the transaction: its real isolation level, however it was set
+    // (BEGIN, SET TRANSACTION, SET transaction_isolation, set_config, AND CHAIN, the
+    // session default as reloaded).
+    const std::string& iso = st.ctx.transaction_isolation;
+    st.tx.isolation_pending = false;
+    st.tx.bypass = !(iso == "read committed" || iso == "read uncommitted");
+  }
 }
 
 }  // namespace
@@ -407,12 +487,20 @@ void apply_trigger_effects(plan& p, const trigger_effects& fx, const snapshot& c
     p.flush = true;
     p.flush_reason = fx.flush_reason;
   }
-  if (fx.changes_session) p.dirties_context = true;
+  // Trigger code runs in the session: read its settings again afterwards (bodies that run
+  // SET or set_config() are unknown); code that may do anything may also reload the
+  // configuration or rebind prepared statements (as note_session_effects decides for calls).
+  if (fx.ran_user_code || fx.changes_session) p.dirties_context = true;
+  auto everything = [&p] { p.dirties_context = p.reloads_config = p.touches_prepared = true; };
+  if (fx.unknown_code) everything();
   for (const qualified_name& f : fx.functions) {
-    if (may_write(f, cat.function_volatility(f, schemas))) {
+    char v = cat.function_volatility(f, schemas);
+    if (may_write(f, v)) {
       p.flush = true;
       p.flush_reason = "trigger calls volatile function " + f.name;
     }
+    if (lower(f.name) == "pg_reload_conf") p.reloads_config = true;
+    if (v == 'v' && cat.user_function(f, schemas)) everything();
   }
   for (const relation* x : fx.written) {
     std::string id = oid_text(x->oid);
@@ -424,9 +512,10 @@ void apply_trigger_effects(plan& p, const trigger_effects& fx, const snapshot& c
 }
 }  // namespace
 
-// Builds the plan for `a` under the current catalog snapshot and context.
-std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const analysis> a,
-                                              const qcache::options& opts) {
+// Builds the plan for `a` under the current catalog snapshot and context (the session
+// effects are added by build_plan).
+std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const analysis> a,
+                                      const qcache::options& opts) {
   auto p = std::make_shared<plan>();
   p->a = a;
   p->catalog_generation = st.snap->generation();
@@ -505,6 +594,15 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
       return p;
     }
     case stmt_kind::write: {
+      if (std::any_of(s.writes.begin(), s.writes.end(),
+                      [](const write_ref& w) { return w.op == write_op::select_into; })) {
+        // SELECT ... INTO creates a table (a TEMP one adds the session's temp schema and
+        // shadows permanent names): DDL.
+        p->act = action::ddl;
+        p->flush = true;
+        p->flush_reason = "SELECT INTO";
+        return p;
+      }
       p->act = action::write;
       trigger_effects fx;
       for (const write_ref& w : s.writes) {
@@ -648,7 +746,10 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
     }
     if (r->rls) refuse(uncacheable_reason::row_security);
     if (r->kind == 'v') {
-      if (r->volatile_view) refuse(uncacheable_reason::volatile_function);
+      if (r->volatile_view) {
+        refuse(uncacheable_reason::volatile_function);
+        p->reaches_volatile_view = true;
+      }
       for (std::uint32_t b : r->base_tables) {
         const relation* x = cat.by_oid(b);
         if (!x || x->system || x->kind == 'S' || x->kind == 'f' || x->persistence == 't') {
@@ -711,6 +812,47 @@ std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const
     } else {
       p->fixed_tags.push_back(tags::table(dbid, id));
     }
+  }
+  return p;
+}
+
+namespace {
+
+// What one statement may do to session state beyond its plan's action: change settings
+// (user code may run SET or set_config), reload the configuration, or rebind prepared
+// statement names.
+void note_session_effects(plan& p, const statement& s, const snapshot& cat,
+                          const std::vector<std::string>& schemas) {
+  auto everything = [&p] { p.dirties_context = p.reloads_config = p.touches_prepared = true; };
+  if (s.kind == stmt_kind::session_set || s.kind == stmt_kind::session_reset ||
+      s.kind == stmt_kind::txn_set)
+    p.dirties_context = true;
+  if (s.node == "PrepareStmt" || s.node == "DeallocateStmt" || s.node == "DiscardStmt")
+    p.touches_prepared = true;
+  if (s.node == "AlterSystemStmt") p.reloads_config = true;
+  if (s.node == "DoStmt" || s.node == "CallStmt" || s.node == "ExecuteStmt") everything();
+  for (const qualified_name& f : s.functions) {
+    std::string n = lower(f.name);
+    if (n == "set_config") p.dirties_context = true;
+    if (n == "pg_reload_conf") p.reloads_config = true;
+    if (!cat.user_function(f, schemas)) continue;
+    p.dirties_context = true;  // any user function may run SET / set_config
+    if (cat.function_volatility(f, schemas) == 'v') everything();
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const plan> build_plan(session::state& st, std::shared_ptr<const analysis> a,
+                                       const qcache::options& opts) {
+  std::shared_ptr<plan> p = build_plan_core(st, a, opts);
+  if (!a->ok || p->act == action::unknown) {
+    p->dirties_context = p->reloads_config = p->touches_prepared = true;
+  } else {
+    for (const statement& s : a->statements) note_session_effects(*p, s, *st.snap, st.ctx.schemas);
+    // Strings of several statements, and statements that reach user code the text does
+    // not name (triggers, rules, volatile views), may change settings too.
+    if (a->statements.size() > 1 || p->flush || p->reaches_volatile_view) p->dirties_context = true;
   }
   return p;
 }
@@ -907,6 +1049,71 @@ bool params_have_time_word(std::span<const param> params) {
 
 }  // namespace
 
+namespace {
+
+// Transaction control and SET / RESET / DISCARD need neither the catalog nor the context:
+// they are planned without bookkeeping queries, which would otherwise run first inside
+// the transaction (SET TRANSACTION ISOLATION LEVEL must be its first query). nullptr for
+// anything else.
+std::shared_ptr<const plan> control_plan(std::string_view sql) {
+  auto a = analyze(sql);
+  if (!a->ok || a->statements.size() != 1) return nullptr;
+  const statement& s = a->statements[0];
+  auto p = std::make_shared<plan>();
+  switch (s.kind) {
+    case stmt_kind::txn_begin:
+      p->act = action::txn_begin;
+      break;
+    case stmt_kind::txn_commit:
+      p->act = action::txn_commit;
+      break;
+    case stmt_kind::txn_rollback:
+      p->act = action::txn_rollback;
+      break;
+    case stmt_kind::savepoint:
+    case stmt_kind::release:
+      p->act = action::savepoint;
+      break;
+    case stmt_kind::rollback_to:
+      p->act = action::rollback_to;
+      break;
+    case stmt_kind::txn_set:
+      p->act = action::txn_set;
+      break;
+    case stmt_kind::session_set:
+    case stmt_kind::session_reset:
+      p->act = action::session_change;
+      break;
+    default:
+      return nullptr;
+  }
+  p->a = a;
+  p->isolation = s.isolation;
+  p->dirties_context = s.kind == stmt_kind::session_set || s.kind == stmt_kind::session_reset ||
+                       s.kind == stmt_kind::txn_set;
+  p->touches_prepared = s.node == "DiscardStmt";
+  return p;
+}
+
+// Whether ensure_catalog() / ensure_context() would run a query now. (The hit path stays
+// a lookup in the session's plans: control_plan() is only consulted here.)
+bool bookkeeping_due(const session::state& st) {
+  return !st.db || st.context_dirty || st.db->catalog_stale.load(std::memory_order_acquire) ||
+         st.db->config_epoch.load(std::memory_order_acquire) != st.config_seen || !st.snap ||
+         st.snap->generation() != st.db->cat->generation();
+}
+
+// A statement's effects on session state that the server does not report.
+void apply_session_effects(session::state& st, const plan& p) {
+  if (p.dirties_context) mark_context_dirty(st);
+  if (p.touches_prepared) ++st.prepared_epoch;
+  if (p.reloads_config && st.db) st.db->config_epoch.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void reconcile_transaction(session& s, session::state& st, cache& ch, call& c);
+
+}  // namespace
+
 call session::begin(std::string_view sql, std::span<const param> params, char kind,
                     const run_fn& run, const hints* h) {
   call c;
@@ -930,6 +1137,12 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
     }
     ch.count_uncacheable(uncacheable_reason::transaction_local);
     return c;
+  }
+  if (bookkeeping_due(st)) {
+    if (auto cp = control_plan(sql)) {
+      c.p = std::move(cp);
+      return c;
+    }
   }
 
   ensure_catalog(st, run);
@@ -1120,6 +1333,12 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
 void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
   state& st = *st_;
   cache& ch = *cache_;
+  if (reported_moved(st)) {
+    // The statement ran under settings other than the key's (a reload took effect, or a
+    // function changed them): its result is not stored, and the context is read again.
+    mark_context_dirty(st);
+    c.store = false;
+  }
   if (c.store) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(
                   std::chrono::steady_clock::now() - c.started).count();
@@ -1146,7 +1365,9 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
     case action::write:
     case action::ddl:
     case action::unknown:
-      if (p.act == action::unknown && p.a && p.a->ok && p.a->statements.size() > 1) {
+      reconcile_transaction(*this, st, ch, c);
+      if (p.act == action::unknown && p.a && p.a->ok && p.a->statements.size() > 1 &&
+          (!st.status || st.status->transaction() == '?')) {
         // Follow transaction control inside a multi-statement string. If it leaves a
         // transaction open, that transaction keeps the (global) hold until it ends.
         bool was_active = tx.active;
@@ -1165,7 +1386,6 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
           break;
         }
       }
-      if (p.dirties_context) st.context_dirty = true;
       if (tx.active && p.act == action::unknown && p.a && p.a->ok &&
           p.a->statements.size() == 1 && p.a->statements[0].node == "TransactionStmt") {
         // PREPARE TRANSACTION ended the transaction on the server. Its writes become
@@ -1196,7 +1416,11 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
     case action::txn_begin: transaction_begun(p.isolation); break;
     case action::txn_commit: transaction_committed(); break;
     case action::txn_rollback: transaction_rolled_back(); break;
-    case action::rollback_to: tx.failed = false; break;
+    case action::rollback_to:
+      // ROLLBACK TO undoes every SET (role, search_path, ...) made after the savepoint.
+      tx.failed = false;
+      mark_context_dirty(st);
+      break;
     case action::txn_set:
       if (tx.active && !p.isolation.empty() && p.isolation != "read committed" &&
           p.isolation != "read uncommitted")
@@ -1206,12 +1430,13 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
       if (tx.active) tx.context_changed = true;
       break;
     case action::session_change:
-      st.context_dirty = true;
-      if (tx.active) tx.context_changed = true;
+      mark_context_dirty(st);
       break;
     default:
       break;
   }
+  apply_session_effects(st, p);
+  reconcile_transaction(*this, st, ch, c);
 }
 
 void session::failed(call& c) noexcept {
@@ -1221,12 +1446,15 @@ void session::failed(call& c) noexcept {
   if (!c.p) return;
   const plan& p = *c.p;
   state::txn& tx = st.tx;
+  if (reported_moved(st)) mark_context_dirty(st);
   if (p.act == action::txn_commit || p.act == action::txn_rollback) {
     // A failed COMMIT (e.g. a serialization failure) ends the transaction too.
     transaction_rolled_back();
+    reconcile_transaction(*this, st, *cache_, c);
     return;
   }
   if (p.act == action::write || p.act == action::ddl || p.act == action::unknown) {
+    reconcile_transaction(*this, st, *cache_, c);  // e.g. "BEGIN; <failing statement>"
     if (!tx.active) {
       if (p.act != action::write) {
         st.db->catalog_stale.store(true, std::memory_order_release);
@@ -1237,8 +1465,11 @@ void session::failed(call& c) noexcept {
       c.statement_hold.release(false);
     }
   }
-  if (p.act == action::unknown || p.act == action::session_change) st.context_dirty = true;
+  if (p.act == action::unknown || p.act == action::session_change) mark_context_dirty(st);
+  // An earlier statement of a failed multi-statement string may have run.
+  apply_session_effects(st, p);
   if (tx.active) tx.failed = true;
+  reconcile_transaction(*this, st, *cache_, c);
 }
 
 void session::transaction_begun(std::string_view isolation) {
@@ -1264,7 +1495,7 @@ void session::transaction_begun(std::string_view isolation) {
 }
 
 namespace {
-void end_transaction(session::state& st, cache& ch, bool commit) {
+void end_transaction(session::state& st, cache& ch, bool commit) noexcept {
   auto& tx = st.tx;
   if (!tx.active) return;
   bool epoch_moved = st.db && !tx.hold.empty() &&
@@ -1283,6 +1514,34 @@ void end_transaction(session::state& st, cache& ch, bool commit) {
   tx.failed = false;
   tx.bypass = false;
   tx.written.clear();
+}
+
+// Brings the engine's idea of the transaction in line with the server's report after a
+// statement ran: COMMIT AND CHAIN and ROLLBACK AND CHAIN open a new transaction, BEGIN
+// or COMMIT may hide in a multi-statement string or a procedure. The hold of a statement
+// taken as autocommit that turned out to run inside a transaction block stays until that
+// transaction ends; a transaction the engine did not see begin bypasses the shared cache
+// until the context (its isolation level) has been read inside it.
+void reconcile_transaction(session& s, session::state& st, cache& ch, call& c) {
+  if (!st.status) return;
+  auto& tx = st.tx;
+  char t = st.status->transaction();
+  if ((t == 'T' || t == 'E') && !tx.active) {
+    st.context_dirty = true;
+    s.transaction_begun();
+    tx.context_changed = true;
+    if (!c.statement_hold.empty()) {
+      tx.hold = std::move(c.statement_hold);
+      tx.wrote_unknown = tx.flush_on_end = true;
+    }
+    if (c.ddl_owned) {
+      ++tx.ddl_count;
+      tx.ddl = true;
+      c.ddl_owned = false;
+    }
+  }
+  if (t == 'E' && tx.active) tx.failed = true;
+  if (t == 'I' && tx.active) end_transaction(st, ch, false);
 }
 }  // namespace
 

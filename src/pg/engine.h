@@ -53,6 +53,21 @@ struct hints {
   std::vector<std::vector<std::string>> depends_on;  // {table} or {table, column, value}
 };
 
+// What the server reported with the response to the last command on the adapter's
+// connection (libpq: PQtransactionStatus, PQparameterStatus). The engine reads it after
+// every statement it saw executed, so that transaction and session state come from the
+// server rather than from statement text. Implementations must be cheap: no round trip.
+class server_status {
+ public:
+  virtual ~server_status() = default;
+  // 'I' idle (no transaction), 'T' in a transaction block, 'E' in a failed one, '?' unknown
+  // (e.g. no connection): the engine then keeps what it inferred.
+  virtual char transaction() const noexcept = 0;
+  // The last reported value of a GUC_REPORT setting (TimeZone, DateStyle, ...), or
+  // nullptr when the server has not reported it.
+  virtual const char* parameter(const char* name) const noexcept = 0;
+};
+
 struct plan;  // memoized analysis of one SQL text for one catalog generation
 
 // The decision for one call, returned by session::begin.
@@ -94,6 +109,14 @@ class session {
   void transaction_committed();
   void transaction_rolled_back();
   bool in_transaction() const noexcept;
+  // Where to read what the server reports (must outlive the session; nullptr: nothing is
+  // reported, and the engine relies on the statements it analysed alone).
+  void attach(const server_status* status) noexcept;
+  // Moves whenever a statement that may create, replace or drop prepared statements ran
+  // through this session (PREPARE, DEALLOCATE, DISCARD, multi-statement strings, DO,
+  // CALL, functions that may run anything). An adapter that maps a prepared statement's
+  // name to its SQL must re-check the mapping with the server once this moved.
+  std::uint64_t prepared_epoch() const noexcept;
   // The adapter saw a new server session (reconnection): forget the context, catalog
   // binding and transaction state.
   void connection_reset();

@@ -93,7 +93,9 @@ void fire_triggers(const snapshot& cat, const std::vector<std::string>& schemas,
     if (!tg.fires_on(fresh)) continue;
     const trigger_function& body = *tg.body;
     fx.changes_session = fx.changes_session || body.changes_session;
+    fx.ran_user_code = true;
     if (!body.unknown.empty()) {
+      fx.unknown_code = true;
       fx.flush("trigger " + tg.name + " on " + rel_name(r) + ": " + body.unknown);
       continue;
     }

@@ -33,6 +33,8 @@ unsigned closure_events(unsigned events);
 struct trigger_effects {
   std::string flush_reason;               // non-empty: the write must flush the cache
   bool changes_session = false;           // a fired body changes session settings
+  bool ran_user_code = false;             // some trigger fires: user code runs in the session
+  bool unknown_code = false;              // a fired trigger cannot be read: may do anything
   std::vector<qualified_name> functions;  // called by fired bodies: the caller judges them
   std::vector<const relation*> written;   // changed by fired bodies, as whole tables
   std::unordered_map<std::uint32_t, unsigned> fired;  // relation oid -> events already fired

@@ -25,11 +25,11 @@
 #include <qcache/cache.h>
 #include <qcache/explain.h>
 
-#include <pqxx/pqxx>
-
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <pqxx/pqxx>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -118,6 +118,8 @@ void add_param(std::vector<key_param>& out, const ::pqxx::internal::dynamic_para
                    const std::string& sql, const std::vector<key_param>& params,
                    const annotated* note, const std::function<::pqxx::result()>& exec);
 void on_begin(connection& c, const char* isolation);
+// Whether libpq reports no transaction open on the connection (libpqxx rolled it back).
+bool server_idle(connection& c) noexcept;
 void on_commit(connection& c);
 void on_abort(connection& c);
 
@@ -158,10 +160,17 @@ class connection {
                                     const std::string&, const std::vector<detail::key_param>&,
                                     const annotated*, const std::function<::pqxx::result()>&);
   friend void detail::on_begin(connection&, const char*);
+  friend bool detail::server_idle(connection&) noexcept;
   friend void detail::on_commit(connection&);
   friend void detail::on_abort(connection&);
   template <class> friend class basic_transaction;
-  const std::string* prepared_sql(const std::string& name) const;
+  // The SQL `name` was prepared with, or nullptr when the server has another statement
+  // of that name (then it runs uncached and flushes). After SQL that can rebind prepared
+  // statement names it asks the server (on `tx`); `cacheable` is false when the server
+  // has no statement of that name yet (libpqxx then prepares this SQL, or fails if it
+  // believes it did already: either way the result must not come from the cache).
+  const std::string* prepared_sql(const std::string& name, ::pqxx::transaction_base& tx,
+                                  bool& cacheable);
   struct impl;
   std::unique_ptr<impl> impl_;
 };
@@ -182,11 +191,16 @@ class basic_transaction {
 
   ::pqxx::result exec(const std::string& query, const std::string& desc = std::string{}) {
     if (closed_) return tx_.exec(query, desc);  // libpqxx throws its usage_error
-    return detail::run(conn_, tx_, 'e', query, {}, nullptr, [&] { return tx_.exec(query, desc); });
+    return guarded([&] {
+      return detail::run(conn_, tx_, 'e', query, {}, nullptr,
+                         [&] { return tx_.exec(query, desc); });
+    });
   }
   ::pqxx::result exec(const annotated& q, const std::string& desc = std::string{}) {
     if (closed_) return tx_.exec(q.sql(), desc);
-    return detail::run(conn_, tx_, 'e', q.sql(), {}, &q, [&] { return tx_.exec(q.sql(), desc); });
+    return guarded([&] {
+      return detail::run(conn_, tx_, 'e', q.sql(), {}, &q, [&] { return tx_.exec(q.sql(), desc); });
+    });
   }
   ::pqxx::result exec0(const std::string& query, const std::string& desc = std::string{}) {
     return expect(exec(query, desc), 0, query_what(desc));
@@ -204,16 +218,20 @@ class basic_transaction {
     if (closed_) return tx_.exec_params(query, std::forward<Args>(args)...);
     std::vector<detail::key_param> ps;
     (detail::add_param(ps, args), ...);
-    return detail::run(conn_, tx_, 'p', query, ps, nullptr,
-                       [&] { return tx_.exec_params(query, std::forward<Args>(args)...); });
+    return guarded([&] {
+      return detail::run(conn_, tx_, 'p', query, ps, nullptr,
+                         [&] { return tx_.exec_params(query, std::forward<Args>(args)...); });
+    });
   }
   template <typename... Args>
   ::pqxx::result exec_params(const annotated& q, Args&&... args) {
     if (closed_) return tx_.exec_params(q.sql(), std::forward<Args>(args)...);
     std::vector<detail::key_param> ps;
     (detail::add_param(ps, args), ...);
-    return detail::run(conn_, tx_, 'p', q.sql(), ps, &q,
-                       [&] { return tx_.exec_params(q.sql(), std::forward<Args>(args)...); });
+    return guarded([&] {
+      return detail::run(conn_, tx_, 'p', q.sql(), ps, &q,
+                         [&] { return tx_.exec_params(q.sql(), std::forward<Args>(args)...); });
+    });
   }
   template <typename... Args>
   ::pqxx::row exec_params1(const std::string& query, Args&&... args) {
@@ -236,12 +254,17 @@ class basic_transaction {
     if (closed_) return tx_.exec_prepared(name, std::forward<Args>(args)...);
     std::vector<detail::key_param> ps;
     (detail::add_param(ps, args), ...);
-    const std::string* sql = conn_.prepared_sql(name);
+    bool cacheable = true;
+    const std::string* sql = conn_.prepared_sql(name, tx_, cacheable);
     // A statement prepared behind qcache's back (raw()) cannot be analysed: an empty
     // SQL text makes run() treat it as unknown (uncached, and it flushes).
     static const std::string unknown = "\x01unknown prepared statement";
-    return detail::run(conn_, tx_, 'p', sql ? *sql : unknown, ps, nullptr,
-                       [&] { return tx_.exec_prepared(name, std::forward<Args>(args)...); });
+    std::optional<annotated> uncached;
+    if (sql && !cacheable) uncached.emplace(*sql).uncacheable();
+    return guarded([&] {
+      return detail::run(conn_, tx_, 'p', sql ? *sql : unknown, ps, uncached ? &*uncached : nullptr,
+                         [&] { return tx_.exec_prepared(name, std::forward<Args>(args)...); });
+    });
   }
   template <typename... Args>
   ::pqxx::row exec_prepared1(const std::string& name, Args&&... args) {
@@ -294,6 +317,21 @@ class basic_transaction {
 
  private:
   static constexpr bool transactional = !std::is_same_v<Tx, ::pqxx::nontransaction>;
+  // libpqxx aborts a transaction whose exec() failed (it rolls back; the next statement
+  // throws usage_error): so does this wrapper, and the engine hears that it ended. Not
+  // when the server's transaction is still there (exec_params/exec_prepared do not abort).
+  template <class F>
+  ::pqxx::result guarded(F&& f) {
+    try {
+      return f();
+    } catch (...) {
+      if (transactional && open_ && detail::server_idle(conn_)) {
+        closed_ = true;
+        end(false);
+      }
+      throw;
+    }
+  }
   void begun() {
     open_ = transactional;
     if (open_) detail::on_begin(conn_, isolation_of(static_cast<Tx*>(nullptr)));
