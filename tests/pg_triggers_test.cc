@@ -601,19 +601,40 @@ TEST_F(Triggers, Flush_FunctionWithItsOwnSearchPath) {
 }
 
 TEST_F(Triggers, Session_BodyChangingASettingChangesTheKey) {
-  function("tz", "PERFORM set_config('TimeZone', 'Asia/Tokyo', false); RETURN NEW;");
-  exec("CREATE TRIGGER trz AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION tz()");
-  exec("SET TimeZone = 'UTC'");
-  const std::string q = "SELECT '2020-01-01 00:00+00'::timestamptz::text";
+  function("esc", "PERFORM set_config('bytea_output', 'escape', false); RETURN NEW;");
+  exec("CREATE TRIGGER trz AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION esc()");
+  exec("SET bytea_output = 'hex'");
+  const std::string q = "SELECT 'A'::bytea";
   cache_it(q);
   exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");
   outcome o = read(q);
   EXPECT_EQ(o.hits, 0u) << o;
-  EXPECT_EQ(o.v(), "2020-01-01 09:00:00+09");
-  // What was read under Tokyo must not be served once the session is back in UTC.
+  EXPECT_EQ(o.v(), "A");
+  // What was read as escape must not be served once the session is back to hex.
   read(q);
-  exec("SET TimeZone = 'UTC'");
-  EXPECT_EQ(read(q).v(), "2020-01-01 00:00:00+00");
+  exec("SET bytea_output = 'hex'");
+  EXPECT_EQ(read(q).v(), "\\x41");
+}
+
+TEST_F(Triggers, Session_StableFunctionCalledByTheBodyChangingASettingChangesTheKey) {
+  // STABLE functions cannot write, but may still call set_config(): the write that fires
+  // the trigger does not flush, and the session's settings are read again after it.
+  exec("CREATE FUNCTION to_escape() RETURNS int STABLE LANGUAGE plpgsql AS "
+       "$$BEGIN PERFORM set_config('bytea_output', 'escape', false); RETURN 1; END$$");
+  function("esc", "x := to_escape(); RETURN NEW;", "DECLARE x int;");
+  exec("CREATE TRIGGER trz AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION esc()");
+  exec("SET bytea_output = 'hex'");
+  cache_it("SELECT v FROM other WHERE id = 1");
+  const std::string q = "SELECT 'A'::bytea";
+  cache_it(q);
+  std::uint64_t f = flushes();
+  exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");
+  EXPECT_EQ(flushes(), f);
+  EXPECT_EQ(read(q).v(), "A");
+  read(q);
+  exec("SET bytea_output = 'hex'");
+  EXPECT_EQ(read(q).v(), "\\x41");
+  expect_hit("SELECT v FROM other WHERE id = 1");  // the key has bytea_output: back to hex
 }
 
 // ---- triggers created later -----------------------------------------------------------
