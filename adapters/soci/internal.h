@@ -158,11 +158,20 @@ class engine {
   // PostgreSQL: describing a statement executes it, and affected rows of a SELECT come
   // from its result; both are recorded with the result and replayed on a hit.
   virtual bool describe_executes() const noexcept { return false; }
+  // SQLite: executing without data exchange steps nothing until fetch(); end() of an
+  // execution that is not served waits until its rows are drained.
+  virtual bool steps_in_fetch() const noexcept { return false; }
+  // After a statement was released (finalized): SQLite commits an autocommit write whose
+  // statement was not run to its end (UPDATE ... RETURNING read one row) only then.
+  virtual void statement_released() noexcept {}
 };
 
+// `connect` is SOCI's connect string: it tells a plain ":memory:" database (private to the
+// connection) from a memory database other connections may share.
 std::unique_ptr<engine> make_sqlite_engine(std::shared_ptr<cache> c,
                                            ::soci::details::session_backend& real,
-                                           std::shared_ptr<const factory_options> opts);
+                                           std::shared_ptr<const factory_options> opts,
+                                           std::string_view connect);
 std::unique_ptr<engine> make_postgresql_engine(std::shared_ptr<cache> c,
                                                ::soci::details::session_backend& real,
                                                std::shared_ptr<const factory_options> opts);

@@ -222,10 +222,10 @@ class caching_statement;
 class caching_session final : public ::soci::details::session_backend {
  public:
   caching_session(std::shared_ptr<cache> c, std::unique_ptr<session_backend> real,
-                  std::shared_ptr<const factory_options> opts)
+                  std::shared_ptr<const factory_options> opts, std::string_view connect)
       : cache_(std::move(c)), real_(std::move(real)) {
     if (real_->get_backend_name() == "sqlite3") {
-      engine_ = make_sqlite_engine(cache_, *real_, opts);
+      engine_ = make_sqlite_engine(cache_, *real_, opts, connect);
     } else if (real_->get_backend_name() == "postgresql") {
       engine_ = make_postgresql_engine(cache_, *real_, opts);
     }
@@ -363,6 +363,7 @@ class caching_statement final : public statement_backend {
     table_.reset();
     building_.reset();
     real_->clean_up();
+    if (engine* e = sess_.eng()) e->statement_released();
   }
 
   void prepare(std::string const& query, ::soci::details::statement_type t) override {
@@ -799,7 +800,9 @@ statement_backend::exec_fetch_result caching_statement::execute(int number) {
       finish_execution(false);
       throw;
     }
-    finish_execution(true);
+    // Without data exchange SOCI's SQLite backend steps the statement only in fetch(): the
+    // engine's end() (which sees what it wrote) waits until the rows are drained.
+    if (number > 0 || r == ef_no_data || !e->steps_in_fetch()) finish_execution(true);
     return r;
   }
   // Rows flow through our buffers: read everything for a cacheable read (so it can be
@@ -836,7 +839,17 @@ statement_backend::exec_fetch_result caching_statement::execute(int number) {
 }
 
 statement_backend::exec_fetch_result caching_statement::fetch(int number) {
-  if (!serving_) return real_->fetch(number);
+  if (!serving_) {
+    exec_fetch_result r;
+    try {
+      r = real_->fetch(number);
+    } catch (...) {
+      finish_execution(false);
+      throw;
+    }
+    if (r == ef_no_data) finish_execution(true);
+    return r;
+  }
   std::size_t n = static_cast<std::size_t>(number > 0 ? number : 0);
   cursor_ += batch_;
   batch_ = 0;
@@ -900,7 +913,7 @@ caching_factory::caching_factory(std::shared_ptr<qcache::cache> c,
 ::soci::details::session_backend* caching_factory::make_session(
     const ::soci::connection_parameters& params) const {
   std::unique_ptr<::soci::details::session_backend> real(real_.make_session(params));
-  return new detail::caching_session(cache_, std::move(real), opts_);
+  return new detail::caching_session(cache_, std::move(real), opts_, params.get_connect_string());
 }
 
 ::soci::details::session_backend* native_backend(::soci::session& sql) noexcept {

@@ -6,9 +6,12 @@
 // Invariants:
 //  * a statement is a cacheable read only when SQLite reports it read-only, its authorizer
 //    callbacks are only SELECT/READ/FUNCTION/RECURSIVE, every function is deterministic,
-//    and every table it reads is an ordinary table (views expand to their base tables);
-//    anything else that is not read-only is a write, and a write whose targets SQLite did
-//    not name (VACUUM, unknown actions) flushes every database of the connection;
+//    and every table it reads is an ordinary table (views expand to their base tables;
+//    shadow tables of virtual tables are not ordinary). The tables it reads are those the
+//    authorizer reports plus every b-tree its bytecode opens (the authorizer is silent for
+//    USING/NATURAL join columns); a virtual table opened makes it uncacheable. Anything
+//    else that is not read-only is a write, and a write whose targets SQLite did not name
+//    (VACUUM, unknown actions) flushes every database of the connection;
 //  * a read of rowid/INTEGER PRIMARY KEY = ? (proved from the statement's bytecode: one
 //    cursor, one SeekRowid from that parameter, no loops) depends on a predicate tag of that
 //    rowid plus the table's epoch and its rowid epoch;
@@ -28,15 +31,25 @@
 //    write holds table(t). Where the update hook may be silent (WITHOUT ROWID, triggers,
 //    REPLACE anywhere, UPDATE of the rowid, DELETE without WHERE) the write also moves the
 //    rowid epoch; where the preupdate hook may be (virtual tables, fewer rows seen than
-//    deleted) the table's epoch;
+//    deleted) the table's epoch. Tables the hooks saw changed that the statement did not
+//    declare (application functions, virtual table modules) are held table-wide. A
+//    transaction is settled only when no write transaction is open;
+//  * an analysis holds for the schema it was made under: a write re-checks its files and
+//    is analysed again when the schema epochs moved; SQLite re-preparing a statement while
+//    it runs means the schema changed (a read stores nothing, a write flushes);
 //  * every read depends on its databases' tags; DDL, ATTACH/DETACH and external writes
-//    bump them. Database identity is the canonical path of the file; :memory: and temp
-//    databases get an identity private to the connection;
+//    bump them. Database identity is the file's device and inode (a file renamed over the
+//    path is another database), proven at every schema refresh; a file that cannot be
+//    identified is not cached. temp and a plain :memory: main get an identity private to
+//    the connection; other memory databases (shared cache) too, watched by data_version;
+//  * inside an explicit transaction a read uses the cache only while the files it reads
+//    have not changed since the transaction began (its snapshot is current), and no miss
+//    is stored while another statement holds a WAL snapshot;
 //  * another connection or process writing the file moves the file's change counter
 //    (rollback journal) or the WAL index's change counter (WAL). Before a hit and around a
 //    miss the counter is compared with the last value seen in this process; a change not
-//    proven to be our own commit invalidates the database before anything is served or
-//    stored.
+//    proven to be our own commit (of a file the transaction wrote, moved by exactly one)
+//    invalidates the database before anything is served or stored.
 #include "internal.h"
 
 // soci-sqlite3.h includes <sqlite3.h> inside namespace sqlite_api: it must come first.
@@ -103,40 +116,49 @@ struct file_state {
   std::atomic<std::uint64_t> last{unknown};
   std::mutex mu;  // guards (re)mapping
   std::atomic<const volatile unsigned char*> header{nullptr};
-  dev_t dev = 0;
+  dev_t dev = 0;  // the file's identity (fixed at creation)
   ino_t ino = 0;
+  int fd = -1;  // opened on (dev, ino), never closed: see map_header
   // Moved by every schema change made through qcache and every change to the file that
   // this process did not prove to be its own commit (which may have been DDL): a memoized
   // statement analysis taken under another value is not reused.
   std::atomic<std::uint64_t> schema_epoch{0};
 };
 
-file_state& state_for(const std::string& identity) {
+// `identity` names (dev, ino): see sqlite_engine::file_identity.
+file_state& state_for(const std::string& identity, dev_t dev, ino_t ino) {
   static std::mutex mu;
   static std::unordered_map<std::string, std::unique_ptr<file_state>> files;
   std::lock_guard lock(mu);
   auto& p = files[identity];
-  if (!p) p = std::make_unique<file_state>();
+  if (!p) {
+    p = std::make_unique<file_state>();
+    p->dev = dev;
+    p->ino = ino;
+  }
   return *p;
 }
 
-// Maps the first 100 bytes of the database file at `path` once it has them. The
-// descriptor and the mapping are kept for the life of the process on purpose: closing any
-// descriptor of a file drops every POSIX lock the process holds on it, SQLite's included.
+// Maps the first 100 bytes of the database file at `path` once it has them, provided the
+// path still names the file of `fs` (its device and inode). The descriptor is opened once
+// and kept, with the mapping, for the life of the process on purpose: closing any
+// descriptor of a file drops every POSIX lock the process holds on it, SQLite's included
+// (so a descriptor opened on another file by a rename race is kept too, unused); and while
+// it is open the inode cannot be reused by another file, so an identity is never reborn.
 void map_header(file_state& fs, const std::string& path) {
-  struct stat sb;
-  if (::stat(path.c_str(), &sb) != 0 || sb.st_size < 100) return;
   std::lock_guard lock(fs.mu);
-  if (fs.header.load(std::memory_order_acquire) && fs.dev == sb.st_dev && fs.ino == sb.st_ino)
-    return;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
+  if (fs.header.load(std::memory_order_acquire)) return;
+  if (fs.fd < 0) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    struct stat fb;
+    if (::fstat(fd, &fb) != 0 || fb.st_dev != fs.dev || fb.st_ino != fs.ino) return;  // kept
+    fs.fd = fd;
+  }
   struct stat fb;
-  if (::fstat(fd, &fb) != 0 || fb.st_size < 100) return;  // fd kept: see above
-  void* p = ::mmap(nullptr, 100, PROT_READ, MAP_SHARED, fd, 0);
+  if (::fstat(fs.fd, &fb) != 0 || fb.st_size < 100) return;
+  void* p = ::mmap(nullptr, 100, PROT_READ, MAP_SHARED, fs.fd, 0);
   if (p == MAP_FAILED) return;
-  fs.dev = fb.st_dev;
-  fs.ino = fb.st_ino;
   fs.header.store(static_cast<const volatile unsigned char*>(p), std::memory_order_release);
 }
 
@@ -328,6 +350,41 @@ std::optional<std::string> to_pg_placeholders(std::string_view sql, sq::sqlite3_
   return out;
 }
 
+// True when `sql` (SQL text with PostgreSQL placeholders) contains a cast (`CAST(` or
+// `::`) outside literals and comments. qcache's analyzer looks through casts, which is
+// right for PostgreSQL but not for SQLite, where a CAST gives its value an affinity that
+// changes what `=` matches (`c = CAST(5 AS INTEGER)` on a TEXT column matches '05').
+bool has_cast(std::string_view sql) {
+  std::size_t i = 0, n = sql.size();
+  auto ident = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+  while (i < n) {
+    char c = sql[i];
+    if (c == '\'' || c == '"') {
+      std::size_t j = sql.find(c, i + 1);
+      while (j != std::string_view::npos && j + 1 < n && sql[j + 1] == c) j = sql.find(c, j + 2);
+      if (j == std::string_view::npos) return true;
+      i = j + 1;
+    } else if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+      std::size_t j = sql.find('\n', i);
+      i = j == std::string_view::npos ? n : j;
+    } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+      std::size_t j = sql.find("*/", i + 2);
+      if (j == std::string_view::npos) return true;
+      i = j + 2;
+    } else if (c == ':' && i + 1 < n && sql[i + 1] == ':') {
+      return true;
+    } else if (ident(c)) {
+      std::size_t j = i;
+      while (j < n && ident(sql[j])) ++j;
+      if (lower(sql.substr(i, j - i)) == "cast") return true;
+      i = j;
+    } else {
+      ++i;
+    }
+  }
+  return false;
+}
+
 // Reads the change counter of schema `db` without a lock: (source << 32) | counter, where
 // source 1 is the rollback-journal header counter and 2 the WAL index's change counter.
 // Returns file_state::unknown when it cannot be read.
@@ -385,7 +442,7 @@ struct plan {
   uncacheable_reason reason = uncacheable_reason::other;
   std::vector<std::pair<std::string, std::string>> reads;  // (schema, table)
   std::vector<write_target> writes;
-  bool pragma_sets = false;  // a PRAGMA with an argument
+  bool pragma_sets = false;  // a PRAGMA with an argument that may change results
   // Predicate read: SQLite parameter number of the rowid, and its name (":id") if any.
   int rowid_param = 0;
   std::string rowid_param_name;
@@ -406,15 +463,28 @@ struct plan {
   std::vector<pred_candidate> preds;
   std::vector<std::string> param_names;  // SQLite's name of each parameter number
   // The schema epochs (sqlite_engine::schema_epoch) when this analysis was made. A read
-  // executed under other epochs drops what only the bytecode proved (the rowid predicate).
+  // executed under other epochs drops what only the bytecode proved (the rowid predicate);
+  // a write is analysed again.
   std::uint64_t epoch = 0;
+  // A write: the authorizer events it was analysed from. SQLite re-preparing it with other
+  // events while it runs means the schema changed under it.
+  std::vector<auth_event> events;
+  // A read of a database whose file cannot be identified (resolve()): never cached.
+  bool unidentified = false;
+};
+
+// One instruction of a statement's bytecode (EXPLAIN).
+struct vdbe_op {
+  int addr;
+  std::string name;
+  int p1, p2, p3, p5;
 };
 
 class sqlite_engine final : public engine {
  public:
   sqlite_engine(std::shared_ptr<cache> c, ::soci::details::session_backend& real,
-                std::shared_ptr<const factory_options> opts)
-      : cache_(std::move(c)), opts_(std::move(opts)) {
+                std::shared_ptr<const factory_options> opts, std::string_view connect)
+      : cache_(std::move(c)), opts_(std::move(opts)), main_private_(private_memory(connect)) {
     conn_ = static_cast<::soci::sqlite3_session_backend&>(real).conn_;
     uid_ = ++g_connection_ids;
     for (const auto& f : opts_->deterministic_functions) user_deterministic_.insert(lower(f));
@@ -463,6 +533,7 @@ class sqlite_engine final : public engine {
     auto p = std::make_shared<plan>();
     p->sql = sql;
     p->epoch = epoch;
+    if (!readonly) p->events = events;
     classify(*p, events, stmt);
     if (stmt) {
       if (plan_memo_.size() >= 512) plan_memo_.clear();
@@ -485,10 +556,25 @@ class sqlite_engine final : public engine {
                   ::soci::details::statement_backend& real) override;
   void end(execution& e, bool ok, std::shared_ptr<const result_table> value) noexcept override;
 
+  void tx_begun() override { note_tx_start(); }
   void tx_committed(bool) override { settle(); }
   void tx_rolled_back(bool) override { settle(); }
 
   void invalidate_all() override { invalidate_databases(invalidation_cause::manual); }
+  void invalidate_all_noexcept() noexcept {
+    try {
+      invalidate_databases(invalidation_cause::flush);
+    } catch (...) {
+    }
+  }
+  bool steps_in_fetch() const noexcept override { return true; }
+  void statement_released() noexcept override {
+    try {
+      settle();
+    } catch (...) {
+      invalidate_all_noexcept();
+    }
+  }
 
  private:
   struct schema_info {
@@ -499,6 +585,12 @@ class sqlite_engine final : public engine {
     sq::sqlite3_stmt* dv = nullptr;  // PRAGMA data_version, when the counter is unreadable
     std::int64_t dv_last = -1;
     predicate_registry* reg = nullptr;
+    // A memory database other connections may share (a URI with cache=shared): no file to
+    // watch, so its data_version is compared before every hit and around every miss.
+    bool watch = false;
+    // False when the file SQLite has open is not provably the one at `path` (it was
+    // renamed or replaced): reads of it are not cached.
+    bool identified = true;
   };
   struct table_info {
     bool ok = false;           // an ordinary or shadow table, or a view
@@ -540,7 +632,19 @@ class sqlite_engine final : public engine {
   static void update_hook(void* self, int, const char* db, const char* table,
                           sq::sqlite3_int64 rowid) {
     auto* e = static_cast<sqlite_engine*>(self);
-    e->hook_rows_.push_back({db ? db : "", table ? table : "", rowid});
+    try {
+      e->hook_rows_.push_back({db ? db : "", table ? table : "", rowid});
+      e->note_table(db ? db : "", table ? table : "");
+    } catch (...) {
+      e->pred_failed_ = true;
+    }
+  }
+  // Every table a hook saw changed (nested statements of application functions and virtual
+  // table modules included), so that writes the statement did not declare are seen.
+  void note_table(std::string_view db, std::string_view table) {
+    for (const auto& [d, t] : hook_tables_)
+      if (d == db && t == table) return;
+    hook_tables_.emplace_back(db, table);
   }
   static void preupdate_hook(void* self, sq::sqlite3* db, int op, const char* zdb,
                              const char* ztable, sq::sqlite3_int64, sq::sqlite3_int64) {
@@ -597,10 +701,37 @@ class sqlite_engine final : public engine {
   }
 
   void refresh_schemas();
+  bool file_identity(const std::string& schema, const std::string& path, std::string& id,
+                     dev_t& dev, ino_t& ino);
+  static bool private_memory(std::string_view connect);
   void classify(plan& p, const std::vector<auth_event>& ev, sq::sqlite3_stmt* stmt);
+  std::optional<std::vector<vdbe_op>> explain(sq::sqlite3_stmt* stmt);
+  const std::string* table_of_root(const std::string& schema, int root);
+  bool add_opened_tables(plan& p, const std::vector<vdbe_op>& ops);
+  bool shadow_of_virtual(const std::string& schema, const std::string& t);
+  void reanalyze(plan& p, sq::sqlite3_stmt* stmt);
+  void recheck_write(plan& p, sq::sqlite3_stmt* stmt);
+  void schema_changed_under_write(plan& p, std::vector<auth_event>& events);
+  void note_tx_start();
+  bool snapshot_is_current(const std::vector<std::pair<std::string, std::uint64_t>>& counters);
+  bool other_statement_busy(sq::sqlite3_stmt* own);
+  bool wrote_file(const std::string& identity) const;
+  // Forgets what was learnt from the schema (table facts, b-tree roots).
+  void forget_table_facts() {
+    table_memo_.clear();
+    roots_.clear();
+    facts_epoch_ = schema_epoch();
+  }
+  // Table facts and b-tree roots are valid for the schema epochs they were learnt under: a
+  // table recreated by another connection since must not be judged by its old columns.
+  // Called where no reference into the memo is held.
+  void sync_table_facts() {
+    if (facts_epoch_ != schema_epoch()) forget_table_facts();
+  }
   bool deterministic(const std::string& fn);
   const table_info& table(const std::string& schema, const std::string& t);
-  void detect_rowid_predicate(plan& p, sq::sqlite3_stmt* stmt);
+  void detect_rowid_predicate(plan& p, sq::sqlite3_stmt* stmt,
+                              const std::vector<vdbe_op>* ops = nullptr);
   void detect_column_predicates(plan& p, sq::sqlite3_stmt* stmt);
   int map_read(const plan& p, const pg::qualified_name& n);
   std::optional<std::string> read_value(const plan& p, const pg::eq_value& v, char cls,
@@ -613,6 +744,7 @@ class sqlite_engine final : public engine {
     return none;
   }
   std::uint64_t check_external(const std::string& schema);
+  std::int64_t check_data_version(const std::string& schema, schema_info& s);
   // Sum of the schema epochs of every file this connection has attached, plus its own.
   std::uint64_t schema_epoch() const {
     std::uint64_t e = local_epoch_;
@@ -642,7 +774,10 @@ class sqlite_engine final : public engine {
     tx_active_ = true;
   }
   void process_hook_rows(const plan* p);
-  bool hook_pending() const { return !hook_rows_.empty() || !pred_tags_.empty() || pred_failed_; }
+  bool hook_pending() const {
+    return !hook_rows_.empty() || !pred_tags_.empty() || pred_failed_ || !hook_tables_.empty();
+  }
+  void hold_undeclared_writes(const plan* p);
   void settle();
 
   std::shared_ptr<cache> cache_;
@@ -653,9 +788,15 @@ class sqlite_engine final : public engine {
   std::vector<auth_event>* collecting_ = nullptr;
 
   std::map<std::string, schema_info> schemas_;
+  std::map<int, std::string> schema_by_index_;  // PRAGMA database_list's seq -> name
+  // Per schema: b-tree root page -> the table it stores (an index names its table).
+  std::map<std::string, std::unordered_map<int, std::string>> roots_;
+  std::uint64_t facts_epoch_ = ~std::uint64_t{0};  // schema_epoch() of table_memo_, roots_
+  bool main_private_ = false;  // main is a plain :memory: database (never shared)
   std::uint64_t gen_ = 0;
   std::uint32_t context_ = 0;
   bool private_context_ = false;
+  std::uint64_t private_gen_ = 0;  // moved by every PRAGMA that sets something
   std::unordered_map<std::string, bool> fn_memo_;
   std::map<std::pair<std::string, std::string>, table_info> table_memo_;
   std::unordered_map<std::string, memo> plan_memo_;  // by SQL text
@@ -666,6 +807,7 @@ class sqlite_engine final : public engine {
     std::int64_t rowid;
   };
   std::vector<hook_row> hook_rows_;
+  std::vector<std::pair<std::string, std::string>> hook_tables_;  // (schema, table) changed
   std::vector<tags::tag> pred_tags_;  // predicate/column tags named by the preupdate hook
   // Rows the preupdate hook saw deleted, per (schema, table): compared with the rows SQLite
   // counted for a DELETE.
@@ -675,6 +817,11 @@ class sqlite_engine final : public engine {
   std::vector<std::string> schema_order_;  // temp, main, attached: name resolution order
   std::uint64_t commits_ = 0, rollbacks_ = 0, rollbacks_seen_ = 0, commits_seen_ = 0;
   std::vector<std::pair<std::string, std::uint64_t>> pre_commit_;
+
+  // Counters of the files when the open explicit transaction began (its snapshot is no
+  // older): a read in it may use the cache only while they have not moved.
+  bool tx_snapshot_taken_ = false;
+  std::vector<std::pair<std::string, std::uint64_t>> tx_snapshot_;  // schema, counter
 
   // The current transaction (an autocommit write is a transaction of one statement).
   bool tx_active_ = false;
@@ -686,22 +833,81 @@ class sqlite_engine final : public engine {
   key_builder kb_;
 };
 
+// A database file is its device and inode, not its path (P21): a file renamed over the
+// path (a restore, a deploy) is another database. `id` names the file SQLite has open for
+// `schema`, proven by SQLite (SQLITE_FCNTL_HAS_MOVED: the path still names that inode)
+// between two stats that agree; false when it cannot be proven.
+bool sqlite_engine::file_identity(const std::string& schema, const std::string& path,
+                                  std::string& id, dev_t& dev, ino_t& ino) {
+  struct stat a, b;
+  int moved = 1;
+  if (::stat(path.c_str(), &a) != 0) return false;
+  if (sq::sqlite3_file_control(conn_, schema.c_str(), SQLITE_FCNTL_HAS_MOVED, &moved) !=
+          SQLITE_OK ||
+      moved)
+    return false;
+  if (::stat(path.c_str(), &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) return false;
+  dev = a.st_dev;
+  ino = a.st_ino;
+  id = "sqlite:" + path + "@" + std::to_string(a.st_dev) + ":" + std::to_string(a.st_ino);
+  return true;
+}
+
+// True when SOCI's connect string opens a plain ":memory:" database, which SQLite never
+// shares between connections; any other memory database (a URI, shared cache) may be.
+bool sqlite_engine::private_memory(std::string_view connect) {
+  std::string db;
+  bool keyed = false, shared = false;
+  std::size_t i = 0;
+  while (i < connect.size()) {
+    while (i < connect.size() && std::isspace(static_cast<unsigned char>(connect[i]))) ++i;
+    std::size_t j = i;
+    while (j < connect.size() && !std::isspace(static_cast<unsigned char>(connect[j]))) ++j;
+    std::string_view tok = connect.substr(i, j - i);
+    auto eq = tok.find('=');
+    if (eq != std::string_view::npos) {
+      keyed = true;
+      std::string key = lower(tok.substr(0, eq));
+      if (key == "db" || key == "dbname") db = std::string(tok.substr(eq + 1));
+      if (key == "shared_cache") shared = true;
+    }
+    i = j;
+  }
+  if (!keyed) db = std::string(connect);
+  return db == ":memory:" && !shared;
+}
+
 void sqlite_engine::refresh_schemas() {
   std::map<std::string, schema_info> next;
   std::vector<std::string> order;
+  schema_by_index_.clear();
   query("PRAGMA database_list", [&](sq::sqlite3_stmt* st) {
     std::string name = text(st, 1), file = text(st, 2);
+    schema_by_index_[sq::sqlite3_column_int(st, 0)] = name;
     schema_info s;
     if (file.empty()) {
       s.identity = "sqlite-mem:" + std::to_string(uid_) + ":" + name;
+      s.watch = !(name == "temp" || (name == "main" && main_private_));
     } else {
       std::error_code ec;
       auto canon = std::filesystem::canonical(file, ec);
       s.path = ec ? file : canon.string();
-      s.identity = "sqlite:" + s.path;
-      s.file = true;
-      s.fs = &state_for(s.identity);
-      map_header(*s.fs, s.path);
+      dev_t dev = 0;
+      ino_t ino = 0;
+      auto prev = schemas_.find(name);
+      if (file_identity(name, s.path, s.identity, dev, ino)) {
+        s.file = true;
+        s.fs = &state_for(s.identity, dev, ino);
+        map_header(*s.fs, s.path);
+      } else if (prev != schemas_.end() && prev->second.file && prev->second.path == s.path) {
+        // Renamed since we identified it: SQLite still has that file open.
+        s.identity = prev->second.identity;
+        s.file = true;
+        s.fs = prev->second.fs;
+      } else {
+        s.identity = "sqlite-moved:" + std::to_string(uid_) + ":" + name;
+        s.identified = false;
+      }
     }
     s.reg = &registry_for(s.identity);
     order.push_back(name);
@@ -725,11 +931,23 @@ void sqlite_engine::refresh_schemas() {
     if (name == "temp" && !temp_objects) continue;
     ctx += ";" + name + "=" + s.identity;
   }
-  if (private_context_) ctx += ";private=" + std::to_string(uid_);
+  if (private_context_)
+    ctx += ";private=" + std::to_string(uid_) + "." + std::to_string(private_gen_);
   context_ = intern_context(ctx);
-  table_memo_.clear();
+  forget_table_facts();
   plan_memo_.clear();
   ++gen_;
+}
+
+// PRAGMAs whose setting changes no statement's result (journal, cache, locking, limits).
+bool harmless_pragma(std::string_view name) {
+  static const std::set<std::string, std::less<>> harmless = {
+      "journal_mode",      "synchronous",    "busy_timeout",    "cache_size",
+      "cache_spill",       "temp_store",     "mmap_size",       "wal_autocheckpoint",
+      "wal_checkpoint",    "threads",        "soft_heap_limit", "hard_heap_limit",
+      "optimize",          "analysis_limit", "shrink_memory",   "locking_mode",
+      "journal_size_limit"};
+  return harmless.count(lower(name)) > 0;
 }
 
 bool sqlite_engine::deterministic(const std::string& fn_in) {
@@ -786,7 +1004,12 @@ const sqlite_engine::table_info& sqlite_engine::table(const std::string& schema,
             wr = sq::sqlite3_column_int(st, 1);
           });
     info.exists = !type.empty();
-    if (type == "table" || type == "shadow") {
+    if (type == "shadow" || (type == "table" && shadow_of_virtual(schema, t))) {
+      // A virtual table writes its shadow tables behind the statement (P23): their reads
+      // are not cached, and writes to them name no rows.
+      info.ok = false;
+      info.silent = true;
+    } else if (type == "table") {
       info.ok = true;
       info.silent = wr != 0;
     } else if (type == "view") {
@@ -837,6 +1060,7 @@ const sqlite_engine::table_info& sqlite_engine::table(const std::string& schema,
 }
 
 void sqlite_engine::classify(plan& p, const std::vector<auth_event>& ev, sq::sqlite3_stmt* stmt) {
+  sync_table_facts();
   bool select = false, other = false, ddl = false, attach = false, tx = false, pragma = false;
   std::vector<std::string> functions;
   std::set<std::pair<std::string, std::string>> reads;
@@ -889,7 +1113,7 @@ void sqlite_engine::classify(plan& p, const std::vector<auth_event>& ev, sq::sql
       case SQLITE_DETACH: attach = true; break;
       case SQLITE_PRAGMA:
         pragma = true;
-        if (!e.a4.empty()) p.pragma_sets = true;
+        if (!e.a4.empty() && !harmless_pragma(e.a3)) p.pragma_sets = true;
         break;
       case SQLITE_CREATE_INDEX: case SQLITE_CREATE_TABLE: case SQLITE_CREATE_TEMP_INDEX:
       case SQLITE_CREATE_TEMP_TABLE: case SQLITE_CREATE_TEMP_TRIGGER:
@@ -931,6 +1155,16 @@ void sqlite_engine::classify(plan& p, const std::vector<auth_event>& ev, sq::sql
         break;
       }
     }
+    // The authorizer reports no column reads for USING/NATURAL join conditions (and then
+    // no "table read with no columns" either): every table the bytecode opens is read.
+    std::optional<std::vector<vdbe_op>> ops;
+    if (p.k == kind::read) {
+      ops = explain(stmt);
+      if (!ops || !add_opened_tables(p, *ops)) {
+        p.k = kind::uncacheable_read;
+        p.reason = uncacheable_reason::other;
+      }
+    }
     if (p.k == kind::read) {
       for (const auto& [schema, t] : p.reads) {
         if (!table(schema, t).ok) {
@@ -941,7 +1175,7 @@ void sqlite_engine::classify(plan& p, const std::vector<auth_event>& ev, sq::sql
       }
     }
     if (p.k == kind::read) {
-      detect_rowid_predicate(p, stmt);
+      detect_rowid_predicate(p, stmt, &*ops);
       detect_column_predicates(p, stmt);
     }
   }
@@ -950,9 +1184,73 @@ void sqlite_engine::classify(plan& p, const std::vector<auth_event>& ev, sq::sql
   }
 }
 
+// The statement's bytecode, or nullopt when EXPLAIN fails.
+std::optional<std::vector<vdbe_op>> sqlite_engine::explain(sq::sqlite3_stmt* stmt) {
+  const char* sql = stmt ? sq::sqlite3_sql(stmt) : nullptr;
+  if (!sql) return std::nullopt;
+  std::vector<vdbe_op> ops;
+  bool ok = query(std::string("EXPLAIN ") + sql, [&](sq::sqlite3_stmt* st) {
+    ops.push_back({sq::sqlite3_column_int(st, 0), text(st, 1), sq::sqlite3_column_int(st, 2),
+                   sq::sqlite3_column_int(st, 3), sq::sqlite3_column_int(st, 4),
+                   sq::sqlite3_column_int(st, 6)});
+  });
+  if (!ok) return std::nullopt;
+  return ops;
+}
+
+// The table stored in b-tree `root` of `schema` (an index names its table), or nullptr.
+const std::string* sqlite_engine::table_of_root(const std::string& schema, int root) {
+  auto it = roots_.find(schema);
+  if (it == roots_.end()) {
+    std::unordered_map<int, std::string> m;
+    m[1] = schema == "temp" ? "sqlite_temp_master" : "sqlite_master";
+    std::string q = "\"";
+    for (char c : schema) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    query("SELECT rootpage, tbl_name FROM " + q + "\".sqlite_master WHERE rootpage > 0",
+          [&](sq::sqlite3_stmt* st) { m[sq::sqlite3_column_int(st, 0)] = text(st, 1); });
+    it = roots_.emplace(schema, std::move(m)).first;
+  }
+  auto r = it->second.find(root);
+  return r == it->second.end() ? nullptr : &r->second;
+}
+
+// Adds every table the bytecode opens to p.reads. False when an opened b-tree cannot be
+// named or the statement opens a virtual table (the read is then not cached).
+bool sqlite_engine::add_opened_tables(plan& p, const std::vector<vdbe_op>& ops) {
+  for (const auto& o : ops) {
+    if (o.name.size() > 1 && o.name[0] == 'V' &&
+        std::isupper(static_cast<unsigned char>(o.name[1])))
+      return false;  // VOpen, VFilter, ...: a virtual table or table-valued function
+    if (o.name != "OpenRead" && o.name != "OpenWrite" && o.name != "ReopenIdx") continue;
+    if (o.p5 & 0x10) return false;  // OPFLAG_P2ISREG: the root page is in a register
+    auto sit = schema_by_index_.find(o.p3);
+    if (sit == schema_by_index_.end()) return false;
+    const std::string* t = table_of_root(sit->second, o.p2);
+    if (!t) return false;
+    bool have = false;
+    for (const auto& [schema, name] : p.reads)
+      if (schema == sit->second && lower(name) == lower(*t)) have = true;
+    if (!have) p.reads.emplace_back(sit->second, *t);
+  }
+  return true;
+}
+
+// True when `t` is named like a shadow table of a virtual table of `schema` (`vt_...`):
+// pragma_table_list says "shadow" only when the virtual table's module is loaded.
+bool sqlite_engine::shadow_of_virtual(const std::string& schema, const std::string& t) {
+  bool found = false;
+  const std::string name = quote(t);
+  query("SELECT 1 FROM pragma_table_list WHERE schema = " + quote(schema) +
+            " AND type = 'virtual' AND length(" + name + ") > length(name) + 1" +
+            " AND lower(substr(" + name + ", 1, length(name) + 1)) = lower(name) || '_'",
+        [&](sq::sqlite3_stmt*) { found = true; });
+  return found;
+}
+
 // A read of exactly one row by rowid: one table, one cursor, one SeekRowid keyed by a
 // parameter, no backward jumps (loops) and only opcodes from a known-safe list.
-void sqlite_engine::detect_rowid_predicate(plan& p, sq::sqlite3_stmt* stmt) {
+void sqlite_engine::detect_rowid_predicate(plan& p, sq::sqlite3_stmt* stmt,
+                                           const std::vector<vdbe_op>* given) {
   if (p.reads.size() != 1 || !stmt) return;
   const table_info& ti = table(p.reads[0].first, p.reads[0].second);
   if (ti.view || ti.silent || !ti.ok) return;
@@ -964,19 +1262,14 @@ void sqlite_engine::detect_rowid_predicate(plan& p, sq::sqlite3_stmt* stmt) {
       "Divide", "Remainder", "BitAnd", "BitOr", "ShiftLeft", "ShiftRight", "Not", "BitNot",
       "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "If", "IfNot", "ZeroOrNull", "Noop", "Once",
       "Explain", "IsTrue", "Blob", "SoftNull"};
-  struct op {
-    int addr;
-    std::string name;
-    int p1, p2, p3;
-  };
-  std::vector<op> ops;
-  const char* sql = sq::sqlite3_sql(stmt);
-  if (!sql) return;
-  bool ok = query(std::string("EXPLAIN ") + sql, [&](sq::sqlite3_stmt* st) {
-    ops.push_back({sq::sqlite3_column_int(st, 0), text(st, 1), sq::sqlite3_column_int(st, 2),
-                   sq::sqlite3_column_int(st, 3), sq::sqlite3_column_int(st, 4)});
-  });
-  if (!ok || ops.empty()) return;
+  std::optional<std::vector<vdbe_op>> own;
+  if (!given) {
+    own = explain(stmt);
+    if (!own) return;
+    given = &*own;
+  }
+  const std::vector<vdbe_op>& ops = *given;
+  if (ops.empty()) return;
   static const std::set<std::string> jumps = {"Goto", "SeekRowid", "NotExists", "MustBeInt",
                                               "IsNull", "NotNull", "Eq", "Ne", "Lt", "Le",
                                               "Gt", "Ge", "If", "IfNot", "Once", "Init"};
@@ -1030,7 +1323,7 @@ void sqlite_engine::detect_column_predicates(plan& p, sq::sqlite3_stmt* stmt) {
   if (!sql) return;
   std::vector<std::string> names;
   auto converted = to_pg_placeholders(sql, stmt, names);
-  if (!converted) return;
+  if (!converted || has_cast(*converted)) return;
   auto a = pg::analyze(*converted);
   if (!a || !a->ok || a->statements.size() != 1) return;
   const pg::statement& st = a->statements[0];
@@ -1147,6 +1440,7 @@ std::optional<std::string> sqlite_engine::read_value(const plan& p, const pg::eq
 // predicate(t, c, value) before and after for every registered column c of t, or moves
 // column_epoch(t, c) when it cannot. Runs inside sqlite3_step: no queries here.
 void sqlite_engine::on_preupdate(sq::sqlite3* db, int op, const char* zdb, const char* ztable) {
+  note_table(zdb, ztable);
   if (op == SQLITE_DELETE) {
     bool found = false;
     for (auto& [k, n] : pre_deletes_)
@@ -1243,10 +1537,13 @@ void sqlite_engine::resolve(plan& p) {
   p.read_schemas.clear();
   p.table_deps = {};
   p.write_hold_tags.clear();
+  p.unidentified = false;
   std::set<std::string> schemas;
   for (const auto& [schema, t] : p.reads) {
     const std::string& id = identity(schema);
     p.read_ids.push_back(id);
+    auto sit = schemas_.find(schema);
+    if (sit == schemas_.end() || !sit->second.identified) p.unidentified = true;
     if (schemas.insert(schema).second) {
       p.read_schemas.push_back(schema);
       p.table_deps.tags.push_back(tags::database(id));
@@ -1263,30 +1560,141 @@ void sqlite_engine::resolve(plan& p) {
 
 // Compares the file's change counter with the last one seen in this process; invalidates
 // the database when it moved. Returns the counter read.
+// A prepared write is judged by the schema it runs under: SQLite re-prepares it silently
+// after a schema change (a trigger created since, a table recreated with ON CONFLICT
+// REPLACE). Notices other connections' changes to the written files, and analyses the
+// statement again when the schema may have changed since its analysis (P23).
+void sqlite_engine::recheck_write(plan& p, sq::sqlite3_stmt* stmt) {
+  std::set<std::string> seen;
+  for (const auto& w : p.writes)
+    if (seen.insert(w.schema).second) check_external(w.schema);
+  if (schema_epoch() != p.epoch && stmt) reanalyze(p, stmt);
+}
+
+// Replaces `p` with the analysis of the statement under the current schema: the schemas it
+// writes are read first (a stale cached schema is reloaded by SQLite), then the SQL is
+// prepared again to collect the authorizer's events.
+void sqlite_engine::reanalyze(plan& p, sq::sqlite3_stmt* stmt) {
+  for (const auto& name : schema_order_)
+    query("SELECT 1 FROM \"" + name + "\".sqlite_master LIMIT 1", [](sq::sqlite3_stmt*) {});
+  const char* sql = sq::sqlite3_sql(stmt);
+  std::vector<auth_event> events;
+  sq::sqlite3_stmt* fresh = nullptr;
+  auto* saved = collecting_;
+  collecting_ = &events;
+  int rc = sql ? sq::sqlite3_prepare_v2(conn_, sql, -1, &fresh, nullptr) : SQLITE_ERROR;
+  collecting_ = saved;
+  plan np;
+  np.sql = p.sql;
+  forget_table_facts();
+  np.epoch = schema_epoch();
+  if (rc == SQLITE_OK && fresh) {
+    np.events = events;
+    classify(np, events, fresh);
+  } else {
+    np.k = kind::unknown;  // runs as a statement that may write anything
+  }
+  sq::sqlite3_finalize(fresh);
+  p = std::move(np);
+}
+
+// SQLite re-prepared a write while it ran, with events other than its analysis: the schema
+// changed between the check and the step. What it wrote is unknown: flush, now and at
+// COMMIT, and analyse it from the new events for next time.
+void sqlite_engine::schema_changed_under_write(plan& p, std::vector<auth_event>& events) {
+  bump_epochs();
+  invalidate_databases(invalidation_cause::flush);
+  tx_flushed_ = true;
+  tx_active_ = true;
+  plan np;
+  np.sql = p.sql;
+  forget_table_facts();
+  np.epoch = schema_epoch();
+  np.events = events;
+  classify(np, events, nullptr);
+  p = std::move(np);
+}
+
+// Records the files' counters when an explicit transaction begins (BEGIN or SAVEPOINT
+// outside one): SQLite takes the transaction's read snapshot no earlier.
+void sqlite_engine::note_tx_start() {
+  if (sq::sqlite3_get_autocommit(conn_) || tx_snapshot_taken_) return;
+  tx_snapshot_taken_ = true;
+  tx_snapshot_.clear();
+  for (auto& [name, s] : schemas_) {
+    if (!s.file) continue;
+    if (!s.fs->header.load(std::memory_order_relaxed)) map_header(*s.fs, s.path);
+    tx_snapshot_.emplace_back(name, change_counter(conn_, name.c_str(), s.fs));
+  }
+}
+
+// True when no file read has changed since the open transaction began (its snapshot is
+// the file's current state). `counters` are the counters just read, per schema.
+bool sqlite_engine::snapshot_is_current(
+    const std::vector<std::pair<std::string, std::uint64_t>>& counters) {
+  if (!tx_snapshot_taken_) return false;
+  for (const auto& [schema, now] : counters) {
+    auto sit = schemas_.find(schema);
+    if (sit == schemas_.end()) return false;
+    if (sit->second.watch) return false;
+    if (!sit->second.file) continue;  // private to this connection
+    bool same = false;
+    for (const auto& [name, then] : tx_snapshot_)
+      if (name == schema) same = then != file_state::unknown && then == now;
+    if (!same) return false;
+  }
+  return true;
+}
+
+bool sqlite_engine::other_statement_busy(sq::sqlite3_stmt* own) {
+  for (sq::sqlite3_stmt* s = sq::sqlite3_next_stmt(conn_, nullptr); s;
+       s = sq::sqlite3_next_stmt(conn_, s))
+    if (s != own && sq::sqlite3_stmt_busy(s)) return true;
+  return false;
+}
+
+// True when the current transaction wrote a table of the database `identity`.
+bool sqlite_engine::wrote_file(const std::string& identity) const {
+  auto it = tx_written_.lower_bound(identity + '\x1f');
+  return it != tx_written_.end() && it->compare(0, identity.size() + 1, identity + '\x1f') == 0;
+}
+
+// Compares the schema's PRAGMA data_version (which counts other connections' commits,
+// shared-cache connections included) with the last value this connection saw; invalidates
+// the database when it moved. Returns the value read (negative when unreadable).
+std::int64_t sqlite_engine::check_data_version(const std::string& schema, schema_info& s) {
+  if (!s.dv) {
+    auto* saved = collecting_;
+    collecting_ = nullptr;
+    sq::sqlite3_prepare_v2(conn_, ("PRAGMA \"" + schema + "\".data_version").c_str(), -1, &s.dv,
+                           nullptr);
+    collecting_ = saved;
+  }
+  std::int64_t v = -2;
+  if (s.dv && sq::sqlite3_step(s.dv) == SQLITE_ROW) v = sq::sqlite3_column_int64(s.dv, 0);
+  if (s.dv) sq::sqlite3_reset(s.dv);
+  if (v != s.dv_last || v < 0) {
+    if (s.fs)
+      s.fs->schema_epoch.fetch_add(1, std::memory_order_acq_rel);
+    else
+      ++local_epoch_;  // another connection may have changed the schema
+    cache_->invalidate(std::array{tags::database(s.identity)}, invalidation_cause::external);
+  }
+  s.dv_last = v;
+  return v;
+}
+
 std::uint64_t sqlite_engine::check_external(const std::string& schema) {
   auto it = schemas_.find(schema);
-  if (it == schemas_.end() || !it->second.file) return 0;
+  if (it == schemas_.end()) return 0;
   schema_info& s = it->second;
+  if (!s.file) return s.watch ? static_cast<std::uint64_t>(check_data_version(schema, s)) : 0;
   if (!s.fs->header.load(std::memory_order_relaxed)) map_header(*s.fs, s.path);
   std::uint64_t c = change_counter(conn_, schema.c_str(), s.fs);
   if (c == file_state::unknown) {
     // Not readable (WAL index not mapped yet, another VFS): ask SQLite itself, which also
-    // maps the WAL index for next time. data_version counts other connections' commits.
-    if (!s.dv) {
-      auto* saved = collecting_;
-      collecting_ = nullptr;
-      sq::sqlite3_prepare_v2(conn_, ("PRAGMA \"" + schema + "\".data_version").c_str(), -1, &s.dv,
-                             nullptr);
-      collecting_ = saved;
-    }
-    std::int64_t v = -2;
-    if (s.dv && sq::sqlite3_step(s.dv) == SQLITE_ROW) v = sq::sqlite3_column_int64(s.dv, 0);
-    if (s.dv) sq::sqlite3_reset(s.dv);
-    if (v != s.dv_last || v < 0) {
-      s.fs->schema_epoch.fetch_add(1, std::memory_order_acq_rel);
-      cache_->invalidate(std::array{tags::database(s.identity)}, invalidation_cause::external);
-    }
-    s.dv_last = v;
+    // maps the WAL index for next time.
+    check_data_version(schema, s);
     c = change_counter(conn_, schema.c_str(), s.fs);
     if (c != file_state::unknown) s.fs->last.store(c, std::memory_order_release);
     return c;
@@ -1313,8 +1721,14 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
     tx_active_ = true;
     return ex;
   }
+  sq::sqlite3_stmt* stmt = static_cast<::soci::sqlite3_statement_backend&>(real).stmt_;
+  if (p->k == kind::write) recheck_write(*p, stmt);
   resolve(*p);
+  // Rows changed since the last statement ended (a statement stepped later, through
+  // fetch()): written as far as readers know, never dropped.
+  if (hook_pending()) process_hook_rows(nullptr);
   hook_rows_.clear();
+  hook_tables_.clear();
   pred_tags_.clear();
   pred_failed_ = false;
   pre_deletes_.clear();
@@ -1323,16 +1737,23 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
     case kind::uncacheable_read:
     case kind::pragma:
       cache_->count_uncacheable(p->reason);
+      if (p->k == kind::pragma && p->pragma_sets) {
+        auto st = std::make_shared<exec_state>();  // end() makes the context private
+        st->p = p;
+        ex.state = st;
+      }
       return ex;
     case kind::write:
       add_hold(p->write_hold_tags);
       // The preupdate hook may not query: load the written tables' columns now.
+      sync_table_facts();
       for (const auto& w : p->writes) table(w.schema, w.table);
       for (const auto& w : p->writes) tx_written_.insert(identity(w.schema) + '\x1f' + w.table);
       {
         auto st = std::make_shared<exec_state>();
         st->p = p;
         ex.state = st;
+        collecting_ = &st->reprepared;  // a re-prepare while stepping: the schema changed
       }
       return ex;
     case kind::ddl:
@@ -1357,7 +1778,7 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
     }
   }
   // A cacheable read.
-  if (!cacheable) {
+  if (!cacheable || p->unidentified) {
     cache_->count_uncacheable(uncacheable_reason::other);
     return ex;
   }
@@ -1400,6 +1821,12 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
   for (const auto& schema : p->read_schemas) {
     st->counters.emplace_back(schema, check_external(schema));
   }
+  // Inside a transaction the read sees the snapshot SQLite took at its first read (WAL):
+  // neither served nor stored once another connection has committed since it began.
+  if (!sq::sqlite3_get_autocommit(conn_) && !snapshot_is_current(st->counters)) {
+    cache_->count_uncacheable(uncacheable_reason::transaction_local);
+    return ex;
+  }
   if (std::uint64_t e = schema_epoch(); e != p->epoch) {
     // The schema may have changed since the analysis: prove the rowid predicate again from
     // the statement's current bytecode.
@@ -1407,11 +1834,24 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
     p->rowid_param = 0;
     p->rowid_param_name.clear();
     detect_rowid_predicate(*p, static_cast<::soci::sqlite3_statement_backend&>(real).stmt_);
-    table_memo_.clear();
+    forget_table_facts();
     detect_column_predicates(*p, static_cast<::soci::sqlite3_statement_backend&>(real).stmt_);
   }
   if (auto v = cache_->lookup(st->k)) {
     ex.hit = std::static_pointer_cast<const result_table>(v);
+    return ex;
+  }
+  // Another statement of this connection still stepping holds a read snapshot this one
+  // shares, possibly older than the file in WAL mode (a rollback journal's shared lock
+  // keeps other writers out meanwhile): run it, store nothing.
+  bool snapshots = false;
+  for (const auto& [schema, c] : st->counters) {
+    auto sit = schemas_.find(schema);
+    snapshots = snapshots || c == file_state::unknown || (c >> 32) == 2 ||
+                sit == schemas_.end() || sit->second.watch;
+  }
+  if (snapshots && other_statement_busy(stmt)) {
+    cache_->count_uncacheable(uncacheable_reason::transaction_local);
     return ex;
   }
   cache_->count_miss();
@@ -1485,7 +1925,29 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
   return ex;
 }
 
+// Tables the hooks saw changed that the statement did not declare (an application function
+// or a virtual table module writing through nested statements): the whole table is written
+// as far as readers know, held like any write until the transaction that wrote it ends.
+void sqlite_engine::hold_undeclared_writes(const plan* p) {
+  std::vector<tags::tag> t;
+  for (const auto& [db, table] : hook_tables_) {
+    bool declared = false;
+    if (p)
+      for (const auto& w : p->writes)
+        if (w.schema == db && lower(w.table) == lower(table)) declared = true;
+    if (declared) continue;
+    const std::string& id = identity(db);
+    t.push_back(tags::table(id, table));
+    t.push_back(tags::table_epoch(id, table));
+    t.push_back(rowid_epoch(id, table));
+    tx_written_.insert(id + '\x1f' + table);
+  }
+  hook_tables_.clear();
+  if (!t.empty()) add_hold(t);
+}
+
 void sqlite_engine::process_hook_rows(const plan* p) {
+  hold_undeclared_writes(p);
   std::vector<tags::tag> t;
   std::map<std::pair<std::string, std::string>, std::int64_t> counts;
   for (const auto& r : hook_rows_) {
@@ -1544,7 +2006,7 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
         // events of the re-prepare, and store nothing computed with the old analysis.
         plan fresh;
         fresh.sql = st->p->sql;
-        table_memo_.clear();
+        forget_table_facts();
         bump_epochs();
         classify(fresh, st->reprepared, nullptr);
         fresh.rowid_param = 0;
@@ -1559,7 +2021,15 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
       return;
     }
     switch (p.k) {
-      case kind::write: process_hook_rows(&p); break;
+      case kind::write:
+        collecting_ = nullptr;
+        process_hook_rows(&p);
+        if (!st->reprepared.empty() && st->reprepared != p.events)
+          schema_changed_under_write(*st->p, st->reprepared);
+        break;
+      case kind::tx:
+        note_tx_start();
+        break;
       case kind::ddl:
       case kind::attach:
         if (hook_pending()) process_hook_rows(nullptr);
@@ -1569,8 +2039,10 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
         break;
       case kind::pragma:
         if (p.pragma_sets) {
-          static const std::set<std::string> harmless = {};
-          private_context_ = true;  // settings may change results: stop sharing entries
+          // Settings may change results (case_sensitive_like, foreign_keys, ...): stop
+          // sharing entries, and never reuse those cached under an earlier setting.
+          private_context_ = true;
+          ++private_gen_;
           bump_epochs();
           refresh_schemas();
         }
@@ -1596,7 +2068,11 @@ void sqlite_engine::end(execution& ex, bool ok, std::shared_ptr<const result_tab
 
 // Ends the current transaction's bookkeeping once SQLite is back in autocommit mode.
 void sqlite_engine::settle() {
-  if (!sq::sqlite3_get_autocommit(conn_)) return;
+  // A write transaction may outlive the statement that opened it (a statement not yet
+  // reset, nested writes of an application function): its writes are not committed yet.
+  if (!sq::sqlite3_get_autocommit(conn_) ||
+      sq::sqlite3_txn_state(conn_, nullptr) == SQLITE_TXN_WRITE)
+    return;
   if (hook_pending()) process_hook_rows(nullptr);
   bool rolled_back = rollbacks_ != rollbacks_seen_;
   rollbacks_seen_ = rollbacks_;
@@ -1617,7 +2093,9 @@ void sqlite_engine::settle() {
         file_state& fs = *s.fs;
         std::uint64_t now = change_counter(conn_, name.c_str(), s.fs);
         std::uint64_t expected = before;
-        if (before != file_state::unknown && now == before + 1 &&
+        // Only a file this transaction wrote can have been moved by its commit: a file it
+        // did not write moved by one is another connection's commit (P23).
+        if (wrote_file(id) && before != file_state::unknown && now == before + 1 &&
             fs.last.compare_exchange_strong(expected, now)) {
           continue;
         }
@@ -1639,14 +2117,17 @@ void sqlite_engine::settle() {
   tx_commit_tags_.clear();
   tx_written_.clear();
   tx_flushed_ = false;
+  tx_snapshot_taken_ = false;
+  tx_snapshot_.clear();
 }
 
 }  // namespace
 
 std::unique_ptr<engine> make_sqlite_engine(std::shared_ptr<cache> c,
                                            ::soci::details::session_backend& real,
-                                           std::shared_ptr<const factory_options> opts) {
-  return std::make_unique<sqlite_engine>(std::move(c), real, std::move(opts));
+                                           std::shared_ptr<const factory_options> opts,
+                                           std::string_view connect) {
+  return std::make_unique<sqlite_engine>(std::move(c), real, std::move(opts), connect);
 }
 
 }  // namespace qcache::soci::detail

@@ -379,9 +379,11 @@ struct sql_token {
 };
 
 // Calls f(const sql_token&) for each token of `sql` (whitespace skipped) until f returns
-// false. Never fails: malformed text just yields unterminated tokens.
+// false. Never fails: malformed text just yields unterminated tokens. `plain_escapes`: lex
+// a plain '...' with backslash escapes, as the server does under
+// standard_conforming_strings = off.
 template <class F>
-void scan_sql(std::string_view sql, F&& f) {
+void scan_sql(std::string_view sql, F&& f, bool plain_escapes = false) {
   const std::size_t n = sql.size();
   std::size_t i = 0;
   // From the opening quote at i; returns the index after the closing one.
@@ -428,7 +430,7 @@ void scan_sql(std::string_view sql, F&& f) {
       t.unterminated = level != 0;
     } else if (c == '\'' || c == '"') {
       t.kind = c == '\'' ? sql_token::string : sql_token::quoted_ident;
-      i = quoted(i, c, false, t.unterminated);
+      i = quoted(i, c, c == '\'' && plain_escapes, t.unterminated);
     } else if (c == '$') {
       std::size_t j = i + 1;
       while (j < n && std::isdigit(static_cast<unsigned char>(sql[j]))) ++j;
@@ -792,7 +794,10 @@ void walker::insert(const json::object& o) {
     const json::array* values = sel ? field_arr(*sel, "valuesLists") : nullptr;
     bool all_plain = std::all_of(w.columns.begin(), w.columns.end(),
                                  [](const std::string& c) { return !c.empty(); });
-    if (values != nullptr && !w.columns.empty() && all_plain && !sel->contains("withClause")) {
+    // OVERRIDING USER VALUE: identity columns take their sequence, not the values listed.
+    bool as_listed = field_str(o, "override") != "OVERRIDING_USER_VALUE";
+    if (values != nullptr && !w.columns.empty() && all_plain && as_listed &&
+        !sel->contains("withClause")) {
       w.rows_known = true;
       for (const json::value& row : *values) {
         const json::object* l = node_of(&row, "List");
@@ -891,12 +896,39 @@ void walker::merge(const json::object& o) {
 
 // ---- conjuncts ----------------------------------------------------------------------------
 
+// Whether a cast to TypeName `tn` keeps the value compared or stored: only one to
+// pg_catalog's text, varchar, int2, int4 or int8 exactly as is (no length or other
+// modifier, no array bounds, not %TYPE or SETOF). SQL's own spellings (integer, bigint,
+// varchar, character varying) come out of the parser qualified; an unqualified name
+// (text, int8) is pg_catalog's only when search_path finds pg_catalog's types first.
+enum class cast : std::uint8_t { changes, qualified, unqualified };
+cast transparent_cast(const json::object* tn) {
+  if (tn == nullptr || nonempty(field_arr(*tn, "typmods")) ||
+      nonempty(field_arr(*tn, "arrayBounds")) || tn->contains("setof") || tn->contains("pct_type"))
+    return cast::changes;
+  const json::array* names = field_arr(*tn, "names");
+  if (names == nullptr || names->empty() || names->size() > 2) return cast::changes;
+  if (names->size() == 2 && string_node((*names)[0]) != "pg_catalog") return cast::changes;
+  std::string_view t = string_node(names->back());
+  if (t != "text" && t != "varchar" && t != "int2" && t != "int4" && t != "int8")
+    return cast::changes;
+  return names->size() == 2 ? cast::qualified : cast::unqualified;
+}
+
 std::optional<eq_value> walker::value(const json::value& v) const {
   auto [type, o] = as_node(v);
   if (o == nullptr) return std::nullopt;
   if (type == "TypeCast") {
+    // Only a cast that cannot change which value is compared or stored: one to
+    // pg_catalog's text, varchar without a length, or an integer type. Anything else may
+    // truncate, pad, round or compare differently ('ab '::char(3) = 'ab', x::name cuts at
+    // 63 bytes, $1::varchar(2) keeps two characters).
     const json::value* arg = o->if_contains("arg");
-    return arg ? value(*arg) : std::nullopt;
+    cast c = transparent_cast(field_obj(*o, "typeName"));
+    if (arg == nullptr || c == cast::changes) return std::nullopt;
+    std::optional<eq_value> r = value(*arg);
+    if (r && c == cast::unqualified) r->unqualified_cast = true;
+    return r;
   }
   if (type == "ParamRef") {
     eq_value r;
@@ -1543,6 +1575,37 @@ memo_shard* memo_shards() {
 }
 
 }  // namespace
+
+std::optional<std::string> as_escape_strings(std::string_view sql) {
+  std::string out;
+  std::size_t copied = 0;
+  bool ok = true, changed = false;
+  bool after_string = false;  // the previous token other than a comment is a literal
+  scan_sql(
+      sql,
+      [&](const sql_token& t) {
+        if (t.kind == sql_token::comment) return true;
+        bool continues = std::exchange(after_string, t.kind == sql_token::string);
+        if (t.kind != sql_token::string || sql[t.begin] != '\'' ||
+            sql.substr(t.begin, t.end - t.begin).find('\\') == std::string_view::npos)
+          return true;
+        // N'..', U&'..', B'..', X'..', or a continuation of the literal before (which
+        // takes that one's kind): no E prefix can be added.
+        if (t.unterminated || continues ||
+            (t.begin > 0 && (is_ident_char(sql[t.begin - 1]) || sql[t.begin - 1] == '&'))) {
+          ok = false;
+          return false;
+        }
+        out.append(sql, copied, t.begin - copied).append("E");
+        copied = t.begin;
+        changed = true;
+        return true;
+      },
+      true);
+  if (!ok) return std::nullopt;
+  if (!changed) return std::string(sql);
+  return out.append(sql, copied, std::string_view::npos);
+}
 
 analysis analyze_uncached(std::string_view sql) {
   return detail::run_on_parser_thread([sql] { return parse_and_analyze(sql); });

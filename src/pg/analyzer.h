@@ -51,6 +51,10 @@ struct eq_value {
   int param = 0;     // 1-based $n when k == param
   std::string text;  // literal text: integers as written in the SQL (e.g. "-5", "0"),
                      // strings decoded ('it''s' -> it's); empty for param/other
+  // Under a cast to a built-in type written without pg_catalog (`'x'::text`): the value
+  // is this one only when search_path finds pg_catalog's types before any other schema's.
+  // (A cast that may change the value, `::char(3)`, `::name`, `::varchar(2)`, makes none.)
+  bool unqualified_cast = false;
   bool operator==(const eq_value&) const = default;
 };
 
@@ -162,6 +166,15 @@ struct analysis {
 // ok == false with the parser's message. The returned object is shared and immutable.
 // Statements longer than 64 KiB are not memoized (each call returns a fresh result).
 std::shared_ptr<const analysis> analyze(std::string_view sql);
+
+// `sql` as a session with standard_conforming_strings = off sends it, rewritten so that the
+// analyzer (which lexes with it on) reads what the server reads: every plain '...' literal
+// that contains a backslash becomes E'...' (off, the server takes backslash escapes in
+// plain literals too). Text without such a literal comes back unchanged. nullopt when the
+// text cannot be rewritten so (such a literal right after N, U&, B, X or an identifier, a
+// string continuation, or an unterminated literal): the caller must then not trust any
+// analysis of it. backslash_quote needs nothing: where it forbids \' the server fails.
+std::optional<std::string> as_escape_strings(std::string_view sql);
 
 // Same as analyze() but bypasses the memo (for tests and the fuzzer).
 analysis analyze_uncached(std::string_view sql);

@@ -85,11 +85,15 @@ const std::string q_relations =
     "   WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN' AND r.ev_enabled <> 'D')"
     " FROM pg_catalog.pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'c')";
 
-// 20/21/23 = int8/int2/int4, 25 = text, 1043 = varchar (fixed OIDs). Domains are 'o'.
+// 20/21/23 = int8/int2/int4, 25 = text, 1043 = varchar (fixed OIDs). Domains are 'o', and
+// so are generated columns (their value follows other columns, which writes name instead).
+// 'v' is varchar(n): compared as 't', but a written value may be stored trimmed (load_snapshot).
 const std::string q_columns =
     std::string(
         "SELECT a.attrelid, a.attname,"
-        " CASE WHEN a.atttypid IN (20, 21, 23) THEN 'i'"
+        " CASE WHEN a.attgenerated <> '' THEN 'o'"
+        "      WHEN a.atttypid IN (20, 21, 23) THEN 'i'"
+        "      WHEN a.atttypid = 1043 AND a.atttypmod >= 0 AND co.collisdeterministic THEN 'v'"
         "      WHEN a.atttypid IN (25, 1043) AND co.collisdeterministic THEN 't' ELSE 'o' END,"
         // The column alone is a key: a valid, non-partial unique index on just it.
         " EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = a.attrelid"
@@ -373,7 +377,12 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
     if (relation* rel = rel_of(oid_at(r, 0, "attrelid"))) {
       std::string name = text_at(r, 1, "attname");
       if (char_at(r, 3, "unique") == 't') rel->unique_columns.insert(name);
-      rel->columns.emplace(std::move(name), char_at(r, 2, "type class"));
+      char cls = char_at(r, 2, "type class");
+      if (cls == 'v') {
+        rel->trims_on_write.insert(name);
+        cls = column_text;
+      }
+      rel->columns.emplace(std::move(name), cls);
     }
   }
 
@@ -630,6 +639,8 @@ session_context session_context::parse(const row& r,
   c.isolation = get(21);
   c.transaction_isolation = get(22);
   c.default_read_only = get(23) == "on";
+  c.client_encoding = get(10);
+  c.standard_conforming_strings = get(11) == "on";
   for (std::size_t i = 0; i < n_context_columns; ++i)
     append_key(c.key_text, context_columns[i].key, r[i]);
   for (std::size_t i = 0; i < extra_settings.size(); ++i) {

@@ -88,9 +88,10 @@ struct trigger {
 
 // Type classes of a column, for comparing values written and values filtered on.
 //  'i'  int2/int4/int8: equal iff the integers are equal.
-//  't'  text/varchar with a deterministic collation: equal iff the bytes are equal.
+//  't'  text/varchar with a deterministic collation: equal iff the bytes are equal (in
+//       one client encoding); varchar(n) is also in relation::trims_on_write.
 //  'o'  anything else (bpchar pads, numeric scales, nondeterministic collations, domains,
-//       floats, ...): no textual equality may be assumed.
+//       floats, generated columns, ...): no textual equality may be assumed.
 inline constexpr char column_int = 'i';
 inline constexpr char column_text = 't';
 inline constexpr char column_other = 'o';
@@ -145,6 +146,10 @@ struct relation {
   // Columns that alone are a key (a valid, non-partial unique index on just that column):
   // `c = v` selects at most one row.
   std::set<std::string, std::less<>> unique_columns;
+  // varchar(n) columns (class 't'): a written value longer than n whose excess is spaces
+  // is stored with them cut off, so a value written with trailing spaces may not be the
+  // value stored. (One without them is stored as written, or rejected when too long.)
+  std::set<std::string, std::less<>> trims_on_write;
 
   // The column's class, or '\0' when there is no such column (or it was not loaded).
   char column_class(std::string_view column) const;
@@ -259,6 +264,10 @@ struct session_context {
   std::string transaction_isolation;  // the current transaction's (or the default outside one)
   bool default_read_only = false;     // default_transaction_read_only
   bool row_security = true;           // row_security: off makes queries on RLS tables fail
+  std::string client_encoding;        // e.g. "UTF8": the encoding of every text sent and received
+  // off: a plain '...' literal takes backslash escapes, as E'...' does (the analyzer lexes
+  // with it on; see analyzer.h's as_escape_strings).
+  bool standard_conforming_strings = true;
 
   // ONE statement returning one row with everything above. `extra_settings` are more
   // GUC names to put in the key (e.g. "app.tenant_id" read by RLS policies; placeholder

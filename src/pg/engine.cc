@@ -68,20 +68,38 @@ std::optional<std::string> canonical_int(std::string_view s) {
   return std::to_string(v);
 }
 
+bool has_non_ascii(std::string_view s) {
+  return std::any_of(s.begin(), s.end(),
+                     [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+}
+
 // A value as the server prints or receives it as text, canonical for a column of class
-// `cls`, or nullopt when equality cannot be decided textually (fail closed).
-std::optional<std::string> canonical_text(std::string_view text, char cls) {
+// `cls`, or nullopt when equality cannot be decided textually (fail closed). Text is
+// sent and received in the session's client encoding; `utf8` says it is UTF8. Sessions
+// with other encodings send other bytes for the same characters, so only ASCII text is
+// canonical there (every encoding PostgreSQL supports is ASCII for bytes below 0x80).
+std::optional<std::string> canonical_text(std::string_view text, char cls, bool utf8) {
   if (cls == column_int) return canonical_int(text);
   if (cls == column_text) {
     if (std::memchr(text.data(), 0, text.size())) return std::nullopt;
+    if (!utf8 && has_non_ascii(text)) return std::nullopt;
     return std::string(text);
   }
   return std::nullopt;
 }
 
+// What a session's settings change about its values.
+struct value_context {
+  bool utf8 = true;                 // client_encoding is UTF8 (see canonical_text)
+  bool catalog_types_first = true;  // search_path finds pg_catalog's types first
+  bool ascii_unsafe = false;        // a client-only encoding (see ascii_unsafe_encoding)
+};
+
 // The value `v` denotes for a column of class `cls`, as a canonical string, or nullopt
 // when equality cannot be decided textually (fail closed: the caller falls back).
-std::optional<std::string> canonical(const eq_value& v, char cls, std::span<const param> params) {
+std::optional<std::string> canonical(const eq_value& v, char cls, std::span<const param> params,
+                                     const value_context& vc) {
+  if (v.unqualified_cast && !vc.catalog_types_first) return std::nullopt;
   std::string_view text;
   switch (v.k) {
     case eq_value::kind::param: {
@@ -101,7 +119,49 @@ std::optional<std::string> canonical(const eq_value& v, char cls, std::span<cons
     default:
       return std::nullopt;
   }
-  return canonical_text(text, cls);
+  return canonical_text(text, cls, vc.utf8);
+}
+
+// The value a write of `v` stores in column `c` of `r` (class `cls`), canonical, or
+// nullopt when the stored value may differ from it: varchar(n) cuts trailing spaces off a
+// value longer than n (one without them is stored as written, or rejected).
+std::optional<std::string> canonical_written(const eq_value& v, char cls, const relation& r,
+                                             const std::string& c, std::span<const param> params,
+                                             const value_context& vc) {
+  auto cv = canonical(v, cls, params, vc);
+  if (cv && !cv->empty() && cv->back() == ' ' && r.trims_on_write.count(c)) return std::nullopt;
+  return cv;
+}
+
+// PostgreSQL's client-only encodings: the second byte of a character may be an ASCII
+// byte ('\\', and in GB18030 digits). The server converts text to its own encoding before
+// lexing it; read byte by byte, such a character may end or escape a literal.
+bool ascii_unsafe_encoding(std::string_view e) {
+  for (const char* x : {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB"})
+    if (e == x) return true;
+  return false;
+}
+
+std::shared_ptr<const analysis> not_analysed(const char* why) {
+  auto a = std::make_shared<analysis>();
+  a->error = why;
+  return a;
+}
+
+// What the analyzer reads of `sql`, which the server lexed with standard_conforming_strings
+// `scs` (nullopt: either) and client_encoding `encoding`. Off, a plain literal with a
+// backslash means what E'...' means. Text whose meaning is not known (it cannot be
+// rewritten so, it depends on a setting not known, or it has non-ASCII bytes in a
+// client-only encoding) is not analysed at all (ok == false: it runs uncached and
+// flushes, since what looks like one SELECT may be a SELECT and an UPDATE to the server).
+std::shared_ptr<const analysis> analyze_as_sent(std::string_view sql, std::optional<bool> scs,
+                                                std::string_view encoding) {
+  if (ascii_unsafe_encoding(encoding) && has_non_ascii(sql))
+    return not_analysed("non-ASCII text in a client-only encoding");
+  if (scs.value_or(false) || sql.find('\\') == std::string_view::npos) return analyze(sql);
+  std::optional<std::string> text = as_escape_strings(sql);
+  if (text && (scs || *text == sql)) return analyze(*text);
+  return not_analysed("a string literal's meaning depends on standard_conforming_strings");
 }
 
 std::string oid_text(std::uint32_t oid) { return std::to_string(oid); }
@@ -313,6 +373,7 @@ struct plan {
   bool reloads_config = false;    // pg_reload_conf() or ALTER SYSTEM: see database::config_epoch
   bool touches_prepared = false;  // may create or drop prepared statements
   bool reaches_volatile_view = false;  // reads a view that calls a non-IMMUTABLE function
+  value_context values;          // of the session the plan was built for
   // Recent execution time of this read on this connection (EWMA, microseconds), to decide
   // whether concurrent misses should wait for each other. Touched only by the session's
   // thread.
@@ -333,6 +394,9 @@ struct session::state {
   std::vector<std::optional<std::string>> reported;
   std::uint64_t config_seen = 0;     // database::config_epoch when the context was read
   std::uint64_t prepared_epoch = 0;  // see session::prepared_epoch()
+  // This server session has run with standard_conforming_strings off: a statement
+  // prepared earlier may have been lexed with another setting than the current one.
+  bool scs_off_seen = false;
   key_builder kb;
   struct sv_hash {
     using is_transparent = void;
@@ -383,6 +447,7 @@ void session::connection_reset() {
   st.db.reset();
   st.snap.reset();
   st.plans.clear();
+  st.scs_off_seen = false;
 }
 
 namespace {
@@ -474,6 +539,7 @@ void ensure_context(session::state& st, const run_fn& run) {
     st.tx.isolation_pending = false;
     st.tx.bypass = !(iso == "read committed" || iso == "read uncommitted");
   }
+  if (!st.ctx.standard_conforming_strings) st.scs_off_seen = true;
 }
 
 }  // namespace
@@ -520,6 +586,9 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
   p->a = a;
   p->catalog_generation = st.snap->generation();
   p->context_id = st.context_id;
+  p->values.utf8 = st.ctx.client_encoding == "UTF8";
+  p->values.catalog_types_first = !st.ctx.schemas.empty() && st.ctx.schemas[0] == "pg_catalog";
+  p->values.ascii_unsafe = ascii_unsafe_encoding(st.ctx.client_encoding);
   const snapshot& cat = *st.snap;
   const auto& schemas = st.ctx.schemas;
   const std::string& dbid = st.db->tag_space;
@@ -538,8 +607,13 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
   if (a->statements.size() > 1) {
     bool all_reads = std::all_of(a->statements.begin(), a->statements.end(),
                                  [](const statement& s) { return s.kind == stmt_kind::read; });
+    // SELECTs that call a function that may write are writes with unknown targets.
+    for (const statement& s : a->statements)
+      for (const qualified_name& f : s.functions)
+        if (may_write(f, cat.function_volatility(f, schemas))) all_reads = false;
     p->act = all_reads ? action::read_uncacheable : action::unknown;
     p->reason = uncacheable_reason::multi_statement;
+    // build_plan() marks every multi-statement string as changing the context.
     p->flush = !all_reads;
     p->flush_reason = "multi-statement string";
     return p;
@@ -873,7 +947,7 @@ constexpr std::size_t kMaxPreimageRows = 256;
 // libpqxx and SOCI send all of them untyped). nullopt when that cannot be done exactly.
 std::optional<std::string> preimage_sql(const write_target& t, const relation& r,
                                         const std::vector<std::string>& cols,
-                                        std::span<const param> params) {
+                                        std::span<const param> params, bool ascii_unsafe) {
   const write_ref& w = t.ref;
   if (w.where_sql.empty() || cols.empty()) return std::nullopt;
   std::string q = "SELECT DISTINCT ";
@@ -898,6 +972,9 @@ std::optional<std::string> preimage_sql(const write_target& t, const relation& r
       q += "NULL";
     } else {
       if (std::memchr(x.text.data(), 0, x.text.size())) return std::nullopt;
+      // In a client-only encoding a character may end in a backslash byte, which the
+      // doubling below would turn into an escape of the quote after it.
+      if (ascii_unsafe && has_non_ascii(x.text)) return std::nullopt;
       q += "E'";
       for (char c : x.text) {
         if (c == '\'' || c == '\\') q += c;
@@ -949,8 +1026,10 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
       char cls = r ? r->column_class(c) : column_other;
       std::vector<std::string> values;
       bool known = cls == column_int || cls == column_text;
-      auto add_value = [&](const eq_value& v) {
-        auto cv = canonical(v, cls, params);
+      // A value compared (a pinned WHERE) or written (SET, VALUES).
+      auto add_value = [&](const eq_value& v, bool written) {
+        auto cv = written && r ? canonical_written(v, cls, *r, c, params, p.values)
+                               : canonical(v, cls, params, p.values);
         if (!cv) known = false;
         else values.push_back(std::move(*cv));
       };
@@ -960,12 +1039,12 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
                                [&](const eq_conjunct& e) { return e.column == c; });
         bool pinned = it != w.where.end();
         if (pinned)
-          for (const eq_value& v : it->values) add_value(v);
+          for (const eq_value& v : it->values) add_value(v, false);
         if (known && w.op == write_op::update) {
           for (const auto& [col, val] : w.set) {
             if (col != c) continue;
             if (!val) known = false;
-            else add_value(*val);
+            else add_value(*val, true);
           }
         }
         if (known && !pinned) {
@@ -984,7 +1063,7 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
           std::size_t idx = static_cast<std::size_t>(it - w.columns.begin());
           for (const auto& row : w.rows) {
             if (idx >= row.size() || !row[idx]) { known = false; break; }
-            add_value(*row[idx]);
+            add_value(*row[idx], true);
           }
         }
       }
@@ -1000,7 +1079,7 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
         const row& x = (*rows)[i];
         if (k >= x.size()) { known = false; break; }
         if (!x[k]) continue;  // NULL equals nothing: no read of `c = v` saw this row
-        auto cv = canonical_text(*x[k], deferred_cls[k]);
+        auto cv = canonical_text(*x[k], deferred_cls[k], p.values.utf8);
         if (!cv) known = false;
         else values.push_back(std::move(*cv));
       }
@@ -1026,7 +1105,7 @@ bool result_tags(const plan& p, const std::vector<std::uint16_t>& which, const c
     if (!v.column_text(static_cast<std::size_t>(d.output), col)) return false;
     for (const auto& x : col) {
       if (!x) continue;  // NULL = anything is never true: no rows read
-      auto cv = canonical_text(*x, d.cls);
+      auto cv = canonical_text(*x, d.cls, p.values.utf8);
       if (!cv) return false;
       if (!seen.insert(*cv).second) continue;
       if (seen.size() > kMaxResultTags) return false;
@@ -1154,14 +1233,18 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
   }
 
   std::shared_ptr<const plan> p;
-  auto it = st.plans.find(sql);
+  // Simple-protocol text ('e') is lexed now; other calls may run a statement the server
+  // prepared earlier, under whatever standard_conforming_strings was then.
+  std::optional<bool> scs = st.ctx.standard_conforming_strings;
+  if (kind != 'e' && st.scs_off_seen && sql.find('\\') != std::string_view::npos) scs.reset();
+  auto it = scs ? st.plans.find(sql) : st.plans.end();
   if (it != st.plans.end() && it->second->catalog_generation == st.snap->generation() &&
       it->second->context_id == st.context_id) {
     p = it->second;
   } else {
-    p = build_plan(st, analyze(sql), ch.settings());
+    p = build_plan(st, analyze_as_sent(sql, scs, st.ctx.client_encoding), ch.settings());
     if (st.plans.size() > 4096) st.plans.clear();
-    st.plans.insert_or_assign(std::string(sql), p);
+    if (scs) st.plans.insert_or_assign(std::string(sql), p);
   }
   c.p = p;
 
@@ -1212,7 +1295,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
         std::vector<std::string> values;
         bool ok = true;
         for (const eq_value& v : d.values) {
-          auto cv = canonical(v, d.cls, params);
+          auto cv = canonical(v, d.cls, params, p->values);
           if (!cv) { ok = false; break; }
           values.push_back(std::move(*cv));
         }
@@ -1232,7 +1315,20 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
           if (dep.empty()) continue;
           const relation* r = st.snap->resolve(split_name(dep[0]), st.ctx.schemas);
           std::string id = r ? oid_text(r->oid) : "name:" + dep[0];
-          if (dep.size() >= 3) {
+          if (dep.size() >= 3 && r) {
+            // As a predicate read `dep[1] = dep[2]` would: the value canonical for the
+            // column, the column registered so that writes name their values of it.
+            std::optional<std::string> v =
+                canonical_text(dep[2], r->column_class(dep[1]), p->values.utf8);
+            if (v && st.db->add_predicate_column(r->oid, dep[1])) {
+              deps.tags.push_back(tags::table_epoch(dbid, id));
+              deps.tags.push_back(tags::column_epoch(dbid, id, dep[1]));
+              deps.tags.push_back(tags::predicate(dbid, id, dep[1], *v));
+              deps.guards.push_back(tags::table(dbid, id));
+            } else {
+              deps.tags.push_back(tags::table(dbid, id));
+            }
+          } else if (dep.size() >= 3) {
             deps.tags.push_back(tags::predicate(dbid, id, dep[1], dep[2]));
             deps.tags.push_back(tags::table_epoch(dbid, id));
           } else {
@@ -1306,7 +1402,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
                         -> std::optional<std::vector<row>> {
           const relation* r = st.snap->by_oid(t.oid);
           if (!r) return std::nullopt;
-          auto q = preimage_sql(t, *r, cols, params);
+          auto q = preimage_sql(t, *r, cols, params, p->values.ascii_unsafe);
           if (!q) return std::nullopt;
           try {
             return run(*q);
@@ -1589,7 +1685,7 @@ void session::invalidate_row(std::string_view table, std::string_view column,
     std::string id = oid_text(r->oid);
     t.push_back(tags::table(dbid, id));
     char cls = r->column_class(column);
-    auto cv = canonical_text(value, cls);
+    auto cv = canonical_text(value, cls, st.ctx.client_encoding == "UTF8");
     if (cv) t.push_back(tags::predicate(dbid, id, column, *cv));
     else t.push_back(tags::column_epoch(dbid, id, column));
     for (std::uint32_t o : r->family) {
@@ -1604,7 +1700,7 @@ explanation session::explain(std::string_view sql, const run_fn& run) {
   state& st = *st_;
   ensure_catalog(st, run);
   ensure_context(st, run);
-  auto a = analyze(sql);
+  auto a = analyze_as_sent(sql, st.ctx.standard_conforming_strings, st.ctx.client_encoding);
   explanation e;
   if (!a->ok) {
     e.kind = "error";
