@@ -560,6 +560,34 @@ TEST_F(Triggers, Flush_BodyCallingAFunctionThatMayWrite) {
   }
 }
 
+TEST_F(Triggers, Flush_BodyInsertFillingADefaultThatCallsAFunctionThatMayWrite) {
+  exec(
+      "CREATE FUNCTION touch_other() RETURNS int LANGUAGE sql AS "
+      "$$UPDATE other SET v = 'default' WHERE id = 1 RETURNING 1$$;"
+      "CREATE TABLE audit2 (n int DEFAULT touch_other(), s serial)");
+  function("ins2", "INSERT INTO audit2 DEFAULT VALUES; RETURN NEW;");
+  exec("CREATE TRIGGER tr2 AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION ins2()");
+  cache_unrelated();
+  exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");
+  expect_flushed();
+  EXPECT_EQ(read("SELECT v FROM other WHERE id = 1").v(), "default");
+}
+
+TEST_F(Triggers, Body_InsertFillingASerialDefaultDoesNotFlush) {
+  exec(
+      "CREATE TABLE audit2 (n serial, at timestamptz DEFAULT now(), u uuid DEFAULT "
+      "gen_random_uuid())");
+  function("ins2", "INSERT INTO audit2 DEFAULT VALUES; RETURN NEW;");
+  exec("CREATE TRIGGER tr2 AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION ins2()");
+  cache_unrelated();
+  cache_it("SELECT count(*) FROM audit2");
+  std::uint64_t f = flushes();
+  exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");
+  EXPECT_EQ(flushes(), f);
+  expect_unrelated_hits();
+  expect_fresh("SELECT count(*) FROM audit2");
+}
+
 TEST_F(Triggers, Flush_WhenConditionCallingAFunctionThatMayWrite) {
   exec(
       "CREATE FUNCTION touch_other() RETURNS boolean LANGUAGE sql AS "
@@ -619,8 +647,9 @@ TEST_F(Triggers, Session_BodyChangingASettingChangesTheKey) {
 TEST_F(Triggers, Session_StableFunctionCalledByTheBodyChangingASettingChangesTheKey) {
   // STABLE functions cannot write, but may still call set_config(): the write that fires
   // the trigger does not flush, and the session's settings are read again after it.
-  exec("CREATE FUNCTION to_escape() RETURNS int STABLE LANGUAGE plpgsql AS "
-       "$$BEGIN PERFORM set_config('bytea_output', 'escape', false); RETURN 1; END$$");
+  exec(
+      "CREATE FUNCTION to_escape() RETURNS int STABLE LANGUAGE plpgsql AS "
+      "$$BEGIN PERFORM set_config('bytea_output', 'escape', false); RETURN 1; END$$");
   function("esc", "x := to_escape(); RETURN NEW;", "DECLARE x int;");
   exec("CREATE TRIGGER trz AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION esc()");
   exec("SET bytea_output = 'hex'");

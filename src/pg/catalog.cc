@@ -135,6 +135,15 @@ const std::string q_triggers =
     " JOIN pg_catalog.pg_language l ON l.oid = p.prolang"
     " WHERE t.tgenabled <> 'D'";
 
+// Relations with a column default that calls a volatile user function. Built-in functions
+// are pinned and not recorded in pg_depend; user functions are.
+const std::string q_volatile_defaults =
+    "SELECT DISTINCT ad.adrelid FROM pg_catalog.pg_attrdef ad"
+    " JOIN pg_catalog.pg_depend d ON d.objid = ad.oid"
+    "  AND d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass"
+    "  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass"
+    " JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid WHERE p.provolatile = 'v'";
+
 // Nothing here depends on the session's settings (the epoch is numeric text).
 const std::string q_identity =
     "SELECT pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE'),"
@@ -509,6 +518,9 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
     }
     rel->triggers.push_back(std::move(tg));
   }
+
+  for (const row& r : query(q_volatile_defaults))
+    if (relation* rel = rel_of(oid_at(r, 0, "adrelid"))) rel->volatile_user_default = true;
 
   auto id_rows = query(q_identity);
   if (id_rows.size() != 1)

@@ -117,6 +117,9 @@ struct relation {
   bool rules = false;
   // Every trigger that may fire on this relation (see `trigger`), incl. partition clones.
   std::vector<trigger> triggers;
+  // A column default calls a VOLATILE user function (recorded in pg_depend): an INSERT
+  // that fills it may write anywhere. Used for the writes of trigger bodies.
+  bool volatile_user_default = false;
   // Relations whose rows this one reads. Table-like relations (incl. materialized views,
   // whose contents change only on REFRESH): {oid}. User views: the non-view relations
   // their rule reads, expanded through nested views (never contains a view except system
@@ -210,7 +213,7 @@ class snapshot {
 
 class catalog {
  public:
-  // Reads the catalog through `query` (9 SELECTs). Throws whatever `query` throws, and
+  // Reads the catalog through `query` (10 SELECTs). Throws whatever `query` throws, and
   // std::runtime_error when a result has an unexpected shape.
   static std::shared_ptr<catalog> load(const query_fn& query);
 

@@ -43,6 +43,9 @@ void body_writes(const snapshot& cat, const std::vector<std::string>& schemas, c
   const relation* x = cat.resolve(w.table, schemas);
   if (!x) return fx.flush("unresolved table " + w.table.name + " in a trigger body");
   unsigned ev = events_of(w.op, w.upsert);
+  // Defaults run in INSERTs (and UPDATE ... SET c = DEFAULT, MERGE).
+  if ((ev & (trigger_insert | trigger_update)) && x->volatile_user_default)
+    fx.flush("a trigger body writes " + rel_name(*x) + ", whose default calls a volatile function");
   touch_family(cat, schemas, *x, ev, fx, depth);
   auto spread = [&](const std::vector<std::uint32_t>& oids, unsigned e) {
     for (std::uint32_t o : oids) {
