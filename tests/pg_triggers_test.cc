@@ -588,6 +588,30 @@ TEST_F(Triggers, Body_InsertFillingASerialDefaultDoesNotFlush) {
   expect_fresh("SELECT count(*) FROM audit2");
 }
 
+TEST_F(Triggers, Flush_BodyUsingAnOperatorOrAViewThatCallsAFunctionThatMayWrite) {
+  exec(
+      "CREATE FUNCTION touch_other(int, int) RETURNS int LANGUAGE sql AS "
+      "$$UPDATE other SET v = 'op' || $1 WHERE id = 1 RETURNING $2$$;"
+      "CREATE OPERATOR #+# (LEFTARG = int, RIGHTARG = int, FUNCTION = touch_other)");
+  function("op", "NEW.c := NEW.c #+# 1; RETURN NEW;");
+  exec("CREATE TRIGGER tro BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION op()");
+  cache_unrelated();
+  exec("INSERT INTO t (id, k, v, c) VALUES (6, 'c', 'six', 6)");
+  expect_flushed();
+  EXPECT_EQ(read("SELECT v FROM other WHERE id = 1").v(), "op6");
+  exec(
+      "DROP TRIGGER tro ON t; DROP OPERATOR #+# (int, int);"
+      "CREATE FUNCTION touch1() RETURNS int LANGUAGE sql AS "
+      "$$UPDATE other SET v = 'view' WHERE id = 1 RETURNING 1$$;"
+      "CREATE VIEW touching AS SELECT touch1() AS n");
+  function("via_view", "SELECT n INTO x FROM touching; RETURN NEW;", "DECLARE x int;");
+  exec("CREATE TRIGGER trv AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION via_view()");
+  cache_unrelated();
+  exec("INSERT INTO t (id, k, v, c) VALUES (7, 'c', 'seven', 7)");
+  expect_flushed();
+  EXPECT_EQ(read("SELECT v FROM other WHERE id = 1").v(), "view");
+}
+
 TEST_F(Triggers, Flush_WhenConditionCallingAFunctionThatMayWrite) {
   exec(
       "CREATE FUNCTION touch_other() RETURNS boolean LANGUAGE sql AS "

@@ -144,6 +144,14 @@ const std::string q_volatile_defaults =
     "  AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass"
     " JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid WHERE p.provolatile = 'v'";
 
+// Operators and casts created after initdb (oid >= FirstNormalObjectId) whose function is
+// volatile.
+const std::string q_volatile_operators =
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p"
+    "   ON p.oid = o.oprcode WHERE o.oid >= 16384 AND p.provolatile = 'v')"
+    " OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc p"
+    "   ON p.oid = c.castfunc WHERE c.oid >= 16384 AND p.provolatile = 'v')";
+
 // Nothing here depends on the session's settings (the epoch is numeric text).
 const std::string q_identity =
     "SELECT pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE'),"
@@ -518,6 +526,10 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
     }
     rel->triggers.push_back(std::move(tg));
   }
+
+  auto op_rows = query(q_volatile_operators);
+  if (op_rows.size() != 1) bad_shape("volatile operators query returned no row");
+  s.volatile_user_operators_ = bool_at(op_rows[0], 0, "volatile operators");
 
   for (const row& r : query(q_volatile_defaults))
     if (relation* rel = rel_of(oid_at(r, 0, "adrelid"))) rel->volatile_user_default = true;

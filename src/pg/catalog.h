@@ -192,6 +192,9 @@ class snapshot {
   // they do not share entries, which costs hits, never correctness.
   const std::string& identity() const { return identity_; }
   std::uint64_t generation() const { return generation_; }  // 1 for the first load
+  // Some operator or cast not built into PostgreSQL runs a VOLATILE function: an expression
+  // may then call it without naming it (used for trigger bodies, whose text is read).
+  bool volatile_user_operators() const { return volatile_user_operators_; }
   std::size_t relation_count() const { return relations_.size(); }
 
  private:
@@ -209,11 +212,12 @@ class snapshot {
   std::unordered_map<std::string, proc_map> procs_;    // schema -> name -> volatility
   std::string identity_;
   std::uint64_t generation_ = 0;
+  bool volatile_user_operators_ = false;
 };
 
 class catalog {
  public:
-  // Reads the catalog through `query` (10 SELECTs). Throws whatever `query` throws, and
+  // Reads the catalog through `query` (11 SELECTs). Throws whatever `query` throws, and
   // std::runtime_error when a result has an unexpected shape.
   static std::shared_ptr<catalog> load(const query_fn& query);
 

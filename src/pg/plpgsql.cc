@@ -106,6 +106,7 @@ struct reader {
         fail("set_config() in the body");
       }
     }
+    for (const read_ref& r : s.reads) out.reads.push_back(r.table);
     if (s.kind == stmt_kind::write) {
       for (const write_ref& w : s.writes)
         out.writes.push_back(

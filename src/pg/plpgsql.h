@@ -36,6 +36,7 @@ struct trigger_function {
   std::string unknown;  // non-empty: why the body cannot be read; it may do anything
   std::vector<body_write> writes;
   std::vector<qualified_name> functions;  // every function any statement or expression calls
+  std::vector<qualified_name> reads;      // every relation a statement reads (views may call)
   bool changes_session = false;           // SET / RESET / set_config(): session settings change
   // NEW as a whole may be replaced (NEW := ..., SELECT ... INTO NEW, FOR NEW IN ...), or the
   // function returns a record other than NEW, OLD or NULL: a BEFORE ROW trigger may then
