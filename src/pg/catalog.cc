@@ -226,6 +226,26 @@ const std::string q_edges =
     " WHERE contype = 'f'"
     " UNION ALL SELECT 'i', inhrelid, inhparent, NULL, NULL FROM pg_catalog.pg_inherits";
 
+// Triggers that may fire (see catalog.h's `trigger`), with their function's source.
+const std::string q_triggers =
+    "SELECT t.tgrelid, t.tgname, t.tgtype, t.tgisinternal, n.nspname, p.proname, l.lanname,"
+    " p.prosrc,"
+    " COALESCE(pg_catalog.array_to_string(p.proconfig, ' ') LIKE '%search_path=%', false),"
+    " t.tgqual::pg_catalog.text"
+    " FROM pg_catalog.pg_trigger t"
+    " JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
+    " JOIN pg_catalog.pg_language l ON l.oid = p.prolang"
+    " WHERE t.tgenabled <> 'D'";
+
+// Operators and casts created after initdb (oid >= FirstNormalObjectId) whose function is
+// volatile.
+const std::string q_volatile_operators =
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p"
+    "   ON p.oid = o.oprcode WHERE o.oid >= 16384 AND p.provolatile = 'v')"
+    " OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc p"
+    "   ON p.oid = c.castfunc WHERE c.oid >= 16384 AND p.provolatile = 'v')";
+
 // Nothing here depends on the session's settings (the epoch is numeric text).
 const std::string q_identity =
     "SELECT pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE'),"
@@ -310,6 +330,31 @@ std::vector<std::uint32_t> closure(
   }
   sort_unique(out);
   return out;
+}
+
+// What a trigger's function (pg_catalog.<proname> when `system`) does.
+std::shared_ptr<const trigger_function> trigger_body(bool system, const std::string& proname,
+                                                     const std::string& language,
+                                                     const std::string& source,
+                                                     bool own_search_path) {
+  auto unknown = [](std::string why) {
+    auto f = std::make_shared<trigger_function>();
+    f->unknown = std::move(why);
+    return std::shared_ptr<const trigger_function>(std::move(f));
+  };
+  // Only cancels updates that change nothing.
+  if (system && proname == "suppress_redundant_updates_trigger")
+    return std::make_shared<const trigger_function>();
+  if (language != "plpgsql") return unknown("trigger function in language " + language);
+  // Its names resolve through its own search_path, not the session's.
+  if (own_search_path) return unknown("trigger function with its own search_path");
+  return read_trigger_function(source);
+}
+
+// Internal triggers whose effects are known elsewhere: FK actions (cascade_targets) and
+// checks (FK existence, deferrable unique constraints), which write nothing.
+bool known_internal(bool system, const std::string& proname) {
+  return system && (proname.starts_with("RI_FKey_") || proname == "unique_key_recheck");
 }
 
 }  // namespace
@@ -814,6 +859,34 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
       sort_unique(rel.family);
     }
   }
+
+  for (const row& r : query(q_triggers)) {
+    relation* rel = rel_of(oid_at(r, 0, "tgrelid"));
+    if (!rel) continue;  // created after the relation query: its writes plan without it
+    bool system = text_at(r, 4, "pronamespace") == "pg_catalog";
+    const std::string& proname = text_at(r, 5, "proname");
+    if (bool_at(r, 3, "tgisinternal") && known_internal(system, proname)) continue;
+    trigger tg;
+    tg.name = text_at(r, 1, "tgname");
+    tg.type = static_cast<unsigned>(u64_at(r, 2, "tgtype"));
+    tg.body = trigger_body(system, proname, text_at(r, 6, "lanname"), text_at(r, 7, "prosrc"),
+                           bool_at(r, 8, "proconfig"));
+    if (r.size() > 9 && r[9] && tg.body->unknown.empty()) {
+      // A WHEN condition runs in the writing statement too: a volatile call may write.
+      for (std::uint32_t f : scan_rule(*r[9]).funcids) {
+        if (code_of(procs, f).volatility != 'v') continue;
+        auto copy = std::make_shared<trigger_function>(*tg.body);
+        copy->unknown = "volatile function in the WHEN condition of trigger " + tg.name;
+        tg.body = std::move(copy);
+        break;
+      }
+    }
+    rel->triggers.push_back(std::move(tg));
+  }
+
+  auto op_rows = query(q_volatile_operators);
+  if (op_rows.size() != 1) bad_shape("volatile operators query returned no row");
+  s.volatile_user_operators_ = bool_at(op_rows[0], 0, "volatile operators");
 
   auto id_rows = query(q_identity);
   if (id_rows.size() != 1)

@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "pg/analyzer.h"  // qualified_name
+#include "pg/plpgsql.h"   // trigger_function
 
 namespace qcache::pg {
 
@@ -66,6 +67,30 @@ using query_fn = std::function<std::vector<row>(const std::string& sql)>;
 // under standard_conforming_strings) or a quoted identifier (q = '"') for SQL that qcache
 // writes itself.
 std::string quoted(std::string_view s, char q);
+
+// pg_trigger.tgtype bits (PostgreSQL's TRIGGER_TYPE_*). Events use the same bits.
+inline constexpr unsigned trigger_row = 1, trigger_before = 2, trigger_insert = 4,
+                          trigger_delete = 8, trigger_update = 16, trigger_truncate = 32,
+                          trigger_instead = 64;
+inline constexpr unsigned trigger_dml = trigger_insert | trigger_delete | trigger_update;
+
+// A trigger that may fire: enabled in some session_replication_role (tgenabled 'O', 'R' or
+// 'A'; which of them fires depends on a setting any session may change, so all are
+// assumed to). Disabled triggers ('D') never fire and are not loaded, nor are the
+// internal triggers PostgreSQL creates for foreign keys (their effects are
+// relation::cascade_targets) and deferrable unique constraints (they only check).
+// WHEN conditions are ignored (the trigger may fire) unless they call a volatile function,
+// which makes the function `unknown`. UPDATE OF column lists are ignored likewise.
+struct trigger {
+  std::string name;
+  unsigned type = 0;  // pg_trigger.tgtype
+  // What the function does. Never null; `unknown` is set for languages other than PL/pgSQL,
+  // functions with their own search_path, and volatile WHEN conditions.
+  std::shared_ptr<const trigger_function> body;
+  bool fires_on(unsigned events) const {
+    return (type & events & (trigger_dml | trigger_truncate)) != 0;
+  }
+};
 
 // Type classes of a column, for comparing values written and values filtered on.
 //  'i'  int2/int4/int8: equal iff the integers are equal.
@@ -112,6 +137,8 @@ struct relation {
   // An enabled rewrite rule other than a view's _RETURN rule (CREATE RULE ... DO
   // ALSO/INSTEAD), on a table or a view. Same consequence as user_triggers.
   bool rules = false;
+  // Every trigger that may fire on this relation (see `trigger`), incl. partition clones.
+  std::vector<trigger> triggers;
   // Relations whose rows this one reads. Table-like relations (incl. materialized views,
   // whose contents change only on REFRESH): {oid}. User views: the non-view relations
   // their rule reads, expanded through nested views (never contains a view except system
@@ -207,6 +234,9 @@ class snapshot {
   // they do not share entries, which costs hits, never correctness.
   const std::string& identity() const { return identity_; }
   std::uint64_t generation() const { return generation_; }  // 1 for the first load
+  // Some operator or cast not built into PostgreSQL runs a VOLATILE function: an expression
+  // may then call it without naming it (used for trigger bodies, whose text is read).
+  bool volatile_user_operators() const { return volatile_user_operators_; }
   std::size_t relation_count() const { return relations_.size(); }
 
  private:
@@ -240,11 +270,12 @@ class snapshot {
   bool known_type(const qualified_name& t, const std::vector<std::string>& schemas) const;
   std::string identity_;
   std::uint64_t generation_ = 0;
+  bool volatile_user_operators_ = false;
 };
 
 class catalog {
  public:
-  // Reads the catalog through `query` (13 SELECTs). Throws whatever `query` throws, and
+  // Reads the catalog through `query` (14 SELECTs). Throws whatever `query` throws, and
   // std::runtime_error when a result has an unexpected shape.
   static std::shared_ptr<catalog> load(const query_fn& query);
 

@@ -10,8 +10,9 @@
 //    relations. Any statement that calls or reaches a function that may write flushes.
 //  * Every statement that is not a proven read takes a write hold before it is sent:
 //    the tags of every relation it may change (FK cascades, inheritance and partitions
-//    included), or the global tag (a flush) when the targets are unknown, a target has
-//    user triggers or rules, or the statement is DDL or unrecognised. In a transaction
+//    included, and the tables the triggers it may fire write: trigger_effects.h), or the
+//    global tag (a flush) when the targets are unknown, a target has rules or a trigger
+//    qcache cannot read, or the statement is DDL or unrecognised. In a transaction
 //    the hold lasts until COMMIT/ROLLBACK; otherwise until the statement returned.
 //  * A predicate read `t.c = v` depends on {table_epoch(t), column_epoch(t,c),
 //    predicate(t,c,v)} and guards table(t). A write to t names the values of c of every
@@ -32,6 +33,8 @@
 #include <shared_mutex>
 #include <unordered_map>
 #include <unordered_set>
+
+#include "pg/trigger_effects.h"
 
 namespace qcache::pg {
 namespace {
@@ -314,6 +317,10 @@ struct write_target {
   std::string table;   // oid text
   write_ref ref;       // as analysed
   std::vector<std::string> closure;  // oid texts of relations whose T/E tags move too
+  // BEFORE ROW triggers may store other values than the statement's: in these columns, or
+  // (new_row_any) in any column.
+  std::vector<std::string> trigger_columns;
+  bool new_row_any = false;
 };
 
 struct plan {
@@ -531,6 +538,37 @@ std::string reads_writing_code(const std::vector<statement>& statements, const s
   return {};
 }
 
+// The tables fired trigger bodies write become table-level targets of the plan; anything
+// unknown in them, or a call that may write, flushes.
+void apply_trigger_effects(plan& p, const trigger_effects& fx, const snapshot& cat,
+                           const std::vector<std::string>& schemas, const std::string& dbid) {
+  if (!fx.flush_reason.empty()) {
+    p.flush = true;
+    p.flush_reason = fx.flush_reason;
+  }
+  // Trigger code runs in the session: read its settings again afterwards (bodies that run
+  // SET or set_config() are unknown); code that may do anything may also reload the
+  // configuration or rebind prepared statements (as note_session_effects decides for calls).
+  if (fx.ran_user_code || fx.changes_session) p.dirties_context = true;
+  auto everything = [&p] { p.dirties_context = p.reloads_config = p.touches_prepared = true; };
+  if (fx.unknown_code) everything();
+  for (const qualified_name& f : fx.functions) {
+    char v = cat.function_volatility(f, schemas);
+    if (may_write(f, v)) {
+      p.flush = true;
+      p.flush_reason = "trigger calls volatile function " + f.name;
+    }
+    if (lower(f.name) == "pg_reload_conf") p.reloads_config = true;
+    if (v == 'v' && cat.user_function(f, schemas)) everything();
+  }
+  for (const relation* x : fx.written) {
+    std::string id = oid_text(x->oid);
+    p.write_fixed_tags.push_back(tags::table(dbid, id));
+    p.write_fixed_tags.push_back(tags::table_epoch(dbid, id));
+    p.written_oids.push_back(x->oid);
+    p.write_names.push_back(x->schema + "." + x->name);
+  }
+}
 }  // namespace
 
 // Builds the plan for `a` under the current catalog snapshot and context (the session
@@ -637,6 +675,7 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
         return p;
       }
       p->act = action::write;
+      trigger_effects fx;
       for (const write_ref& w : s.writes) {
         const relation* r = cat.resolve(w.table, schemas);
         if (!r) {
@@ -645,14 +684,12 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
           continue;
         }
         p->write_names.push_back(rel_name(*r));
-        // Triggers and rules may write anywhere: a write that can fire them flushes.
-        auto check_side_effects = [&](const relation& x) {
-          if (x.user_triggers || x.rules) {
-            p->flush = true;
-            p->flush_reason = "triggers or rules on " + rel_name(x);
-          }
+        // Triggers write what their bodies write (rules flush): see trigger_effects.h.
+        unsigned events = events_of(w.op, w.on_conflict == write_ref::conflict::update);
+        auto check_side_effects = [&](const relation& x, unsigned e) {
+          fire_triggers(cat, schemas, x, e, fx);
         };
-        check_side_effects(*r);
+        check_side_effects(*r, events);
         if (r->system || r->kind == 'S' || r->kind == 'f') {
           // Writing a catalog or a foreign table: anything may change.
           p->flush = true;
@@ -670,11 +707,11 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
             p->flush_reason = "unknown relation in closure";
             return;
           }
-          check_side_effects(*x);
+          check_side_effects(*x, closure_events(events));
           closure.push_back(x);
           for (std::uint32_t f : x->family) {
             if (const relation* y = cat.by_oid(f)) {
-              check_side_effects(*y);
+              check_side_effects(*y, closure_events(events));
               closure.push_back(y);
             }
           }
@@ -700,10 +737,18 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
           p->written_oids.push_back(x->oid);
           p->write_names.push_back(rel_name(*x));
         }
+        new_row_effects before;
+        before_row_effects(*r, events, before);
+        for (std::uint32_t f : r->family)
+          if (const relation* y = cat.by_oid(f))
+            before_row_effects(*y, closure_events(events), before);
+        t.new_row_any = before.all;
+        t.trigger_columns = std::move(before.columns);
         p->write_fixed_tags.push_back(tags::table(dbid, t.table));
         p->written_oids.push_back(r->oid);
         p->writes.push_back(std::move(t));
       }
+      apply_trigger_effects(*p, fx, cat, schemas, dbid);
       p->preimage_ok = !s.time_literal && !s.tablesample;
       for (const write_target& t : p->writes) {
         if (t.ref.where_value_function) p->preimage_ok = false;
@@ -983,7 +1028,7 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
     bool rows_named = w.op == write_op::update || w.op == write_op::del ||
                       (w.op == write_op::insert && w.rows_known &&
                        w.on_conflict != write_ref::conflict::update);
-    if (!rows_named) {
+    if (!rows_named || t.new_row_any) {
       out.push_back(tags::table_epoch(dbid, t.table));
       continue;
     }
@@ -999,6 +1044,11 @@ void write_row_tags(const plan& p, const database& db, const snapshot& snap,
         for (const std::string& v : values) out.push_back(tags::predicate(dbid, t.table, c, v));
     };
     for (const std::string& c : cols) {
+      if (std::find(t.trigger_columns.begin(), t.trigger_columns.end(), c) !=
+          t.trigger_columns.end()) {
+        name(c, false, {});  // a trigger computes the stored value
+        continue;
+      }
       char cls = r ? r->column_class(c) : column_other;
       std::vector<std::string> values;
       bool known = cls == column_int || cls == column_text;

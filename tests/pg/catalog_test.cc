@@ -393,6 +393,30 @@ TEST_F(CatalogTest, UserTriggersCountButForeignKeyTriggersDoNot) {
     EXPECT_FALSE(rel(a_, t).user_triggers) << t;
 }
 
+TEST_F(CatalogTest, TriggersAreLoadedWithTheirEventsAndWhatTheirFunctionsWrite) {
+  using namespace qcache::pg;
+  const relation& t = rel(a_, "trg_t");
+  ASSERT_EQ(t.triggers.size(), 1u);
+  EXPECT_EQ(t.triggers[0].name, "tr");
+  EXPECT_TRUE(t.triggers[0].fires_on(trigger_insert));
+  EXPECT_FALSE(t.triggers[0].fires_on(trigger_update | trigger_delete | trigger_truncate));
+  ASSERT_TRUE(t.triggers[0].body);
+  EXPECT_EQ(t.triggers[0].body->unknown, "");
+  ASSERT_EQ(t.triggers[0].body->writes.size(), 1u);
+  EXPECT_EQ(t.triggers[0].body->writes[0].table.name, "log");
+  const relation& tr = rel(a_, "trg_trunc");
+  ASSERT_EQ(tr.triggers.size(), 1u);
+  EXPECT_TRUE(tr.triggers[0].fires_on(trigger_truncate));
+  EXPECT_FALSE(tr.triggers[0].fires_on(trigger_dml));
+  const relation& v = rel(a_, "v_trg");
+  ASSERT_EQ(v.triggers.size(), 1u);
+  EXPECT_TRUE(v.triggers[0].type & trigger_instead);
+  EXPECT_TRUE(rel(a_, "trg_off").triggers.empty()) << "disabled";
+  for (const char* x :  // FK actions and checks, deferrable unique checks: internal
+       {"p", "c_cascade", "g_cascade", "pt", "pt_1", "pt_ref", "t", "deferred_unique"})
+    EXPECT_TRUE(rel(a_, x).triggers.empty()) << x;
+}
+
 TEST_F(CatalogTest, RulesOtherThanViewDefinitionsCount) {
   EXPECT_TRUE(rel(a_, "ruled").rules);
   EXPECT_TRUE(rel(a_, "v_ruled").rules);
