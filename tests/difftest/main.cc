@@ -184,7 +184,7 @@ void print_reproducer(const scenario& s, const std::vector<std::size_t>& keep, c
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "qcache-difftest: " << why
             << "\nusage: qcache-difftest --engine postgresql|sqlite [--seconds N] [--seed S]"
-               " [--schemas K] [--features=-fam,...] [--pg CONNINFO] [--self-check] [-v]\n"
+               " [--schemas K] [--features=-fam,... | only:fam,...] [--pg CONNINFO] [--self-check] [-v]\n"
                "postgresql families:";
   for (const auto& f : postgresql_families()) std::cerr << " " << f;
   std::cerr << "\nsqlite families:";
@@ -193,7 +193,16 @@ void print_reproducer(const scenario& s, const std::vector<std::size_t>& keep, c
   std::exit(2);
 }
 
-void parse_features(const std::string& list, options& o) {
+// "-a,-b" switches families off, "+a" back on; "only:a,b" switches every other family off.
+void parse_features(std::string list, options& o) {
+  if (list.rfind("only:", 0) == 0) {
+    for (const auto& f : o.engine == "sqlite" ? sqlite_families() : postgresql_families())
+      o.gen.disabled.insert(f);
+    list = list.substr(5);
+    std::string plus;
+    for (char ch : list) plus += ch == ',' ? std::string(",+") : std::string(1, ch);
+    list = "+" + plus;
+  }
   std::stringstream ss(list);
   std::string item;
   while (std::getline(ss, item, ',')) {
@@ -258,13 +267,18 @@ int main_impl(int argc, char** argv) {
     c.failed += ms.size();
     for (const auto& m : ms) {
       ++failures_by_family[m.family.empty() ? "base" : m.family];
-      if (shrunk_signatures.insert(m.signature).second && shrunk_signatures.size() <= 15) {
+      // Each new failure class is shrunk once; shrinking stops after a minute in all (a
+      // self-check shrinks one) so a bounded run stays bounded.
+      bool may_shrink = elapsed() < o.seconds + (o.self_check ? 0 : 60);
+      bool fresh = shrunk_signatures.insert(m.signature).second;
+      if (fresh && may_shrink) {
         auto keep = shrink(*t, s, m, o.self_check ? 5 : 12);
         std::string key = std::to_string(s.seed);
         for (std::size_t k : keep) key += "\n" + s.steps[k].sql;
         if (printed.insert(key).second) print_reproducer(s, keep, confirm(*t, s, keep, m), o.engine, true);
-      } else if (o.verbose) {
-        std::cout << "FAILURE (class already reported) [" << m.family << "] " << m.sql << "\n    "
+      } else if (o.verbose || fresh) {
+        std::cout << "FAILURE (not shrunk) [" << m.family << "] seed " << s.seed << " step " << m.step_index
+                  << ": " << m.sql << "\n    "
                   << m.detail << "\n";
       }
     }

@@ -572,6 +572,10 @@ struct gen {
         // Read again right after: a cached read right after a miss is the common hit.
         sc.steps.push_back(st);
       }
+      if (chance(12)) {
+        for (auto& y : make_snippet(pool)) sc.steps.push_back(std::move(y));
+        continue;
+      }
       close_transactions(st);
       bool wrote = st.k == step::kind::exec;
       sc.steps.push_back(std::move(st));
@@ -600,6 +604,112 @@ struct gen {
     end.session = st.session;
     end.sql = one<std::string>({"COMMIT", "ROLLBACK", "COMMIT"});
     sc.steps.push_back(std::move(end));
+  }
+
+  // Short scripted sequences around the session and transaction state qcache must track
+  // (P22): a read before, inside and after the change, another session writing between.
+  std::vector<step> make_snippet(const std::vector<step>& pool) {
+    int me = pick(0, 2), other = (me + 1 + pick(0, 1)) % 3;
+    step x = one(pool);
+    std::vector<step> out;
+    auto r = [&](int sess) { step y = x; y.session = sess; out.push_back(y); };
+    auto e = [&](int sess, const std::string& sql, const std::string& fam) {
+      step y = exec(sql, fam);
+      y.session = sess;
+      out.push_back(std::move(y));
+    };
+    auto write_other = [&] { step w = make_write(); w.session = other; out.push_back(w); };
+    std::vector<std::function<void()>> snippets;
+    if (has("savepoint_set"))
+      snippets.push_back([&] {
+        const std::string fam = "savepoint_set";
+        e(me, "BEGIN", fam), r(me), e(me, "SAVEPOINT s1", fam);
+        e(me, one<std::string>({"SET search_path TO " + b, "SET ROLE dt_nobody", "SET ROLE dt_reader",
+                                "SET TimeZone TO 'Asia/Tokyo'", "SET LOCAL search_path TO " + b}), fam);
+        r(me), e(me, "ROLLBACK TO SAVEPOINT s1", fam), r(me), r(other), e(me, "COMMIT", fam), r(me);
+      });
+    if (has("chain"))
+      snippets.push_back([&] {
+        const std::string fam = "chain";
+        e(me, one<std::string>({"BEGIN ISOLATION LEVEL REPEATABLE READ", "BEGIN"}), fam), r(me);
+        e(me, one<std::string>({"COMMIT AND CHAIN", "ROLLBACK AND CHAIN"}), fam), r(me), write_other(), r(me), r(other);
+        e(me, "COMMIT", fam), r(me);
+      });
+    if (has("isolation_set"))
+      snippets.push_back([&] {
+        const std::string fam = "isolation_set";
+        if (chance(50)) e(me, "BEGIN", fam), e(me, one<std::string>({"SET transaction_isolation TO 'repeatable read'", "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"}), fam);
+        else e(me, "SET default_transaction_isolation TO 'repeatable read'", fam), e(me, "BEGIN", fam);
+        r(me), write_other(), r(other), r(me), e(me, "COMMIT", fam), r(me);
+        e(me, "SET default_transaction_isolation TO 'read committed'", fam);
+      });
+    if (has("txn_rr"))
+      snippets.push_back([&] {
+        const std::string fam = "txn_rr";
+        e(me, "BEGIN ISOLATION LEVEL REPEATABLE READ", fam), r(me), write_other(), r(other), r(me), e(me, "COMMIT", fam), r(me);
+      });
+    if (has("prepare"))
+      snippets.push_back([&] {
+        const std::string fam = "prepare";
+        step q = read("EXECUTE q1(" + id() + ")", fam);
+        e(me, "DEALLOCATE ALL", fam), e(me, "PREPARE q1(int) AS SELECT k, v FROM t WHERE id = $1", fam);
+        q.session = me, out.push_back(q), e(me, "DEALLOCATE q1", fam);
+        e(me, one<std::string>({"PREPARE q1(int) AS SELECT w FROM u WHERE t_id = $1", "PREPARE q1(int) AS SELECT k, v FROM " + b + ".t WHERE id = $1"}), fam);
+        out.push_back(q);
+        q.session = other, out.push_back(q);
+      });
+    if (has("set_local"))
+      snippets.push_back([&] {
+        const std::string fam = "set_local";
+        e(me, "BEGIN", fam), r(me);
+        e(me, one<std::string>({"SET LOCAL search_path TO " + b, "SET LOCAL ROLE dt_nobody", "SELECT set_config('search_path', '" + b + "', true)"}), fam);
+        r(me), e(me, one<std::string>({"COMMIT", "ROLLBACK"}), fam), r(me);
+      });
+    if (has("role"))
+      snippets.push_back([&] {
+        const std::string fam = "role";
+        r(me), e(me, one<std::string>({"SET ROLE dt_nobody", "SET ROLE dt_reader", "SET SESSION AUTHORIZATION dt_reader"}), fam);
+        r(me), r(other), e(me, one<std::string>({"RESET ROLE", "RESET SESSION AUTHORIZATION", "RESET ALL", "DISCARD ALL"}), fam), r(me);
+      });
+    if (has("late_schema"))
+      snippets.push_back([&] {
+        const std::string fam = "late_schema";
+        e(me, "SET search_path TO " + c + ", " + a, fam), r(me);
+        e(other, "CREATE SCHEMA IF NOT EXISTS " + c + "; CREATE TABLE IF NOT EXISTS " + c + ".t AS SELECT * FROM " + a + ".t WHERE id > 5; "
+              "CREATE TABLE IF NOT EXISTS " + c + ".u AS SELECT * FROM " + a + ".u WHERE id > 3", fam);
+        r(me);
+      });
+    if (has("scs"))
+      snippets.push_back([&] {
+        const std::string fam = "scs";
+        step q = read("SELECT id, v FROM t WHERE id = 3", fam);
+        q.session = other, out.push_back(q);
+        e(me, "SET standard_conforming_strings TO off", fam);
+        e(me, "UPDATE t SET v = 'q\\' WHERE id = 1; UPDATE u SET w = 99 WHERE id = 2; --' WHERE id = 3", fam);
+        out.push_back(q), e(me, "SET standard_conforming_strings TO on", fam);
+      });
+    if (has("search_path"))
+      snippets.push_back([&] {
+        const std::string fam = "search_path";
+        r(me), e(me, one<std::string>({"SET search_path TO " + b, "SELECT set_config('search_path', '" + b + "', false)",
+                                       "SET search_path TO " + b + "; SELECT 1"}), fam);
+        r(me), r(other), e(me, "SET search_path TO " + a, fam), r(me);
+      });
+    if (has("timezone") || has("datestyle"))
+      snippets.push_back([&] {
+        const std::string fam = "timezone";
+        step q = read(one<std::string>({"SELECT '2024-01-01 10:00:00+00'::timestamptz", "SELECT '01/02/2024'::date",
+                                        "SELECT id, tz FROM t WHERE id < 3"}), fam);
+        if (!has("typed_cols")) q.sql = "SELECT '2024-01-01 10:00:00+00'::timestamptz";
+        q.session = me, out.push_back(q);
+        e(me, one<std::string>({"SET TimeZone TO 'Asia/Tokyo'", "SET DateStyle TO 'SQL, DMY'", "SET DateStyle TO 'German'",
+                                "SET intervalstyle TO 'sql_standard'", "SET extra_float_digits TO -3"}), fam);
+        out.push_back(q), q.session = other, out.push_back(q);
+        e(me, "RESET ALL; SET search_path TO " + a + "; SET lock_timeout TO '50ms'", fam);
+      });
+    if (snippets.empty()) return {};
+    one(snippets)();
+    return out;
   }
 
   step pooled_read(const std::vector<step>& pool) { return chance(80) ? one(pool) : make_read(); }

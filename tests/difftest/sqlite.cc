@@ -191,7 +191,7 @@ class sqlite_target final : public target {
 const std::vector<std::string> families = {
     "views",   "triggers", "fk_cascade", "fk_set_null", "generated", "without_rowid",
     "nocase",  "rtrim",    "affinity",   "joins",       "replace",   "upsert",
-    "attach",  "txn",      "savepoint",  "plain_writer", "temp_shadow", "wal"};
+    "attach",  "txn",      "savepoint",  "plain_writer", "temp_shadow", "wal", "late_ddl"};
 
 struct sgen {
   std::mt19937_64& rng;
@@ -310,6 +310,8 @@ struct sgen {
       r.push_back([&] { return read("SELECT t.id, x.k FROM main.t JOIN aux.x ON x.id = t.id", "attach"); });
       r.push_back([&] { return read("SELECT * FROM x", "attach"); });
     }
+    if (has("late_ddl")) r.push_back([&] { return read("SELECT * FROM v_late", "late_ddl"); });
+    if (has("joins")) r.push_back([&] { return read("SELECT t.k FROM t JOIN u USING (id)", "joins"); });
     if (has("temp_shadow")) r.push_back([&] { return read("SELECT id, k FROM t WHERE id < 4", "temp_shadow"); });
     return one(r)();
   }
@@ -336,6 +338,20 @@ struct sgen {
       w.push_back([&] { return exec("UPDATE aux.t SET k = k + 1", "attach"); });
       w.push_back([&] { return exec("INSERT INTO x VALUES (" + id() + ", " + kv() + ")", "attach"); });
       w.push_back([&] { return exec("DELETE FROM aux.x WHERE id = " + id(), "attach"); });
+    }
+    if (has("joins")) {
+      // USING / NATURAL joins read u.id through the join condition only.
+      w.push_back([&] { return exec("UPDATE u SET id = id + 20 WHERE id = " + id(), "joins"); });
+      w.push_back([&] { return exec("UPDATE t SET id = id + 20 WHERE id = " + id(), "joins"); });
+    }
+    if (has("late_ddl")) {
+      // Schema changes after statements were prepared: SQLite re-prepares silently.
+      w.push_back([&] { return exec("CREATE TRIGGER IF NOT EXISTS tlate AFTER UPDATE ON u BEGIN "
+                                    "UPDATE t SET k = k + 1 WHERE id = NEW.t_id; END", "late_ddl"); });
+      w.push_back([&] { return exec("CREATE VIEW IF NOT EXISTS v_late AS SELECT id, k FROM t WHERE k < 5", "late_ddl"); });
+      w.push_back([&] { return exec("DROP VIEW IF EXISTS v_late", "late_ddl"); });
+      w.push_back([&] { return exec("CREATE INDEX IF NOT EXISTS ik ON t(k)", "late_ddl"); });
+      w.push_back([&] { return exec("UPDATE u SET w = w + 1 WHERE t_id = " + id(), "late_ddl"); });
     }
     if (has("temp_shadow")) w.push_back([&] { return exec("CREATE TEMP TABLE IF NOT EXISTS t AS SELECT id, k + 100 AS k FROM main.t", "temp_shadow"); });
     return one(w)();
