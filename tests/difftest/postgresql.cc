@@ -8,6 +8,7 @@
 #include <pqxx/pqxx>
 
 #include <cctype>
+#include <unistd.h>
 #include <functional>
 #include <typeinfo>
 
@@ -77,9 +78,11 @@ class pg_target final : public target {
       : conninfo_(std::move(conninfo)), self_check_(self_check) {
     ::pqxx::connection c{conninfo_};
     ::pqxx::nontransaction n{c};
+    // Roles are cluster-wide and shared by concurrent runs: creating one that another run
+    // just created fails with duplicate_object or unique_violation, both fine.
     for (const char* role : {"dt_reader", "dt_writer", "dt_nobody"})
-      n.exec(std::string("DO $$ BEGIN CREATE ROLE ") + role +
-             "; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
+      try_exec(n, std::string("DO $$ BEGIN CREATE ROLE ") + role +
+                      "; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$");
   }
 
   void open(const scenario& s, int sessions) override {
@@ -174,7 +177,7 @@ const std::vector<std::string> schema_families = {
     "views",      "func_views", "fk_cascade", "fk_set_null", "triggers",  "before_triggers",
     "rules",      "partitions", "inheritance", "generated",  "typed_cols", "domains",
     "enums",      "collations", "functions",  "writing_functions", "operators", "defaults_fn",
-    "identity",   "hidden_writes"};
+    "identity",   "hidden_view", "hidden_default", "hidden_domain", "hidden_operator"};
 const std::vector<std::string> statement_families = {
     "search_path", "role",     "timezone", "datestyle", "savepoint", "savepoint_set",
     "prepare",     "chain",    "txn_rc",   "txn_rr",    "multi",     "set_config",
@@ -233,7 +236,7 @@ struct gen {
       add("CREATE FUNCTION " + s + ".f_vol() RETURNS bigint VOLATILE LANGUAGE sql AS "
           "'SELECT count(*) FROM " + s + ".log'");
     }
-    if (has("hidden_writes")) hidden_writes(s);
+    if (hidden()) hidden_writes(s);
     if (has("writing_functions"))
       add("CREATE FUNCTION " + s + ".f_write(int) RETURNS int VOLATILE LANGUAGE sql AS "
           "$$UPDATE " + s + ".t SET k = k + 1 WHERE id = $1; SELECT $1$$");
@@ -253,10 +256,15 @@ struct gen {
     add("CREATE FUNCTION " + s + ".f_logcheck(int) RETURNS bool VOLATILE LANGUAGE sql AS "
         "$$INSERT INTO " + s + ".log(what) VALUES ('check ' || $1); SELECT true$$");
     add("CREATE DOMAIN " + s + ".wdom AS int CHECK (" + s + ".f_logcheck(VALUE))");
-    add("CREATE TABLE " + s + ".hw (id int PRIMARY KEY, x " + s + ".wdom, y int DEFAULT " + s + ".f_bump())");
+    add("CREATE TABLE " + s + ".hw (id int PRIMARY KEY, y int DEFAULT " + s + ".f_bump())");
+    add("CREATE TABLE " + s + ".hd (id int PRIMARY KEY, x " + s + ".wdom)");
     add("CREATE FUNCTION " + s + ".op_write(int, int) RETURNS bool VOLATILE LANGUAGE sql AS "
         "$$UPDATE " + s + ".t SET k = k + 1 WHERE id = $1; SELECT true$$");
     add("CREATE OPERATOR " + s + ".#> (LEFTARG = int, RIGHTARG = int, FUNCTION = " + s + ".op_write)");
+  }
+
+  bool hidden() const {
+    return has("hidden_view") || has("hidden_default") || has("hidden_domain") || has("hidden_operator");
   }
 
   void tables(const std::string& s) {
@@ -425,10 +433,11 @@ struct gen {
     if (has("prepare")) r.push_back([&] { return read("EXECUTE q1(" + id() + ")", "prepare"); });
     if (has("typed_eq"))
       r.push_back([&] { auto [c, v] = typed_value(); return read("SELECT id, " + c + " FROM t WHERE " + c + " = " + v, "typed_eq"); });
-    if (has("hidden_writes")) {
-      r.push_back([&] { return read("SELECT * FROM u WHERE id = 1", "hidden_writes"); });
-      r.push_back([&] { return read("SELECT count(*), max(what) FROM log WHERE what LIKE 'check%'", "hidden_writes"); });
-      r.push_back([&] { return read("SELECT * FROM hw", "hidden_writes"); });
+    if (hidden()) {
+      r.push_back([&] { return read("SELECT * FROM u WHERE id = 1", "hidden"); });
+      r.push_back([&] { return read("SELECT count(*), max(what) FROM log WHERE what LIKE 'check%'", "hidden"); });
+      r.push_back([&] { return read("SELECT * FROM hw", "hidden"); });
+      r.push_back([&] { return read("SELECT id, k FROM t WHERE id < 4", "hidden"); });
     }
     if (has("scs")) r.push_back([&] { return read("SELECT id, v FROM t WHERE id = 3", "scs"); });
     return one(r)();
@@ -468,12 +477,12 @@ struct gen {
       w.push_back([&] { auto [c, v] = typed_value(); return exec("INSERT INTO t (id, " + c + ") VALUES (" + std::to_string(pick(9, 14)) + ", " + v + ") ON CONFLICT DO NOTHING", "typed_eq"); });
       w.push_back([&] { auto [c, v] = typed_value(); return exec("UPDATE t SET k = k + 1 WHERE " + c + " = " + v, "typed_eq"); });
     }
-    if (has("hidden_writes")) {
-      w.push_back([&] { return exec("SELECT * FROM v_w", "hidden_writes"); });
-      w.push_back([&] { return exec("INSERT INTO hw (id, x) VALUES (" + id() + ", " + kv() + ") ON CONFLICT DO NOTHING", "hidden_writes"); });
-      w.push_back([&] { return exec("SELECT " + id() + " #> 0", "hidden_writes"); });
-      w.push_back([&] { return exec("UPDATE hw SET x = " + kv() + " WHERE id = " + id(), "hidden_writes"); });
-    }
+    if (has("hidden_view")) w.push_back([&] { return exec("SELECT * FROM v_w", "hidden_view"); });
+    if (has("hidden_default"))
+      w.push_back([&] { return exec("INSERT INTO hw (id) VALUES (" + id() + ") ON CONFLICT DO NOTHING", "hidden_default"); });
+    if (has("hidden_domain"))
+      w.push_back([&] { return exec("INSERT INTO hd VALUES (" + id() + ", " + kv() + ") ON CONFLICT (id) DO UPDATE SET x = EXCLUDED.x", "hidden_domain"); });
+    if (has("hidden_operator")) w.push_back([&] { return exec("SELECT " + id() + " #> 0", "hidden_operator"); });
     if (has("scs")) {
       // Under standard_conforming_strings=off this is ONE update of row 3 (the backslash
       // escapes the quote); under on it is two updates and a comment (P19).
@@ -726,7 +735,9 @@ std::vector<std::string> postgresql_families() {
 scenario generate_postgresql(std::mt19937_64& rng, int index, const generator_options& o) {
   std::uint64_t seed = rng();
   std::mt19937_64 local(seed);
-  gen g{local, o, {}, "dta" + std::to_string(index), "dtb" + std::to_string(index), "dtc" + std::to_string(index), {}};
+  // Schema names carry the process id: several runs may share one server (ctest -j).
+  const std::string tag = std::to_string(::getpid()) + "_" + std::to_string(index);
+  gen g{local, o, {}, "dta" + tag, "dtb" + tag, "dtc" + tag, {}};
   g.sc.seed = seed;
   g.choose_features();
   g.sc.features = g.on;
