@@ -26,11 +26,11 @@ struct step {
 struct scenario {
   std::uint64_t seed = 0;
   std::string location;  // SQLite: the main database file (cleanup then lists files to remove)
-  std::vector<std::string> setup;     // run directly (no cache) before the sessions open
+  std::vector<std::string> setup;         // run directly (no cache) before the sessions open
   std::vector<std::string> session_init;  // run through qcache by each session when it opens
   std::vector<step> steps;
-  std::vector<std::string> cleanup;   // run directly afterwards, errors ignored
-  std::set<std::string> features;     // the schema features this scenario switched on
+  std::vector<std::string> cleanup;  // run directly afterwards, errors ignored
+  std::set<std::string> features;    // the schema features this scenario switched on
 };
 
 // What a statement produced: rows as text (NULL is "\x01NULL"), or an error class.

@@ -20,8 +20,6 @@
 //
 // --features=-a,-b switches families off (see --help for the names); --self-check sends
 // writes behind qcache's back, so failures MUST be found (ctest expects them).
-#include "difftest.h"
-
 #include <qcache/cache.h>
 
 #include <algorithm>
@@ -31,6 +29,8 @@
 #include <map>
 #include <sstream>
 #include <stdexcept>
+
+#include "difftest.h"
 
 namespace qcache::difftest {
 namespace {
@@ -47,8 +47,7 @@ struct options {
 };
 
 struct counters {
-  std::uint64_t scenarios = 0, statements = 0, reads = 0, inconclusive = 0, passed = 0,
-                failed = 0;
+  std::uint64_t scenarios = 0, statements = 0, reads = 0, inconclusive = 0, passed = 0, failed = 0;
 };
 
 std::string join_rows(const std::vector<std::string>& rows, std::size_t limit = 6) {
@@ -97,12 +96,14 @@ std::vector<mismatch> run(target& t, const scenario& s, const std::vector<std::s
     if (c) ++c->statements;
     if (st.k == step::kind::exec) {
       outcome o = t.exec(st.session, st.sql);
-      if (verbose) std::cout << "  s" << st.session << " exec " << st.sql << " -> " << describe(o) << "\n";
+      if (verbose)
+        std::cout << "  s" << st.session << " exec " << st.sql << " -> " << describe(o) << "\n";
       continue;
     }
     outcome cached, direct;
     t.read(st.session, st.sql, cached, direct);
-    if (verbose) std::cout << "  s" << st.session << " read " << st.sql << " -> " << describe(cached) << "\n";
+    if (verbose)
+      std::cout << "  s" << st.session << " read " << st.sql << " -> " << describe(cached) << "\n";
     if (t.inconclusive(cached, direct)) {
       if (c) ++c->inconclusive;
       continue;
@@ -143,8 +144,10 @@ std::vector<std::size_t> shrink(target& t, const scenario& s, const mismatch& m,
       std::vector<std::size_t> trial;
       for (std::size_t j = 0; j < keep.size(); ++j)
         if (j < at || j >= at + chunk || j + 1 == keep.size()) trial.push_back(keep[j]);
-      if (trial.size() < keep.size() && still_fails(t, s, trial, m.signature)) keep = trial;
-      else at += chunk;
+      if (trial.size() < keep.size() && still_fails(t, s, trial, m.signature))
+        keep = trial;
+      else
+        at += chunk;
     }
     if (chunk == 1) break;
   }
@@ -152,7 +155,8 @@ std::vector<std::size_t> shrink(target& t, const scenario& s, const mismatch& m,
 }
 
 // The shrunk sequence's own mismatch (the one to print), or `m` when it no longer shows.
-mismatch confirm(target& t, const scenario& s, const std::vector<std::size_t>& keep, const mismatch& m) {
+mismatch confirm(target& t, const scenario& s, const std::vector<std::size_t>& keep,
+                 const mismatch& m) {
   for (const auto& x : run(t, s, keep, nullptr, false))
     if (x.signature == m.signature) return x;
   return m;
@@ -182,10 +186,11 @@ void print_reproducer(const scenario& s, const std::vector<std::size_t>& keep, c
 }
 
 [[noreturn]] void usage(const std::string& why) {
-  std::cerr << "qcache-difftest: " << why
-            << "\nusage: qcache-difftest --engine postgresql|sqlite [--seconds N] [--seed S]"
-               " [--schemas K] [--features=-fam,... | only:fam,...] [--pg CONNINFO] [--self-check] [-v]\n"
-               "postgresql families:";
+  std::cerr
+      << "qcache-difftest: " << why
+      << "\nusage: qcache-difftest --engine postgresql|sqlite [--seconds N] [--seed S]"
+         " [--schemas K] [--features=-fam,... | only:fam,...] [--pg CONNINFO] [--self-check] [-v]\n"
+         "postgresql families:";
   for (const auto& f : postgresql_families()) std::cerr << " " << f;
   std::cerr << "\nsqlite families:";
   for (const auto& f : sqlite_families()) std::cerr << " " << f;
@@ -212,8 +217,10 @@ void parse_features(std::string list, options& o) {
     auto fams = o.engine == "sqlite" ? sqlite_families() : postgresql_families();
     if (std::find(fams.begin(), fams.end(), name) == fams.end())
       usage("unknown feature family '" + name + "' for engine " + o.engine);
-    if (off) o.gen.disabled.insert(name);
-    else o.gen.disabled.erase(name);
+    if (off)
+      o.gen.disabled.insert(name);
+    else
+      o.gen.disabled.erase(name);
   }
 }
 
@@ -226,17 +233,28 @@ options parse(int argc, char** argv) {
       if (i + 1 >= argc) usage("missing value after " + a);
       return argv[++i];
     };
-    if (a == "--engine") o.engine = value();
-    else if (a == "--seconds") o.seconds = std::stod(value());
-    else if (a == "--seed") o.seed = std::stoull(value());
-    else if (a == "--schemas") o.schemas = std::stol(value());
-    else if (a == "--pg") o.pg = value();
-    else if (a == "--features") feature_args.push_back(value());
-    else if (a.rfind("--features=", 0) == 0) feature_args.push_back(a.substr(11));
-    else if (a == "--self-check") o.self_check = true;
-    else if (a == "-v" || a == "--verbose") o.verbose = true;
-    else if (a == "--help" || a == "-h") usage("help");
-    else usage("unknown argument " + a);
+    if (a == "--engine")
+      o.engine = value();
+    else if (a == "--seconds")
+      o.seconds = std::stod(value());
+    else if (a == "--seed")
+      o.seed = std::stoull(value());
+    else if (a == "--schemas")
+      o.schemas = std::stol(value());
+    else if (a == "--pg")
+      o.pg = value();
+    else if (a == "--features")
+      feature_args.push_back(value());
+    else if (a.rfind("--features=", 0) == 0)
+      feature_args.push_back(a.substr(11));
+    else if (a == "--self-check")
+      o.self_check = true;
+    else if (a == "-v" || a == "--verbose")
+      o.verbose = true;
+    else if (a == "--help" || a == "-h")
+      usage("help");
+    else
+      usage("unknown argument " + a);
   }
   if (o.engine != "postgresql" && o.engine != "sqlite") usage("--engine postgresql|sqlite");
   for (const auto& f : feature_args) parse_features(f, o);
@@ -275,11 +293,11 @@ int main_impl(int argc, char** argv) {
         auto keep = shrink(*t, s, m, o.self_check ? 5 : 12);
         std::string key = std::to_string(s.seed);
         for (std::size_t k : keep) key += "\n" + s.steps[k].sql;
-        if (printed.insert(key).second) print_reproducer(s, keep, confirm(*t, s, keep, m), o.engine, true);
+        if (printed.insert(key).second)
+          print_reproducer(s, keep, confirm(*t, s, keep, m), o.engine, true);
       } else if (o.verbose || fresh) {
-        std::cout << "FAILURE (not shrunk) [" << m.family << "] seed " << s.seed << " step " << m.step_index
-                  << ": " << m.sql << "\n    "
-                  << m.detail << "\n";
+        std::cout << "FAILURE (not shrunk) [" << m.family << "] seed " << s.seed << " step "
+                  << m.step_index << ": " << m.sql << "\n    " << m.detail << "\n";
       }
     }
   }
@@ -294,10 +312,14 @@ int main_impl(int argc, char** argv) {
   if (o.verbose) {
     std::cout << "uncacheable by reason:";
     for (int i = 0; i < static_cast<int>(qcache::uncacheable_reason::count_); ++i)
-      if (t->by_reason[i]) std::cout << " " << qcache::to_string(static_cast<qcache::uncacheable_reason>(i)) << "=" << t->by_reason[i];
+      if (t->by_reason[i])
+        std::cout << " " << qcache::to_string(static_cast<qcache::uncacheable_reason>(i)) << "="
+                  << t->by_reason[i];
     std::cout << "\ninvalidations by cause:";
     for (int i = 0; i < static_cast<int>(qcache::invalidation_cause::count_); ++i)
-      if (t->by_cause[i]) std::cout << " " << qcache::to_string(static_cast<qcache::invalidation_cause>(i)) << "=" << t->by_cause[i];
+      if (t->by_cause[i])
+        std::cout << " " << qcache::to_string(static_cast<qcache::invalidation_cause>(i)) << "="
+                  << t->by_cause[i];
     std::cout << "\n";
   }
   std::cout << c.passed << " passed, " << c.failed << " failed\n";

@@ -1,7 +1,7 @@
 // qcache-difftest without qcache::soci: the sqlite engine is unavailable.
-#include "difftest.h"
-
 #include <stdexcept>
+
+#include "difftest.h"
 
 namespace qcache::difftest {
 
