@@ -1,0 +1,426 @@
+// Adversarial hunt against the PostgreSQL front ends: each test makes qcache return, or
+// tries to make it return, a result the database would not (stale, wrong, or served where
+// the database raises an error), with every write made through qcache in this process,
+// and compares the cached result with a direct run.
+//
+// Each test works in a fresh schema with a unique name, so tests may run in parallel.
+#include <gtest/gtest.h>
+#include <qcache/pqxx.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "pg/analyzer.h"
+#include "support/db_env.h"
+
+namespace {
+
+// Every field's text, NULLs distinct from ''.
+std::string dump(const pqxx::result& r) {
+  std::ostringstream o;
+  for (const auto& row : r) {
+    for (const auto& f : row)
+      o << (f.is_null() ? std::string("NULL") : "'" + std::string(f.c_str()) + "'") << ",";
+    o << "\n";
+  }
+  return o.str();
+}
+
+class PgHunt : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    QCACHE_REQUIRE_PG(ci);
+    conninfo_ = ci;
+    std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    for (char& c : test) c = std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '_';
+    schema_ = "qch_" + std::to_string(getpid()) + "_" + test.substr(0, 40);
+    admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_);
+    cache_ = std::make_shared<qcache::cache>(qcache::options{});
+    conn_ = connect();
+  }
+  void TearDown() override {
+    if (conninfo_.empty()) return;
+    conns_.clear();
+    conn_.reset();
+    try {
+      admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE");
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "cleanup: " << e.what();
+    }
+  }
+
+  // A qcache connection in this test's schema; `options` are more `-c name=value`.
+  std::unique_ptr<qcache::pqxx::connection> connect(const std::string& options = "") {
+    return std::make_unique<qcache::pqxx::connection>(
+        conninfo_ + " options='-c search_path=" + schema_ + " " + options + "'", cache_);
+  }
+  qcache::pqxx::connection& another(const std::string& options = "") {
+    conns_.push_back(connect(options));
+    return *conns_.back();
+  }
+  void admin(const std::string& sql) {
+    pqxx::connection c(conninfo_);
+    pqxx::nontransaction tx(c);
+    tx.exec(sql);
+  }
+  // Through plain libpqxx, default settings, this test's schema.
+  pqxx::result direct(const std::string& sql) {
+    pqxx::connection c(conninfo_ + " options='-c search_path=" + schema_ + "'");
+    pqxx::nontransaction tx(c);
+    return tx.exec(sql);
+  }
+
+  pqxx::result exec(const std::string& sql) { return exec_on(*conn_, sql); }
+  static pqxx::result exec_on(qcache::pqxx::connection& c, const std::string& sql) {
+    qcache::pqxx::nontransaction tx(c);
+    return tx.exec(sql);
+  }
+  template <class... A>
+  pqxx::result exec_params(const std::string& sql, A&&... a) {
+    qcache::pqxx::nontransaction tx(*conn_);
+    return tx.exec_params(sql, std::forward<A>(a)...);
+  }
+
+  // Caches `sql` on `c`: the second run must be a hit.
+  void cache_on(qcache::pqxx::connection& c, const std::string& sql) {
+    exec_on(c, sql);
+    auto before = cache_->stats().hits;
+    exec_on(c, sql);
+    ASSERT_EQ(cache_->stats().hits, before + 1) << "not cached: " << sql;
+  }
+  void cache_it(const std::string& sql) { cache_on(*conn_, sql); }
+  // `sql` on `c` returns what the database returns (`expected`, or a direct run).
+  void expect_fresh_on(qcache::pqxx::connection& c, const std::string& sql,
+                       const std::string& expected) {
+    EXPECT_EQ(dump(exec_on(c, sql)), expected) << "stale: " << sql;
+  }
+  void expect_fresh(const std::string& sql) { expect_fresh_on(*conn_, sql, dump(direct(sql))); }
+  void expect_hit(const std::string& sql) {
+    auto before = cache_->stats().hits;
+    pqxx::result r = exec(sql);
+    EXPECT_EQ(cache_->stats().hits, before + 1) << "should still be a hit: " << sql;
+    EXPECT_EQ(dump(r), dump(direct(sql))) << sql;
+  }
+  std::uint64_t flushes() const { return cache_->stats().flushes; }
+
+  std::string conninfo_, schema_;
+  std::shared_ptr<qcache::cache> cache_;
+  std::unique_ptr<qcache::pqxx::connection> conn_;
+  std::vector<std::unique_ptr<qcache::pqxx::connection>> conns_;
+};
+
+
+class Hunt : public PgHunt {
+ protected:
+  void SetUp() override {
+    PgHunt::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    exec("CREATE TABLE t (id int PRIMARY KEY, v int, k text)");
+    exec("INSERT INTO t VALUES (1, 1, 'a'), (2, 2, 'b')");
+  }
+};
+
+// A temporary table shadows the schema's table of the same name in the session that made
+// it; another session's cached read of the schema's table must not be served to it.
+TEST_F(Hunt, TempTableShadowsTheSameNameInItsSessionOnly) {
+  qcache::pqxx::connection& b = another();
+  exec_on(b, "CREATE TEMP TABLE t (id int, v int, k text)");
+  exec_on(b, "INSERT INTO t VALUES (9, 99, 'z')");
+  const std::string q = "SELECT v FROM t ORDER BY id";
+  exec(q);
+  exec(q);
+  expect_fresh_on(b, q, "'99',\n");
+}
+
+TEST_F(Hunt, PositionalInsertAfterADroppedColumn) {
+  exec("CREATE TABLE d (id int, junk int, k text)");
+  exec("ALTER TABLE d DROP COLUMN junk");
+  const std::string q = "SELECT id FROM d WHERE k = 'x'";
+  cache_it(q);
+  exec("INSERT INTO d VALUES (1, 'x')");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, InsertWithAColumnListInAnotherOrder) {
+  const std::string q = "SELECT id FROM t WHERE k = 'x'";
+  cache_it(q);
+  exec("INSERT INTO t (k, v, id) VALUES ('x', 5, 5)");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, MultiColumnAssignmentNamesTheNewValue) {
+  const std::string q = "SELECT id FROM t WHERE k = 'c'";
+  cache_it(q);
+  exec("UPDATE t SET (k, v) = ('c', 7) WHERE id = 1");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, MultiColumnAssignmentFromASubquery) {
+  const std::string q = "SELECT id FROM t WHERE k = 'c'";
+  cache_it(q);
+  exec("UPDATE t SET (k, v) = (SELECT 'c', 7) WHERE id = 1");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, ExplainAnalyzeRunsTheWrite) {
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_it(q);
+  exec("EXPLAIN ANALYZE UPDATE t SET v = 42 WHERE id = 1");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, SqlExecuteOfAPreparedWrite) {
+  exec("PREPARE u AS UPDATE t SET v = 43 WHERE id = 1");
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_it(q);
+  exec("EXECUTE u");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, SequenceReadAfterNextval) {
+  exec("CREATE SEQUENCE s");
+  exec("SELECT nextval('s')");
+  const std::string q = "SELECT last_value FROM s";
+  exec(q);
+  exec(q);
+  exec("SELECT nextval('s')");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, SequenceReadAfterAnInsertUsingItsDefault) {
+  exec("CREATE TABLE sr (id serial PRIMARY KEY, k text)");
+  exec("INSERT INTO sr (k) VALUES ('a')");
+  const std::string q = "SELECT last_value FROM sr_id_seq";
+  exec(q);
+  exec(q);
+  exec("INSERT INTO sr (k) VALUES ('b')");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, CursorFetchThroughExecAdvances) {
+  qcache::pqxx::work tx(*conn_);
+  tx.exec("DECLARE c CURSOR FOR SELECT id FROM t ORDER BY id");
+  pqxx::result a = tx.exec("FETCH 1 FROM c");
+  pqxx::result b = tx.exec("FETCH 1 FROM c");
+  EXPECT_EQ(dump(a), "'1',\n");
+  EXPECT_EQ(dump(b), "'2',\n");
+  tx.commit();
+}
+
+TEST_F(Hunt, CorrelatedSubqueryThroughACharOuterColumn) {
+  exec("CREATE TABLE p (id char(4) PRIMARY KEY)");
+  exec("CREATE TABLE c (pid text, n int)");
+  exec("INSERT INTO p VALUES ('ab')");
+  exec("INSERT INTO c VALUES ('ab', 1)");
+  const std::string q = "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n FROM p ORDER BY p.id";
+  cache_it(q);
+  exec("INSERT INTO c VALUES ('ab', 2)");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, CorrelatedSubqueryThroughANumericOuterColumn) {
+  exec("CREATE TABLE p (id numeric PRIMARY KEY)");
+  exec("CREATE TABLE c (pid int, n int)");
+  exec("INSERT INTO p VALUES (1.0)");
+  exec("INSERT INTO c VALUES (1, 1)");
+  const std::string q = "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n FROM p ORDER BY p.id";
+  cache_it(q);
+  exec("INSERT INTO c VALUES (1, 2)");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, KeyedJoinShownThroughANumericOuterColumn) {
+  exec("CREATE TABLE pg (id int PRIMARY KEY, latest numeric)");
+  exec("CREATE TABLE rv (id int PRIMARY KEY, body text)");
+  exec("INSERT INTO pg VALUES (1, 2.0)");
+  exec("INSERT INTO rv VALUES (2, 'old')");
+  const std::string q = "SELECT p.id, p.latest, r.body FROM pg p JOIN rv r ON r.id = p.latest WHERE p.id = 1";
+  cache_it(q);
+  exec("UPDATE rv SET body = 'new' WHERE id = 2");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, KeyedJoinShownThroughACharOuterColumn) {
+  exec("CREATE TABLE pg (id int PRIMARY KEY, latest char(4))");
+  exec("CREATE TABLE rv (id text PRIMARY KEY, body text)");
+  exec("INSERT INTO pg VALUES (1, 'ab')");
+  exec("INSERT INTO rv VALUES ('ab', 'old')");
+  const std::string q = "SELECT p.id, p.latest, r.body FROM pg p JOIN rv r ON r.id = p.latest WHERE p.id = 1";
+  cache_it(q);
+  exec("UPDATE rv SET body = 'new' WHERE id = 'ab'");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, CorrelatedSubqueryOverAPartitionWrittenDirectly) {
+  exec("CREATE TABLE p (id int PRIMARY KEY)");
+  exec("CREATE TABLE c (pid int, n int) PARTITION BY RANGE (pid)");
+  exec("CREATE TABLE c1 PARTITION OF c FOR VALUES FROM (0) TO (100)");
+  exec("INSERT INTO p VALUES (1)");
+  exec("INSERT INTO c VALUES (1, 1)");
+  const std::string q = "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n FROM p ORDER BY p.id";
+  cache_it(q);
+  exec("INSERT INTO c1 VALUES (1, 2)");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, PredicateReadOfAParentWrittenThroughAnInheritanceChild) {
+  exec("CREATE TABLE par (id int, k text)");
+  exec("CREATE TABLE chi (x int, k text, id int)");
+  exec("ALTER TABLE chi INHERIT par");
+  const std::string q = "SELECT id FROM par WHERE k = 'x'";
+  cache_it(q);
+  exec("INSERT INTO chi VALUES (0, 'x', 1)");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, IntegerLiteralWithWhitespaceAndSign) {
+  const std::string q = "SELECT v FROM t WHERE id = ' +1 '";
+  cache_it(q);
+  exec("UPDATE t SET v = 11 WHERE id = 1");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, UpdateSettingTheKeyColumnByExpression) {
+  const std::string q = "SELECT v FROM t WHERE id = 3";
+  cache_it(q);
+  exec("UPDATE t SET id = id + 2 WHERE id = 1");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, SelectIntoCreatesATableEveryTime) {
+  exec("SELECT * INTO t2 FROM t");
+  EXPECT_THROW(exec("SELECT * INTO t2 FROM t"), pqxx::sql_error);
+  EXPECT_EQ(dump(exec("SELECT count(*) FROM t2")), dump(direct("SELECT count(*) FROM t2")));
+}
+
+TEST_F(Hunt, KeyedLeftJoinShowingANullKey) {
+  exec("CREATE TABLE pg (id int PRIMARY KEY, latest int)");
+  exec("CREATE TABLE rv (id int PRIMARY KEY, body text)");
+  exec("INSERT INTO pg VALUES (1, 2)");
+  const std::string q = "SELECT p.id, r.id, r.body FROM pg p LEFT JOIN rv r ON r.id = p.latest WHERE p.id = 1";
+  cache_it(q);
+  exec("INSERT INTO rv VALUES (2, 'new')");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, KeyedJoinThroughWhereShowingTheOuterSide) {
+  exec("CREATE TABLE pg (id int PRIMARY KEY, latest int)");
+  exec("CREATE TABLE rv (id int, body text)");
+  exec("INSERT INTO pg VALUES (1, 2)");
+  exec("INSERT INTO rv VALUES (2, 'old')");
+  const std::string q = "SELECT p.id, p.latest, r.body FROM pg p, rv r WHERE r.id = p.latest AND p.id = 1 ORDER BY r.body";
+  cache_it(q);
+  exec("INSERT INTO rv VALUES (2, 'new')");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, CorrelatedSubqueryWithANestedSubqueryOfAnotherTable) {
+  exec("CREATE TABLE p (id int PRIMARY KEY)");
+  exec("CREATE TABLE c (pid int, n int)");
+  exec("INSERT INTO p VALUES (1)");
+  exec("INSERT INTO c VALUES (1, 5)");
+  const std::string q = "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id AND c.n > (SELECT max(v) FROM t)) AS n FROM p ORDER BY p.id";
+  cache_it(q);
+  exec("UPDATE t SET v = 0");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, CorrelatedSubqueryOverANondeterministicCollation) {
+  exec("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)");
+  exec("CREATE TABLE p (id text PRIMARY KEY)");
+  exec("CREATE TABLE c (pid text COLLATE ci, n int)");
+  exec("INSERT INTO p VALUES ('ab')");
+  exec("INSERT INTO c VALUES ('ab', 1)");
+  const std::string q = "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n FROM p ORDER BY p.id";
+  cache_it(q);
+  exec("INSERT INTO c VALUES ('AB', 2)");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, CorrelatedSubqueryWhereTheOuterColumnCarriesTheCollation) {
+  exec("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)");
+  exec("CREATE TABLE p (id text COLLATE ci PRIMARY KEY)");
+  exec("CREATE TABLE c (pid text, n int)");
+  exec("INSERT INTO p VALUES ('ab')");
+  exec("INSERT INTO c VALUES ('ab', 1)");
+  const std::string q = "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n FROM p ORDER BY p.id";
+  cache_it(q);
+  exec("INSERT INTO c VALUES ('AB', 2)");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, KeyedJoinWhereTheKeyColumnHasANondeterministicCollation) {
+  exec("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)");
+  exec("CREATE TABLE pg (id int PRIMARY KEY, latest text COLLATE ci)");
+  exec("CREATE TABLE rv (id text, body text)");
+  exec("INSERT INTO pg VALUES (1, 'ab')");
+  exec("INSERT INTO rv VALUES ('ab', 'old')");
+  const std::string q = "SELECT p.id, r.id, r.body FROM pg p JOIN rv r ON r.id = p.latest WHERE p.id = 1 ORDER BY r.body";
+  cache_it(q);
+  exec("INSERT INTO rv VALUES ('AB', 'new')");
+  expect_fresh(q);
+}
+
+
+// ---- user code the statement never names (siblings of CORRECTNESS.md P18) --------------
+
+class UserCode : public Hunt {
+ protected:
+  void SetUp() override {
+    Hunt::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    exec("CREATE TABLE log (n int)");
+    exec("CREATE FUNCTION w(int) RETURNS bool VOLATILE LANGUAGE plpgsql AS "
+         "$$BEGIN INSERT INTO log VALUES ($1); RETURN true; END$$");
+    exec("CREATE FUNCTION wcmp(int, int) RETURNS int VOLATILE LANGUAGE plpgsql AS "
+         "$$BEGIN INSERT INTO log VALUES ($1); RETURN btint4cmp($1, $2); END$$");
+  }
+  void logging_opclass() {
+    exec("CREATE OPERATOR CLASS logging_ops FOR TYPE int4 USING btree AS "
+         "OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, "
+         "FUNCTION 1 wcmp(int, int)");
+  }
+  // Log rows, directly.
+  std::string logged() { return dump(direct("SELECT count(*) FROM log")); }
+};
+
+// PostgreSQL accepts a volatile function in a CHECK constraint; every write of the table
+// runs it.
+TEST_F(UserCode, CheckConstraintCallingAWritingFunction) {
+  exec("ALTER TABLE t ADD CHECK (w(v))");
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("UPDATE t SET v = 5 WHERE id = 1");
+  expect_fresh(q);
+}
+
+// A btree operator class's comparison function runs on every index insertion.
+TEST_F(UserCode, IndexOperatorClassComparatorThatWrites) {
+  logging_opclass();
+  exec("CREATE INDEX t_v_logging ON t (v logging_ops)");
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("INSERT INTO t VALUES (3, 3, 'c')");
+  expect_fresh(q);
+}
+
+// A range type compares its bounds with its subtype operator class's comparison function:
+// ORDER BY runs it, and the statement names no function at all. Each run writes.
+TEST_F(UserCode, RangeSubtypeComparatorRunByAReadWrites) {
+  logging_opclass();
+  exec("CREATE TYPE lr AS RANGE (subtype = int4, subtype_opclass = logging_ops)");
+  exec("CREATE TABLE rr (r lr)");
+  exec("INSERT INTO rr VALUES ('[1,5)'), ('[2,3)'), ('[0,9)')");
+  const std::string q = "SELECT r FROM rr ORDER BY r";
+  exec(q);
+  std::string after_first = logged();
+  exec(q);
+  EXPECT_NE(logged(), after_first) << "the second run did not reach the database";
+}
+
+}  // namespace
