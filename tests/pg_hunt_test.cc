@@ -423,4 +423,78 @@ TEST_F(UserCode, RangeSubtypeComparatorRunByAReadWrites) {
   EXPECT_NE(logged(), after_first) << "the second run did not reach the database";
 }
 
+
+// The same comparator reached through a range's equality in a WHERE.
+TEST_F(UserCode, RangeSubtypeComparatorRunByEqualityWrites) {
+  logging_opclass();
+  exec("CREATE TYPE lr AS RANGE (subtype = int4, subtype_opclass = logging_ops)");
+  exec("CREATE TABLE rr (r lr)");
+  exec("INSERT INTO rr VALUES ('[1,5)'), ('[2,3)')");
+  const std::string q = "SELECT count(*) FROM rr WHERE r = '[2,3)'";
+  exec(q);
+  std::string after_first = logged();
+  exec(q);
+  EXPECT_NE(logged(), after_first) << "the second run did not reach the database";
+}
+
+// Arrays and composites compare their elements with the element type's default operator
+// class, which may be a user's.
+class UserEnum : public UserCode {
+ protected:
+  void SetUp() override {
+    UserCode::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    exec("CREATE TYPE e AS ENUM ('x', 'y', 'z')");
+    exec("CREATE FUNCTION ecmp(e, e) RETURNS int VOLATILE LANGUAGE plpgsql AS "
+         "$$BEGIN INSERT INTO log VALUES (1); RETURN pg_catalog.enum_cmp($1, $2); END$$");
+    exec("CREATE OPERATOR CLASS e_ops DEFAULT FOR TYPE e USING btree AS "
+         "OPERATOR 1 < (anyenum, anyenum), OPERATOR 2 <= (anyenum, anyenum), "
+         "OPERATOR 3 = (anyenum, anyenum), OPERATOR 4 >= (anyenum, anyenum), "
+         "OPERATOR 5 > (anyenum, anyenum), FUNCTION 1 ecmp(e, e)");
+  }
+  void expect_each_run_writes(const std::string& q) {
+    exec(q);
+    std::string after_first = logged();
+    ASSERT_NE(after_first, "'0',\n") << "the comparator never ran: " << q;
+    exec(q);
+    EXPECT_NE(logged(), after_first) << "the second run did not reach the database: " << q;
+  }
+};
+
+TEST_F(UserEnum, OrderByAnArrayOfTheEnumRunsItsDefaultOperatorClass) {
+  exec("CREATE TABLE ea (v e[])");
+  exec("INSERT INTO ea VALUES ('{z}'), ('{x}'), ('{y}')");
+  expect_each_run_writes("SELECT v FROM ea ORDER BY v");
+}
+
+TEST_F(UserEnum, OrderByACompositeOfTheEnumRunsItsDefaultOperatorClass) {
+  exec("CREATE TYPE ce AS (v e)");
+  exec("CREATE TABLE ea (c ce)");
+  exec("INSERT INTO ea VALUES (ROW('z')), (ROW('x')), (ROW('y'))");
+  expect_each_run_writes("SELECT c FROM ea ORDER BY c");
+}
+
+
+// The same comparators run when a write inserts into an index of such a column.
+TEST_F(UserEnum, IndexOnAnArrayOfTheEnumRunsTheElementComparatorOnWrite) {
+  exec("CREATE TABLE ea (v e[])");
+  exec("CREATE INDEX ea_v ON ea (v)");
+  exec("INSERT INTO ea VALUES ('{z}'), ('{x}'), ('{y}')");
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("INSERT INTO ea VALUES ('{y,x}')");
+  expect_fresh(q);
+}
+
+TEST_F(UserCode, IndexOnARangeRunsTheSubtypeComparatorOnWrite) {
+  logging_opclass();
+  exec("CREATE TYPE lr AS RANGE (subtype = int4, subtype_opclass = logging_ops)");
+  exec("CREATE TABLE rr (r lr PRIMARY KEY)");
+  exec("INSERT INTO rr VALUES ('[1,5)'), ('[2,3)')");
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("INSERT INTO rr VALUES ('[3,4)')");
+  expect_fresh(q);
+}
+
 }  // namespace
