@@ -497,4 +497,137 @@ TEST_F(UserCode, IndexOnARangeRunsTheSubtypeComparatorOnWrite) {
   expect_fresh(q);
 }
 
+
+// ---- writes through auto-updatable views ------------------------------------------------
+
+TEST_F(Hunt, UpdateThroughAViewThatRenamesColumns) {
+  exec("CREATE VIEW vv AS SELECT id AS vid, k AS vk, v AS vv FROM t");
+  const std::string q = "SELECT id FROM t WHERE k = 'q'";
+  cache_it(q);
+  exec("UPDATE vv SET vk = 'q' WHERE vid = 1");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, InsertThroughAViewThatReordersColumns) {
+  exec("CREATE VIEW vv AS SELECT k, v, id FROM t");
+  const std::string q = "SELECT id FROM t WHERE k = 'q'";
+  cache_it(q);
+  exec("INSERT INTO vv VALUES ('q', 5, 5)");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, ReadThroughAViewThatRenamesColumnsAfterABaseWrite) {
+  exec("CREATE VIEW vv AS SELECT id AS k, k AS id FROM t");
+  const std::string q = "SELECT k FROM vv WHERE id = 'a'";
+  cache_it(q);
+  exec("UPDATE t SET k = 'z' WHERE id = 1");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, DeleteThroughAViewByARenamedColumn) {
+  exec("CREATE VIEW vv AS SELECT id AS k, k AS id FROM t");
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_it(q);
+  exec("DELETE FROM vv WHERE k = 1");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, UpdateThroughAViewWithAWhere) {
+  exec("CREATE VIEW vv AS SELECT id, k FROM t WHERE v > 0");
+  const std::string q = "SELECT v FROM t WHERE id = 2";
+  cache_it(q);
+  exec("UPDATE vv SET k = 'n' WHERE k = 'b'");
+  const std::string q2 = "SELECT k FROM t WHERE id = 2";
+  expect_fresh(q2);
+  expect_fresh(q);
+}
+
+
+// ---- two-phase commit -------------------------------------------------------------------
+
+// PREPARE TRANSACTION ends the session's transaction without making its writes visible;
+// COMMIT PREPARED makes them visible later, from any session.
+TEST_F(Hunt, CommitPreparedMakesTheWritesVisible) {
+  const std::string gid = schema_ + "_gid";
+  exec("BEGIN");
+  exec("UPDATE t SET v = 77 WHERE id = 1");
+  exec("PREPARE TRANSACTION '" + gid + "'");
+  qcache::pqxx::connection& b = another();
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_on(b, q);
+  exec("COMMIT PREPARED '" + gid + "'");
+  expect_fresh_on(b, q, "'77',\n");
+}
+
+TEST_F(Hunt, CommitPreparedFromAnotherSession) {
+  const std::string gid = schema_ + "_gid";
+  exec("BEGIN");
+  exec("UPDATE t SET v = 77 WHERE id = 1");
+  exec("PREPARE TRANSACTION '" + gid + "'");
+  qcache::pqxx::connection& b = another();
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_on(b, q);
+  exec_on(b, "COMMIT PREPARED '" + gid + "'");
+  expect_fresh_on(b, q, "'77',\n");
+}
+
+TEST_F(Hunt, CommitPreparedInsideAWorkTransaction) {
+  const std::string gid = schema_ + "_gid";
+  exec("BEGIN");
+  exec("UPDATE t SET v = 77 WHERE id = 1");
+  exec("PREPARE TRANSACTION '" + gid + "'");
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_it(q);
+  {
+    qcache::pqxx::work tx(*conn_);
+    tx.exec("SELECT 1");
+    tx.commit();
+  }
+  exec("COMMIT PREPARED '" + gid + "'");
+  expect_fresh(q);
+}
+
+
+// A partition key's operator class routes every inserted row (and prunes partitions for
+// a read's WHERE) with its comparison function.
+TEST_F(UserCode, PartitionKeyOperatorClassRunsOnWrite) {
+  logging_opclass();
+  exec("CREATE TABLE pt (v int) PARTITION BY RANGE (v logging_ops)");
+  exec("CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (10)");
+  exec("CREATE TABLE pt2 PARTITION OF pt FOR VALUES FROM (10) TO (20)");
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("INSERT INTO pt VALUES (5), (15)");
+  ASSERT_NE(logged(), "'0',\n") << "the comparator never ran";
+  expect_fresh(q);
+}
+
+TEST_F(UserCode, PartitionKeyOperatorClassRunsOnARead) {
+  logging_opclass();
+  exec("CREATE TABLE pt (v int) PARTITION BY RANGE (v logging_ops)");
+  exec("CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (10)");
+  exec("CREATE TABLE pt2 PARTITION OF pt FOR VALUES FROM (10) TO (20)");
+  exec("INSERT INTO pt VALUES (5), (15)");
+  const std::string q = "SELECT count(*) FROM pt WHERE v = 5";
+  exec(q);
+  std::string after_first = logged();
+  exec(q);
+  EXPECT_NE(logged(), after_first) << "the second run did not reach the database";
+}
+
+TEST_F(UserCode, HashPartitionKeyOperatorClassRunsOnWrite) {
+  exec("CREATE FUNCTION whash(int, int8) RETURNS int8 VOLATILE LANGUAGE plpgsql AS "
+       "$$BEGIN INSERT INTO log VALUES ($1); RETURN pg_catalog.hashint4extended($1, $2); END$$");
+  exec("CREATE OPERATOR CLASS logging_hash FOR TYPE int4 USING hash AS "
+       "OPERATOR 1 =, FUNCTION 2 whash(int, int8)");
+  exec("CREATE TABLE hp (v int) PARTITION BY HASH (v logging_hash)");
+  exec("CREATE TABLE hp0 PARTITION OF hp FOR VALUES WITH (MODULUS 2, REMAINDER 0)");
+  exec("CREATE TABLE hp1 PARTITION OF hp FOR VALUES WITH (MODULUS 2, REMAINDER 1)");
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("INSERT INTO hp VALUES (5)");
+  ASSERT_NE(logged(), "'0',\n") << "the hash function never ran";
+  expect_fresh(q);
+}
+
 }  // namespace
