@@ -630,4 +630,21 @@ TEST_F(UserCode, HashPartitionKeyOperatorClassRunsOnWrite) {
   expect_fresh(q);
 }
 
+
+// ORDER BY ... USING an operator sorts with the comparison function of the operator
+// family the operator belongs to, not with the operator's own (built-in) function.
+TEST_F(UserCode, OrderByUsingAnOperatorSortsWithItsFamilysComparator) {
+  exec("CREATE OPERATOR <<< (leftarg = int4, rightarg = int4, procedure = pg_catalog.int4lt)");
+  exec("CREATE OPERATOR CLASS logging_ops FOR TYPE int4 USING btree AS "
+       "OPERATOR 1 <<<, OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, "
+       "FUNCTION 1 wcmp(int, int)");
+  exec("INSERT INTO t VALUES (3, 3, 'c')");
+  const std::string q = "SELECT v FROM t ORDER BY v USING <<<";
+  exec(q);
+  std::string after_first = logged();
+  ASSERT_NE(after_first, "'0',\n") << "the comparator never ran";
+  exec(q);
+  EXPECT_NE(logged(), after_first) << "the second run did not reach the database";
+}
+
 }  // namespace
