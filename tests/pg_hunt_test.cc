@@ -647,4 +647,67 @@ TEST_F(UserCode, OrderByUsingAnOperatorSortsWithItsFamilysComparator) {
   EXPECT_NE(logged(), after_first) << "the second run did not reach the database";
 }
 
+
+// ---- a transaction sees its own writes, whatever relation it reads them through ----------
+
+class OwnWrites : public Hunt {
+ protected:
+  // Caches `q` on the shared cache, then inside one transaction runs `write` and `q`:
+  // the transaction must see its write.
+  void expect_own_write(const std::string& write, const std::string& q) {
+    cache_it(q);
+    qcache::pqxx::work tx(*conn_);
+    tx.exec(write);
+    std::string inside = dump(tx.exec(q));
+    std::string truth = dump(tx.exec(qcache::pqxx::annotated{q}.uncacheable()));
+    tx.commit();
+    EXPECT_EQ(inside, truth) << q << " after " << write;
+  }
+};
+
+TEST_F(OwnWrites, ThroughAView) {
+  exec("CREATE VIEW vv AS SELECT id, v FROM t");
+  expect_own_write("UPDATE t SET v = 9 WHERE id = 1", "SELECT v FROM vv WHERE id = 1");
+}
+
+TEST_F(OwnWrites, ThroughAPartitionedParent) {
+  exec("CREATE TABLE pc (id int, k text) PARTITION BY RANGE (id)");
+  exec("CREATE TABLE pc1 PARTITION OF pc FOR VALUES FROM (0) TO (100)");
+  exec("INSERT INTO pc VALUES (1, 'a')");
+  expect_own_write("UPDATE pc1 SET k = 'z' WHERE id = 1", "SELECT k FROM pc WHERE id = 1");
+}
+
+TEST_F(OwnWrites, ThroughAnInheritanceParent) {
+  exec("CREATE TABLE ip (id int, k text)");
+  exec("CREATE TABLE ic () INHERITS (ip)");
+  exec("INSERT INTO ic VALUES (1, 'a')");
+  expect_own_write("UPDATE ic SET k = 'z' WHERE id = 1", "SELECT k FROM ip WHERE id = 1");
+}
+
+TEST_F(OwnWrites, ThroughACascade) {
+  exec("CREATE TABLE pa (id int PRIMARY KEY)");
+  exec("CREATE TABLE ch (id int, pid int REFERENCES pa ON DELETE CASCADE)");
+  exec("INSERT INTO pa VALUES (1)");
+  exec("INSERT INTO ch VALUES (1, 1)");
+  exec("CREATE VIEW chv AS SELECT id FROM ch");
+  expect_own_write("DELETE FROM pa WHERE id = 1", "SELECT count(*) FROM chv");
+}
+
+TEST_F(OwnWrites, ThroughACorrelatedSubquery) {
+  exec("CREATE TABLE p (id int PRIMARY KEY)");
+  exec("CREATE TABLE c (pid int, n int)");
+  exec("INSERT INTO p VALUES (1)");
+  expect_own_write("INSERT INTO c VALUES (1, 1)",
+                   "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n FROM p ORDER BY p.id");
+}
+
+TEST_F(OwnWrites, ThroughAMaterializedViewRefresh) {
+  exec("CREATE MATERIALIZED VIEW mv AS SELECT id, v FROM t");
+  expect_own_write("REFRESH MATERIALIZED VIEW mv", "SELECT count(*) FROM mv");
+}
+
+TEST_F(OwnWrites, TruncateThenRead) {
+  expect_own_write("TRUNCATE t", "SELECT count(*) FROM t");
+}
+
 }  // namespace
