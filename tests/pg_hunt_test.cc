@@ -710,4 +710,55 @@ TEST_F(OwnWrites, TruncateThenRead) {
   expect_own_write("TRUNCATE t", "SELECT count(*) FROM t");
 }
 
+
+// ---- cursors --------------------------------------------------------------------------
+
+TEST_F(Hunt, UpdateWhereCurrentOf) {
+  const std::string q = "SELECT v FROM t WHERE id = 2";
+  const std::string q2 = "SELECT id FROM t WHERE k = 'q'";
+  cache_it(q);
+  cache_it(q2);
+  {
+    qcache::pqxx::work tx(*conn_);
+    tx.exec("DECLARE c CURSOR FOR SELECT * FROM t WHERE id = 2 FOR UPDATE");
+    tx.exec("FETCH c");
+    tx.exec("UPDATE t SET v = 99, k = 'q' WHERE CURRENT OF c");
+    tx.commit();
+  }
+  expect_fresh(q);
+  expect_fresh(q2);
+}
+
+TEST_F(UserCode, FetchFromACursorThatCallsAWritingFunction) {
+  qcache::pqxx::connection& b = another();
+  const std::string q = "SELECT count(*) FROM log";
+  cache_on(b, q);
+  {
+    qcache::pqxx::work tx(*conn_);
+    tx.exec("DECLARE c CURSOR FOR SELECT w(id) FROM t");
+    exec_on(b, q);  // may store: nothing ran yet
+    tx.exec("FETCH ALL FROM c");
+    tx.commit();
+  }
+  expect_fresh_on(b, q, "'2',\n");
+}
+
+TEST_F(UserCode, DeferredConstraintTriggerRunsAtCommit) {
+  exec("CREATE FUNCTION tw() RETURNS trigger LANGUAGE plpgsql AS "
+       "$$BEGIN INSERT INTO log VALUES (1); RETURN NULL; END$$");
+  exec("CREATE CONSTRAINT TRIGGER ct AFTER UPDATE ON t DEFERRABLE INITIALLY DEFERRED "
+       "FOR EACH ROW EXECUTE FUNCTION tw()");
+  qcache::pqxx::connection& b = another();
+  const std::string q = "SELECT count(*) FROM log";
+  cache_on(b, q);
+  {
+    qcache::pqxx::work tx(*conn_);
+    tx.exec("UPDATE t SET v = 5 WHERE id = 1");
+    exec_on(b, q);  // may store: the trigger has not run yet
+    exec_on(b, q);
+    tx.commit();
+  }
+  expect_fresh_on(b, q, "'1',\n");
+}
+
 }  // namespace
