@@ -761,4 +761,64 @@ TEST_F(UserCode, DeferredConstraintTriggerRunsAtCommit) {
   expect_fresh_on(b, q, "'1',\n");
 }
 
+
+// ---- correlated subqueries whose value chooses the rows shown ---------------------------
+
+class Correlated : public Hunt {
+ protected:
+  void SetUp() override {
+    Hunt::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    exec("CREATE TABLE p (id int PRIMARY KEY, x int)");
+    exec("CREATE TABLE c (pid int, n int)");
+    exec("INSERT INTO p VALUES (1, 1), (2, 2)");
+    exec("INSERT INTO c VALUES (1, 1)");
+  }
+  // Caches `q` (showing p 1 only), adds two c rows of p 2, expects `q` fresh.
+  void expect_fresh_after_other_parent_grows(const std::string& q) {
+    cache_it(q);
+    exec("INSERT INTO c VALUES (2, 1), (2, 2)");
+    expect_fresh(q);
+  }
+};
+
+TEST_F(Correlated, OrderByOutputPosition) {
+  expect_fresh_after_other_parent_grows(
+      "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n FROM p ORDER BY 2 DESC LIMIT 1");
+}
+
+TEST_F(Correlated, OrderByOutputName) {
+  expect_fresh_after_other_parent_grows(
+      "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n FROM p ORDER BY n DESC LIMIT 1");
+}
+
+TEST_F(Correlated, OrderByAQualifiedNameThatIsTheOutputAlias) {
+  expect_fresh_after_other_parent_grows(
+      "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS x FROM p ORDER BY x DESC LIMIT 1");
+}
+
+TEST_F(Correlated, WhereComparesTheSubqueryAgain) {
+  expect_fresh_after_other_parent_grows(
+      "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n FROM p "
+      "WHERE (SELECT count(*) FROM c WHERE c.pid = p.id) > 0 ORDER BY p.id");
+}
+
+TEST_F(Correlated, OffsetWithOrderByTheSubqueryExpression) {
+  expect_fresh_after_other_parent_grows(
+      "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n FROM p "
+      "ORDER BY (SELECT count(*) FROM c WHERE c.pid = p.id) DESC LIMIT 1");
+}
+
+TEST_F(Correlated, FetchFirstWithTies) {
+  expect_fresh_after_other_parent_grows(
+      "SELECT p.id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n FROM p "
+      "ORDER BY p.x DESC, 2 DESC FETCH FIRST 1 ROWS WITH TIES");
+}
+
+TEST_F(Correlated, ShownThroughAnotherOutputNamedLikeTheColumn) {
+  expect_fresh_after_other_parent_grows(
+      "SELECT p.x AS id, (SELECT count(*) FROM c WHERE c.pid = p.id) AS n, p.id AS pid FROM p "
+      "WHERE p.id = 1");
+}
+
 }  // namespace
