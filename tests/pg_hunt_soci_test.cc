@@ -187,4 +187,32 @@ TEST_F(SociHunt, PreparedStatementReExecutedWithNewParametersAfterAWrite) {
   EXPECT_EQ(v, 2);
 }
 
+// reconnect() opens a new server session with the connection string's settings: what the
+// old session SET no longer applies.
+TEST_F(SociHunt, ReconnectDropsTheOldSessionsSearchPath) {
+  admin("DROP SCHEMA IF EXISTS " + schema_ + "_o CASCADE; CREATE SCHEMA " + schema_ +
+        "_o; CREATE TABLE " + schema_ + "_o.t (id int PRIMARY KEY, v int, k text);" +
+        "INSERT INTO " + schema_ + "_o.t VALUES (1, 100, 'o')");
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  *sql_ << "SET search_path = " + schema_ + "_o";
+  cache_it(q);
+  EXPECT_EQ(ints(*sql_, q), "100\n");
+  sql_->reconnect();
+  std::string after = ints(*sql_, q);
+  admin("DROP SCHEMA IF EXISTS " + schema_ + "_o CASCADE");
+  EXPECT_EQ(after, "1\n");
+}
+
+TEST_F(SociHunt, ReconnectInsideATransaction) {
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  cache_it(q);
+  sql_->begin();
+  *sql_ << "UPDATE t SET v = 5 WHERE id = 1";
+  sql_->reconnect();  // the server rolls the transaction back
+  expect_fresh(q);
+  *sql_ << "UPDATE t SET v = 6 WHERE id = 1";
+  expect_fresh(q);
+  cache_it(q);
+}
+
 }  // namespace
