@@ -821,4 +821,32 @@ TEST_F(Correlated, ShownThroughAnotherOutputNamedLikeTheColumn) {
       "WHERE p.id = 1");
 }
 
+
+// ---- a server session that ends behind the application's back ----------------------------
+
+TEST_F(Hunt, TerminatedBackendReconnectsWithTheConnectionsSettings) {
+  exec("CREATE SCHEMA " + schema_ + "_o");
+  exec("CREATE TABLE " + schema_ + "_o.t (id int PRIMARY KEY, v int, k text)");
+  exec("INSERT INTO " + schema_ + "_o.t VALUES (1, 100, 'o')");
+  const std::string q = "SELECT v FROM t WHERE id = 1";
+  exec("SET search_path = " + schema_ + "_o");
+  cache_it(q);
+  int pid = conn_->raw().backendpid();
+  admin("SELECT pg_terminate_backend(" + std::to_string(pid) + ")");
+  // A hit needs no server; a statement that reaches it finds the session gone, and
+  // libpqxx reconnects on a later one.
+  for (int i = 0; i < 3; ++i) {
+    try {
+      exec("SELECT pg_catalog.pg_backend_pid()");
+      break;
+    } catch (const pqxx::broken_connection&) {
+    } catch (const pqxx::sql_error&) {
+    }
+  }
+  std::string after = dump(exec(q));
+  admin("DROP SCHEMA " + schema_ + "_o CASCADE");
+  ASSERT_NE(conn_->raw().backendpid(), pid) << "libpqxx did not reconnect";
+  EXPECT_EQ(after, "'1',\n");
+}
+
 }  // namespace
