@@ -849,4 +849,43 @@ TEST_F(Hunt, TerminatedBackendReconnectsWithTheConnectionsSettings) {
   EXPECT_EQ(after, "'1',\n");
 }
 
+
+// ---- rows that move between partitions, MERGE through cascades ---------------------------
+
+TEST_F(Hunt, UpdateOfThePartitionKeyMovesTheRowToAnotherPartition) {
+  exec("CREATE TABLE pc (id int, k text) PARTITION BY RANGE (id)");
+  exec("CREATE TABLE pc1 PARTITION OF pc FOR VALUES FROM (0) TO (10)");
+  exec("CREATE TABLE pc2 PARTITION OF pc FOR VALUES FROM (10) TO (20)");
+  exec("INSERT INTO pc VALUES (5, 'a')");
+  const std::string q1 = "SELECT k FROM pc1 WHERE id = 5";
+  const std::string q2 = "SELECT k FROM pc2 WHERE id = 15";
+  const std::string q3 = "SELECT id FROM pc2 WHERE k = 'a'";
+  cache_it(q1);
+  cache_it(q2);
+  cache_it(q3);
+  exec("UPDATE pc SET id = 15 WHERE id = 5");
+  expect_fresh(q1);
+  expect_fresh(q2);
+  expect_fresh(q3);
+}
+
+TEST_F(Hunt, MergeDeleteCascadesToAChildReadByPredicate) {
+  exec("CREATE TABLE pa (id int PRIMARY KEY)");
+  exec("CREATE TABLE ch (id int, pid int REFERENCES pa ON DELETE CASCADE)");
+  exec("INSERT INTO pa VALUES (1), (2)");
+  exec("INSERT INTO ch VALUES (1, 1), (2, 2)");
+  const std::string q = "SELECT id FROM ch WHERE pid = 1";
+  cache_it(q);
+  exec("MERGE INTO pa USING (VALUES (1)) s(id) ON pa.id = s.id WHEN MATCHED THEN DELETE");
+  expect_fresh(q);
+}
+
+TEST_F(Hunt, MergeUpdateOfAColumnReadByPredicate) {
+  const std::string q = "SELECT id FROM t WHERE k = 'm'";
+  cache_it(q);
+  exec("MERGE INTO t USING (VALUES (2, 'm')) s(id, k) ON t.id = s.id "
+       "WHEN MATCHED THEN UPDATE SET k = s.k WHEN NOT MATCHED THEN INSERT VALUES (s.id, 0, s.k)");
+  expect_fresh(q);
+}
+
 }  // namespace
