@@ -888,4 +888,46 @@ TEST_F(Hunt, MergeUpdateOfAColumnReadByPredicate) {
   expect_fresh(q);
 }
 
+
+// ---- row locks: SKIP LOCKED and NOWAIT answer with other sessions' locks -----------------
+
+class Locks : public Hunt {
+ protected:
+  // Caches `q`, locks row 1 from another session, runs `q` again: it must return what the
+  // database returns now (row 1 skipped, or an error).
+  void expect_lock_seen(const std::string& q, bool nowait) {
+    exec(q);
+    exec(q);
+    pqxx::connection other(conninfo_ + " options='-c search_path=" + schema_ + "'");
+    pqxx::work lock(other);
+    lock.exec("SELECT 1 FROM t WHERE id = 1 FOR UPDATE");
+    if (nowait) {
+      EXPECT_THROW(exec(q), pqxx::sql_error) << q;
+    } else {
+      EXPECT_EQ(dump(exec(q)), "'2',\n") << q;
+    }
+    lock.abort();
+  }
+};
+
+TEST_F(Locks, SkipLockedAtTheTop) {
+  expect_lock_seen("SELECT id FROM t ORDER BY id FOR UPDATE SKIP LOCKED", false);
+}
+
+TEST_F(Locks, SkipLockedInASubquery) {
+  expect_lock_seen("SELECT id FROM (SELECT id FROM t ORDER BY id FOR UPDATE SKIP LOCKED) s ORDER BY id", false);
+}
+
+TEST_F(Locks, SkipLockedInACte) {
+  expect_lock_seen("WITH s AS (SELECT id FROM t FOR SHARE SKIP LOCKED) SELECT id FROM s ORDER BY id", false);
+}
+
+TEST_F(Locks, SkipLockedInAnInSubquery) {
+  expect_lock_seen("SELECT id FROM t WHERE id IN (SELECT id FROM t FOR KEY SHARE SKIP LOCKED) ORDER BY id", false);
+}
+
+TEST_F(Locks, NowaitInASubquery) {
+  expect_lock_seen("SELECT count(*) FROM (SELECT id FROM t FOR UPDATE NOWAIT) s", true);
+}
+
 }  // namespace
