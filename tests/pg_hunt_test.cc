@@ -930,4 +930,43 @@ TEST_F(Locks, NowaitInASubquery) {
   expect_lock_seen("SELECT count(*) FROM (SELECT id FROM t FOR UPDATE NOWAIT) s", true);
 }
 
+
+// COPY (query) TO runs the query, writing functions included.
+TEST_F(UserCode, CopyOfAQueryCallingAWritingFunction) {
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("COPY (SELECT w(id) FROM t) TO '/dev/null'");
+  expect_fresh(q);
+}
+
+TEST_F(UserCode, ExplainAnalyzeOfAQueryCallingAWritingFunction) {
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("EXPLAIN ANALYZE SELECT w(id) FROM t");
+  expect_fresh(q);
+}
+
+TEST_F(UserCode, CreateTableAsCallingAWritingFunction) {
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("CREATE TABLE ct AS SELECT w(id) FROM t");
+  expect_fresh(q);
+}
+
+TEST_F(UserCode, DeclareWithHoldOutsideATransactionRunsTheQuery) {
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("DECLARE c CURSOR WITH HOLD FOR SELECT w(id) FROM t");
+  expect_fresh(q);
+  exec("CLOSE c");
+}
+
+TEST_F(UserCode, PreparedBySqlAndExecutedBySql) {
+  exec("PREPARE pw AS SELECT w(id) FROM t");
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("EXECUTE pw");
+  expect_fresh(q);
+}
+
 }  // namespace
