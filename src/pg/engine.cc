@@ -606,6 +606,16 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
     case stmt_kind::copy_to:
       p->act = action::read_uncacheable;
       p->reason = uncacheable_reason::not_a_read;
+      // COPY (query) TO runs its query: a function there that may write is a write with
+      // unknown targets, as in a SELECT.
+      for (const qualified_name& f : s.functions) {
+        if (!may_write(f, cat.function_volatility(f, schemas))) continue;
+        p->act = action::unknown;
+        p->reason = uncacheable_reason::volatile_function;
+        p->flush = true;
+        p->flush_reason = "COPY of a query calling " + f.name + ", which may write";
+        break;
+      }
       return p;
     case stmt_kind::ddl:
       p->act = action::ddl;
