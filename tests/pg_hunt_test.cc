@@ -969,4 +969,26 @@ TEST_F(UserCode, PreparedBySqlAndExecutedBySql) {
   expect_fresh(q);
 }
 
+
+// The same through a view whose body calls the writing function (CORRECTNESS.md P18).
+TEST_F(UserCode, CopyOfAViewCallingAWritingFunction) {
+  exec("CREATE VIEW vw AS SELECT id, w(id) AS x FROM t");
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  exec("COPY (SELECT * FROM vw) TO '/dev/null'");
+  expect_fresh(q);
+}
+
+TEST_F(UserCode, CopyOfARelationReadsNoUserCode) {
+  exec("CREATE VIEW vr AS SELECT id FROM t");
+  const std::string q = "SELECT count(*) FROM log";
+  cache_it(q);
+  auto before = flushes();
+  exec("COPY t TO '/dev/null'");
+  exec("COPY (SELECT id, v FROM t WHERE id = 1) TO '/dev/null'");
+  exec("COPY (SELECT * FROM vr) TO '/dev/null'");
+  EXPECT_EQ(flushes(), before) << "a COPY that runs no user code flushed";
+  expect_hit(q);
+}
+
 }  // namespace
