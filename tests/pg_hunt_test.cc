@@ -987,6 +987,7 @@ TEST_F(UserCode, CopyOfARelationReadsNoUserCode) {
   exec("COPY t TO '/dev/null'");
   exec("COPY (SELECT id, v FROM t WHERE id = 1) TO '/dev/null'");
   exec("COPY (SELECT * FROM vr) TO '/dev/null'");
+  exec("COPY (WITH x AS (SELECT id FROM t) SELECT * FROM x) TO '/dev/null'");
   EXPECT_EQ(flushes(), before) << "a COPY that runs no user code flushed";
   expect_hit(q);
 }

@@ -537,6 +537,25 @@ void ensure_context(session::state& st, const run_fn& run) {
 
 }  // namespace
 
+namespace {
+
+// Why the query of COPY (query) TO may write (empty: it may not): it calls a function that
+// may write, or reads a view whose body calls a function that is not IMMUTABLE (the
+// catalog does not tell which of those write).
+std::string copy_query_may_write(const statement& s, const snapshot& cat,
+                                 const std::vector<std::string>& schemas) {
+  for (const qualified_name& f : s.functions)
+    if (may_write(f, cat.function_volatility(f, schemas))) return "calls " + f.name;
+  for (const read_ref& rr : s.reads) {
+    const relation* r = cat.resolve(rr.table, schemas);
+    if (!r) return "reads an unknown relation " + rr.table.name;
+    if (r->kind == 'v' && r->volatile_view) return "reads the view " + r->name;
+  }
+  return {};
+}
+
+}  // namespace
+
 // Builds the plan for `a` under the current catalog snapshot and context (the session
 // effects are added by build_plan).
 std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const analysis> a,
@@ -606,15 +625,12 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
     case stmt_kind::copy_to:
       p->act = action::read_uncacheable;
       p->reason = uncacheable_reason::not_a_read;
-      // COPY (query) TO runs its query: a function there that may write is a write with
-      // unknown targets, as in a SELECT.
-      for (const qualified_name& f : s.functions) {
-        if (!may_write(f, cat.function_volatility(f, schemas))) continue;
+      // COPY (query) TO runs its query: one that may write is a write with unknown targets.
+      if (std::string why = copy_query_may_write(s, cat, schemas); !why.empty()) {
         p->act = action::unknown;
         p->reason = uncacheable_reason::volatile_function;
         p->flush = true;
-        p->flush_reason = "COPY of a query calling " + f.name + ", which may write";
-        break;
+        p->flush_reason = "COPY of a query that " + why;
       }
       return p;
     case stmt_kind::ddl:
