@@ -996,4 +996,37 @@ TEST_F(UserCode, CopyOfARelationReadsNoUserCode) {
   expect_hit(q);
 }
 
+
+// A writing function anywhere in a statement: each of these writes the log.
+TEST_F(UserCode, WritingFunctionInEveryClause) {
+  exec("CREATE FUNCTION wi(int) RETURNS int VOLATILE LANGUAGE plpgsql AS "
+       "$$BEGIN INSERT INTO log VALUES ($1); RETURN $1; END$$");
+  const std::vector<std::string> statements = {
+      "VALUES (w(1))",
+      "SELECT * FROM ROWS FROM (wi(1)) AS r",
+      "SELECT id FROM t LIMIT wi(1)",
+      "SELECT id FROM t ORDER BY wi(id)",
+      "SELECT count(*) FILTER (WHERE w(id)) FROM t",
+      "SELECT sum(id) OVER (ORDER BY wi(id)) FROM t",
+      "SELECT id FROM t GROUP BY id HAVING w(id)",
+      "SELECT id FROM t WHERE id = ANY (ARRAY[wi(1)])",
+      "SELECT (SELECT w(2))",
+      "SELECT id FROM t, LATERAL (SELECT w(t.id)) s",
+      "UPDATE t SET v = v WHERE id = 1 RETURNING w(id)",
+      "INSERT INTO t VALUES (7, 7, 'x') ON CONFLICT (id) DO UPDATE SET v = 1 WHERE w(1)",
+      "INSERT INTO t VALUES (8, 8, 'x') ON CONFLICT (id) DO NOTHING RETURNING w(id)",
+      "DELETE FROM t WHERE id = 8 AND w(id)",
+  };
+  const std::string q = "SELECT count(*) FROM log";
+  for (const std::string& sql : statements) {
+    cache_it(q);
+    exec(sql);
+    expect_fresh(q);
+    if (HasFailure()) {
+      ADD_FAILURE() << "after: " << sql;
+      return;
+    }
+  }
+}
+
 }  // namespace
