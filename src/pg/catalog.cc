@@ -122,9 +122,12 @@ const std::string q_procs =
 //  'a' aggregate -> its support functions (transition, final, combine, (de)serial, moving)
 //  'w' relation -> a function its defaults/generated columns, CHECK/EXCLUDE constraints,
 //      index expressions/predicates or user operator classes run on writes
-//  'p' relation -> a function a row-security policy runs (reads and writes)
+//  'p' relation -> a function a row-security policy runs (reads and writes); a function
+//      of a user operator class of its partition key (routing rows, pruning partitions)
 //  'r' user type -> a function reading a value runs: I/O functions, support functions of
-//      its user operator classes (ORDER BY, DISTINCT, joins)
+//      its user operator classes (ORDER BY, DISTINCT, joins); for a range or multirange
+//      type, its subtype operator class's functions and operators (every comparison of
+//      two ranges calls them), its canonical and subtype_diff functions
 //  't' user type -> a function writing or casting a value runs: domain CHECKs, user casts
 //      to or from it
 //  'b' user type -> a type whose code it runs too (domain base, array element)
@@ -189,6 +192,25 @@ SELECT 'r', oc.opcintype, ap.amproc::pg_catalog.oid FROM pg_catalog.pg_opclass o
  JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily
  WHERE oc.oid >= 16384 AND ap.amproc::pg_catalog.oid >= 16384
 UNION ALL
+SELECT 'r', x.t, s.f FROM pg_catalog.pg_range r
+ JOIN pg_catalog.pg_opclass oc ON oc.oid = r.rngsubopc,
+ LATERAL (VALUES (r.rngtypid), (r.rngmultitypid)) x(t),
+ LATERAL (SELECT ap.amproc::pg_catalog.oid FROM pg_catalog.pg_amproc ap
+   WHERE ap.amprocfamily = oc.opcfamily
+  UNION ALL SELECT o.oprcode::pg_catalog.oid FROM pg_catalog.pg_amop am
+   JOIN pg_catalog.pg_operator o ON o.oid = am.amopopr WHERE am.amopfamily = oc.opcfamily
+  UNION ALL VALUES (r.rngcanonical::pg_catalog.oid), (r.rngsubdiff::pg_catalog.oid)) s(f)
+ WHERE r.rngtypid >= 16384 AND s.f >= 16384
+UNION ALL
+SELECT 'p', pt.partrelid, s.f FROM pg_catalog.pg_partitioned_table pt,
+ LATERAL pg_catalog.unnest(pt.partclass::pg_catalog.oid[]) pc(oc)
+ JOIN pg_catalog.pg_opclass oc ON oc.oid = pc.oc,
+ LATERAL (SELECT ap.amproc::pg_catalog.oid FROM pg_catalog.pg_amproc ap
+   WHERE ap.amprocfamily = oc.opcfamily
+  UNION ALL SELECT o.oprcode::pg_catalog.oid FROM pg_catalog.pg_amop am
+   JOIN pg_catalog.pg_operator o ON o.oid = am.amopopr WHERE am.amopfamily = oc.opcfamily) s(f)
+ WHERE oc.oid >= 16384 AND s.f >= 16384
+UNION ALL
 SELECT 'b', t.oid, x.b FROM pg_catalog.pg_type t,
  LATERAL (VALUES (t.typbasetype), (t.typelem)) x(b) WHERE t.oid >= 16384 AND x.b >= 16384
 UNION ALL
@@ -198,7 +220,13 @@ SELECT 'c', a.attrelid, a.atttypid FROM pg_catalog.pg_attribute a
 // Operators that may run user code: the operator or its function is a user object.
 const std::string q_operators =
     "SELECT o.oprnamespace, o.oprname, o.oprcode::pg_catalog.oid FROM pg_catalog.pg_operator o"
-    " WHERE o.oid >= 16384 OR o.oprcode::pg_catalog.oid >= 16384";
+    " WHERE o.oid >= 16384 OR o.oprcode::pg_catalog.oid >= 16384"
+    // A user operator also runs the support functions of its operator families: ORDER BY
+    // ... USING sorts with the family's comparison function, not with oprcode.
+    " UNION ALL SELECT o.oprnamespace, o.oprname, ap.amproc::pg_catalog.oid"
+    " FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_amop am ON am.amopopr = o.oid"
+    " JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = am.amopfamily"
+    " WHERE o.oid >= 16384 AND ap.amproc::pg_catalog.oid >= 16384";
 
 // User functions `x.f` may call (functional notation): one argument without a default,
 // of a composite, pseudo (record, anyelement...) or domain type.
@@ -237,14 +265,6 @@ const std::string q_triggers =
     " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
     " JOIN pg_catalog.pg_language l ON l.oid = p.prolang"
     " WHERE t.tgenabled <> 'D'";
-
-// Operators and casts created after initdb (oid >= FirstNormalObjectId) whose function is
-// volatile.
-const std::string q_volatile_operators =
-    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_proc p"
-    "   ON p.oid = o.oprcode WHERE o.oid >= 16384 AND p.provolatile = 'v')"
-    " OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast c JOIN pg_catalog.pg_proc p"
-    "   ON p.oid = c.castfunc WHERE c.oid >= 16384 AND p.provolatile = 'v')";
 
 // Nothing here depends on the session's settings (the epoch is numeric text).
 const std::string q_identity =
@@ -884,9 +904,6 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
     rel->triggers.push_back(std::move(tg));
   }
 
-  auto op_rows = query(q_volatile_operators);
-  if (op_rows.size() != 1) bad_shape("volatile operators query returned no row");
-  s.volatile_user_operators_ = bool_at(op_rows[0], 0, "volatile operators");
 
   auto id_rows = query(q_identity);
   if (id_rows.size() != 1)

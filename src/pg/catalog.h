@@ -234,9 +234,6 @@ class snapshot {
   // they do not share entries, which costs hits, never correctness.
   const std::string& identity() const { return identity_; }
   std::uint64_t generation() const { return generation_; }  // 1 for the first load
-  // Some operator or cast not built into PostgreSQL runs a VOLATILE function: an expression
-  // may then call it without naming it (used for trigger bodies, whose text is read).
-  bool volatile_user_operators() const { return volatile_user_operators_; }
   std::size_t relation_count() const { return relations_.size(); }
 
  private:
@@ -270,12 +267,11 @@ class snapshot {
   bool known_type(const qualified_name& t, const std::vector<std::string>& schemas) const;
   std::string identity_;
   std::uint64_t generation_ = 0;
-  bool volatile_user_operators_ = false;
 };
 
 class catalog {
  public:
-  // Reads the catalog through `query` (14 SELECTs). Throws whatever `query` throws, and
+  // Reads the catalog through `query` (13 SELECTs). Throws whatever `query` throws, and
   // std::runtime_error when a result has an unexpected shape.
   static std::shared_ptr<catalog> load(const query_fn& query);
 

@@ -637,6 +637,21 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
     case stmt_kind::copy_to:
       p->act = action::read_uncacheable;
       p->reason = uncacheable_reason::not_a_read;
+      // COPY (query) TO runs its query: one that may write is a write with unknown targets.
+      // A relation the snapshot does not know may be a view created since: anything.
+      for (const read_ref& rr : s.reads)
+        if (!cat.resolve(rr.table, schemas)) {
+          p->act = action::unknown;
+          p->flush = true;
+          p->flush_reason = "COPY of a query reading an unknown relation " + rr.table.name;
+          return p;
+        }
+      if (std::string why = reads_writing_code({s}, cat, schemas); !why.empty()) {
+        p->act = action::unknown;
+        p->reason = uncacheable_reason::volatile_function;
+        p->flush = true;
+        p->flush_reason = "COPY of a query: " + why;
+      }
       return p;
     case stmt_kind::ddl:
       p->act = action::ddl;

@@ -99,6 +99,7 @@ struct reader {
 
   // Records what one analysed statement does; false when it is not a read or a write.
   void take(const statement& s) {
+    out.statements.push_back(s);
     for (const qualified_name& f : s.functions) {
       out.functions.push_back(f);
       if (lower(f.name) == "set_config") {

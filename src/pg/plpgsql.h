@@ -37,6 +37,9 @@ struct trigger_function {
   std::vector<body_write> writes;
   std::vector<qualified_name> functions;  // every function any statement or expression calls
   std::vector<qualified_name> reads;      // every relation a statement reads (views may call)
+  // Every statement and expression of the body as analysed, for the user code they reach
+  // without naming it (operators, casts, views, defaults: snapshot::statement_code).
+  std::vector<statement> statements;
   bool changes_session = false;           // SET / RESET / set_config(): session settings change
   // NEW as a whole may be replaced (NEW := ..., SELECT ... INTO NEW, FOR NEW IN ...), or the
   // function returns a record other than NEW, OLD or NULL: a BEFORE ROW trigger may then

@@ -105,15 +105,10 @@ void fire_triggers(const snapshot& cat, const std::vector<std::string>& schemas,
       continue;
     }
     fx.functions.insert(fx.functions.end(), body.functions.begin(), body.functions.end());
-    // Code the body's text does not name: operators and casts, views it reads.
-    if (cat.volatile_user_operators())
-      fx.flush("trigger " + tg.name + ": volatile user operators or casts exist");
-    for (const qualified_name& v : body.reads) {
-      const relation* x = cat.resolve(v, schemas);
-      if (x && x->kind == 'v' && x->volatile_view)
-        fx.flush("trigger " + tg.name + " reads view " + rel_name(*x) +
-                 ", which calls a non-immutable function");
-    }
+    // Code the body's text does not name: operators, casts, views, defaults, constraints.
+    for (const statement& st : body.statements)
+      if (code_reach code = cat.statement_code(st, schemas); code.writes)
+        fx.flush("trigger " + tg.name + " reaches " + code.function + ", which may write");
     if (body.writes.empty()) continue;
     if (depth >= kMaxTriggerDepth) {
       fx.flush("triggers nested deeper than " + std::to_string(kMaxTriggerDepth));
