@@ -1,0 +1,203 @@
+// qcache::soci on SQLite, adversarial hunt: results the database would not return (stale or
+// wrong cached results, results served where SQLite raises an error, lost writes). Every read
+// through the cache is compared with the same read on a plain SOCI session on the same file.
+#include <gtest/gtest.h>
+#include <qcache/soci.h>
+#include <soci/soci.h>
+#include <soci/sqlite3/soci-sqlite3.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace sq = ::sqlite_api;
+
+class SqliteHunt : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("qcache_sqlite_hunt_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    path_ = file("app.db");
+    cache_ = std::make_shared<qcache::cache>(qcache::options{});
+    factory_ = std::make_unique<qcache::soci::caching_factory>(cache_, soci::sqlite3);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string file(const std::string& name) const { return (dir_ / name).string(); }
+  std::unique_ptr<soci::session> open(const std::string& path = {}) {
+    return std::make_unique<soci::session>(*factory_,
+                                           "db=" + (path.empty() ? path_ : path) + " timeout=5");
+  }
+  std::unique_ptr<soci::session> plain(const std::string& path = {}) {
+    return std::make_unique<soci::session>(soci::sqlite3,
+                                           "db=" + (path.empty() ? path_ : path) + " timeout=5");
+  }
+  static sq::sqlite3* native(soci::session& s) {
+    auto* b = qcache::soci::native_backend(s);
+    if (!b) b = s.get_backend();
+    return static_cast<soci::sqlite3_session_backend*>(b)->conn_;
+  }
+
+  // Every row of `q` as text ("a|b|\n" per row), NULL as "NULL".
+  static std::string rows(soci::session& s, const std::string& q) {
+    std::string r;
+    soci::rowset<soci::row> rs = s.prepare << q;
+    for (const auto& row : rs) {
+      for (std::size_t i = 0; i < row.size(); ++i) {
+        if (row.get_indicator(i) == soci::i_null)
+          r += "NULL";
+        else if (row.get_properties(i).get_data_type() == soci::dt_string)
+          r += row.get<std::string>(i);
+        else if (row.get_properties(i).get_data_type() == soci::dt_double)
+          r += std::to_string(row.get<double>(i));
+        else if (row.get_properties(i).get_data_type() == soci::dt_integer)
+          r += std::to_string(row.get<int>(i));
+        else if (row.get_properties(i).get_data_type() == soci::dt_blob)
+          r += "<blob>";
+        else
+          r += std::to_string(row.get<long long>(i));
+        r += '|';
+      }
+      r += '\n';
+    }
+    return r;
+  }
+  // `q` through `s` and through a fresh plain session on `path`: expects equal rows and
+  // returns whether the cached read was a hit.
+  bool fresh(soci::session& s, const std::string& q, const std::string& path = {},
+             const std::vector<std::string>& plain_setup = {}) {
+    auto before = cache_->stats().hits;
+    std::string cached = rows(s, q);
+    bool hit = cache_->stats().hits > before;
+    auto p = plain(path);
+    for (const auto& x : plain_setup) *p << x;
+    EXPECT_EQ(cached, rows(*p, q)) << q << (hit ? " (a hit)" : " (a miss)");
+    return hit;
+  }
+  bool twice(soci::session& s, const std::string& q, const std::string& path = {}) {
+    fresh(s, q, path);
+    return fresh(s, q, path);
+  }
+
+  // A differential script: before each write every read is primed through `s`, after it
+  // every read must equal plain SOCI (a missing invalidation returns the primed result).
+  void script(soci::session& s, const std::vector<std::string>& reads,
+              const std::vector<std::string>& writes,
+              const std::vector<std::string>& plain_setup = {}) {
+    for (const auto& w : writes) {
+      for (const auto& r : reads) rows(s, r);
+      s << w;
+      for (const auto& r : reads) {
+        SCOPED_TRACE("after: " + w);
+        fresh(s, r, {}, plain_setup);
+      }
+    }
+  }
+
+  fs::path dir_;
+  std::string path_;
+  std::shared_ptr<qcache::cache> cache_;
+  std::unique_ptr<qcache::soci::caching_factory> factory_;
+};
+
+void make_c(soci::session& s) {
+  s << "CREATE TABLE t(id INTEGER PRIMARY KEY, c INTEGER, v TEXT)";
+  s << "INSERT INTO t VALUES(1, 1, 'a'), (2, 2, 'b'), (3, 3, 'c')";
+}
+
+// SQLite's block comments do not nest; PostgreSQL's (whose parser reads the statement for
+// predicates) do: `/* /* */ OR c = 2 -- */` hides the OR from the analyzer only.
+TEST_F(SqliteHunt, NestedBlockCommentHidesADisjunctFromThePredicateAnalysis) {
+  auto s = open();
+  make_c(*s);
+  script(*s, {"SELECT id, c FROM t WHERE c = 1 /* /* */ OR c = 2 -- */"},
+         {"UPDATE t SET c = 5 WHERE id = 2"});
+}
+
+// PostgreSQL ends a `--` comment at a carriage return, SQLite only at a newline: text after
+// the \r is a comment for SQLite and a conjunct for the analyzer.
+TEST_F(SqliteHunt, CarriageReturnEndsALineCommentOnlyForTheAnalyzer) {
+  auto s = open();
+  make_c(*s);
+  script(*s, {"SELECT id, c FROM t WHERE (c = 1 OR c = 2) --\r AND c = 1"},
+         {"UPDATE t SET c = 5 WHERE id = 2"});
+}
+
+TEST_F(SqliteHunt, BlobLiteralComparedWithATextColumn) {
+  auto s = open();
+  make_c(*s);
+  script(*s, {"SELECT id FROM t WHERE v = X'61'", "SELECT id FROM t WHERE v = x'62'"},
+         {"UPDATE t SET v = X'61' WHERE id = 3", "INSERT INTO t VALUES(9, 9, X'62')"});
+}
+
+TEST_F(SqliteHunt, CollateInTheComparison) {
+  auto s = open();
+  make_c(*s);
+  script(*s, {"SELECT id FROM t WHERE v = 'A' COLLATE NOCASE",
+              "SELECT id FROM t WHERE v COLLATE NOCASE = 'B'"},
+         {"UPDATE t SET v = 'a' WHERE id = 3", "INSERT INTO t VALUES(9, 9, 'b')"});
+}
+
+TEST_F(SqliteHunt, DerivedTableWithLimitOrWindow) {
+  auto s = open();
+  make_c(*s);
+  script(*s,
+         {"SELECT id FROM (SELECT id, c FROM t ORDER BY id LIMIT 2) WHERE c = 1",
+          "SELECT id, rn FROM (SELECT id, c, row_number() OVER (ORDER BY id) AS rn FROM t) "
+          "AS x WHERE c = 2",
+          "SELECT n FROM (SELECT c, count(*) OVER () AS n FROM t) AS x WHERE c = 2",
+          "SELECT id FROM (SELECT id, c FROM t ORDER BY id LIMIT 1 OFFSET 1) AS x WHERE c = 2"},
+         {"INSERT INTO t VALUES(0, 7, 'z')", "DELETE FROM t WHERE id = 0",
+          "UPDATE t SET id = -1 WHERE id = 3"});
+}
+
+TEST_F(SqliteHunt, LeftJoinOnConjunctOfTheLeftTable) {
+  auto s = open();
+  make_c(*s);
+  *s << "CREATE TABLE u(id INTEGER PRIMARY KEY, tid INTEGER, k INTEGER)";
+  *s << "INSERT INTO u VALUES(1, 1, 1), (2, 2, 2)";
+  script(*s,
+         {"SELECT t.id, u.id FROM t LEFT JOIN u ON u.tid = t.id AND t.c = 1 ORDER BY t.id",
+          "SELECT t.id, u.id FROM u RIGHT JOIN t ON u.tid = t.id AND t.c = 1 ORDER BY t.id",
+          "SELECT t.id, u.id FROM t FULL JOIN u ON u.tid = t.id AND u.k = 1 AND t.c = 1 "
+          "ORDER BY t.id, u.id",
+          "SELECT t.id, u.id FROM t LEFT JOIN u ON u.tid = t.id WHERE u.k = 1 ORDER BY t.id"},
+         {"INSERT INTO t VALUES(9, 9, 'z')", "INSERT INTO u VALUES(9, 9, 9)",
+          "UPDATE u SET k = 1 WHERE id = 2", "UPDATE t SET c = 1 WHERE id = 2"});
+}
+
+TEST_F(SqliteHunt, UnaryMinusOnAString) {
+  auto s = open();
+  make_c(*s);
+  script(*s, {"SELECT id FROM t WHERE c = -'-1'", "SELECT id FROM t WHERE c = - -1",
+              "SELECT id FROM t WHERE v = -'1'", "SELECT id FROM t WHERE c = 0x1",
+              "SELECT id FROM t WHERE c = +'1'"},
+         {"UPDATE t SET c = 1, v = '-1' WHERE id = 3", "UPDATE t SET v = '1' WHERE id = 2"});
+}
+
+TEST_F(SqliteHunt, BackslashInALiteral) {
+  auto s = open();
+  make_c(*s);
+  script(*s, {"SELECT id FROM t WHERE v = 'a\\' AND c = 1 OR c = 2 -- '"},
+         {"UPDATE t SET c = 5 WHERE id = 2"});
+}
+
+TEST_F(SqliteHunt, InsertSelectTransferOptimisation) {
+  auto s = open();
+  make_c(*s);
+  *s << "CREATE TABLE t2(id INTEGER PRIMARY KEY, c INTEGER, v TEXT)";
+  script(*s, {"SELECT id FROM t2 WHERE c = 1", "SELECT v FROM t2 WHERE id = 1",
+              "SELECT count(*) FROM t2"},
+         {"INSERT INTO t2 SELECT * FROM t", "DELETE FROM t2", "INSERT INTO t2 SELECT * FROM t"});
+}
+
+}  // namespace
