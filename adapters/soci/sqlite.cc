@@ -300,14 +300,17 @@ std::optional<std::string> to_pg_placeholders(std::string_view sql, sq::sqlite3_
     } else if (c == '[' || c == '`') {
       return std::nullopt;  // SQLite-only quoting
     } else if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+      // Comments are not copied: PostgreSQL's lexer ends a `--` comment at a carriage
+      // return too and nests `/* */`, SQLite's does neither, so a copied comment could hide
+      // SQL from one of them (`/* /* */ OR c = 2 -- */`). SQLite's extent, as a space.
       std::size_t j = sql.find('\n', i);
       if (j == std::string_view::npos) j = n;
-      out.append(sql.substr(i, j - i));
+      out += ' ';
       i = j;
     } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
       std::size_t j = sql.find("*/", i + 2);
       if (j == std::string_view::npos) return std::nullopt;
-      out.append(sql.substr(i, j + 2 - i));
+      out += ' ';
       i = j + 2;
     } else if (c == '?' || c == ':' || c == '@' || c == '$') {
       std::size_t j = i + 1;
