@@ -200,4 +200,33 @@ TEST_F(SqliteHunt, InsertSelectTransferOptimisation) {
          {"INSERT INTO t2 SELECT * FROM t", "DELETE FROM t2", "INSERT INTO t2 SELECT * FROM t"});
 }
 
+
+// Guard: a once-statement's analysis is memoized by its SQL and authorizer events. Another
+// connection turns `t` into a virtual table (fts4 over external content) whose column reads
+// raise the same events, and an uncacheable statement lets SQLite reload the schema before
+// qcache looks at the file. The memoized "read of an ordinary table" must not be stored
+// (today it is not because the module prepares SQL while the read steps, which qcache takes
+// as a re-prepare): a write to the content table through qcache would leave it stale.
+TEST_F(SqliteHunt, MemoizedAnalysisOfATableThatBecameVirtual) {
+  auto s = open();
+  *s << "CREATE TABLE docs(id INTEGER PRIMARY KEY, a TEXT)";
+  *s << "INSERT INTO docs VALUES(1, 'old'), (2, 'two')";
+  *s << "CREATE TABLE t(a TEXT)";
+  *s << "INSERT INTO t VALUES('table')";
+  const std::string q = "SELECT a FROM t";
+  EXPECT_TRUE(twice(*s, q));
+  {
+    auto p = plain();
+    *p << "DROP TABLE t";
+    *p << "CREATE VIRTUAL TABLE t USING fts4(content='docs', a)";
+    *p << "INSERT INTO t(t) VALUES('rebuild')";
+  }
+  int r = 0;
+  *s << "SELECT random() FROM docs LIMIT 1", soci::into(r);  // SQLite reloads the schema
+  fresh(*s, q);
+  fresh(*s, q);
+  *s << "UPDATE docs SET a = 'new' WHERE id = 1";
+  fresh(*s, q);
+}
+
 }  // namespace
