@@ -229,4 +229,40 @@ TEST_F(SqliteHunt, MemoizedAnalysisOfATableThatBecameVirtual) {
   fresh(*s, q);
 }
 
+
+// The WAL index's change counter lives in the -shm file, which SQLite rebuilds from zero
+// when a connection opens a database no connection has open (the last one to close
+// deletes it). A counter remembered by the process across that reset can be met again
+// after exactly as many commits by another connection: the change went unseen.
+std::uint32_t shm_counter(const std::string& db) {
+  std::uint32_t v = 0;
+  if (std::FILE* f = std::fopen((db + "-shm").c_str(), "rb")) {
+    if (std::fseek(f, 8, SEEK_SET) != 0 || std::fread(&v, 4, 1, f) != 1) v = ~0u;
+    std::fclose(f);
+  } else {
+    v = ~0u;
+  }
+  return v;
+}
+
+TEST_F(SqliteHunt, WalIndexCounterRebuiltAfterEveryConnectionClosed) {
+  const std::string q = "SELECT id, c, v FROM t ORDER BY id";
+  std::uint32_t seen = 0;
+  {
+    auto a = open();
+    *a << "PRAGMA journal_mode=WAL";
+    make_c(*a);
+    for (int i = 0; i < 4; ++i) *a << "UPDATE t SET c = c + 1 WHERE id = 1";
+    EXPECT_TRUE(twice(*a, q));
+    seen = shm_counter(path_);
+    ASSERT_NE(seen, ~0u);
+  }
+  auto p = plain();
+  for (int i = 0; i < 1000 && shm_counter(path_) != seen; ++i)
+    *p << "UPDATE t SET v = 'new" + std::to_string(i) + "' WHERE id = 2";
+  ASSERT_EQ(shm_counter(path_), seen) << "the counter was not rebuilt from zero";
+  auto b = open();
+  fresh(*b, q);
+}
+
 }  // namespace
