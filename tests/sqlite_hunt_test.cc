@@ -265,4 +265,70 @@ TEST_F(SqliteHunt, WalIndexCounterRebuiltAfterEveryConnectionClosed) {
   fresh(*b, q);
 }
 
+
+// Guards: rows changed where the update hook is silent or the row is named differently,
+// against rowid reads, column-predicate reads and whole-table reads.
+TEST_F(SqliteHunt, SilentRowChangesAgainstPredicateReads) {
+  auto s = open();
+  *s << "PRAGMA foreign_keys=ON";
+  *s << "PRAGMA recursive_triggers=ON";
+  *s << "CREATE TABLE p(id INTEGER PRIMARY KEY, k TEXT UNIQUE, c INTEGER)";
+  *s << "CREATE TABLE ch(id INTEGER PRIMARY KEY, pid INTEGER REFERENCES p(id) ON DELETE CASCADE "
+        "ON UPDATE CASCADE DEFERRABLE INITIALLY DEFERRED, c INTEGER)";
+  *s << "CREATE TABLE w(k TEXT PRIMARY KEY, c INTEGER) WITHOUT ROWID";
+  *s << "CREATE TABLE st(id INTEGER PRIMARY KEY, c INTEGER, g INTEGER AS (c * 2) STORED) STRICT";
+  *s << "CREATE TABLE log(id INTEGER PRIMARY KEY, c INTEGER)";
+  *s << "CREATE VIEW pv AS SELECT id, k, c FROM p";
+  *s << "CREATE TRIGGER pv_ins INSTEAD OF INSERT ON pv BEGIN "
+        "INSERT OR REPLACE INTO p VALUES(NEW.id, NEW.k, NEW.c); "
+        "INSERT INTO log(c) VALUES(NEW.c); END";
+  *s << "CREATE TRIGGER p_upd AFTER UPDATE ON p BEGIN UPDATE w SET c = NEW.c WHERE k = NEW.k; END";
+  *s << "INSERT INTO p VALUES(1, 'a', 1), (2, 'b', 2), (3, 'c', 3)";
+  *s << "INSERT INTO ch VALUES(1, 1, 1), (2, 2, 2), (3, 3, 3)";
+  *s << "INSERT INTO w VALUES('a', 1), ('b', 2), ('c', 3)";
+  *s << "INSERT INTO st(id, c) VALUES(1, 1), (2, 2)";
+  script(*s,
+         {"SELECT id, k FROM p WHERE c = 1", "SELECT k FROM p WHERE id = 2",
+          "SELECT id, pid FROM ch WHERE pid = 2", "SELECT id FROM ch WHERE id = 3",
+          "SELECT k FROM w WHERE c = 2", "SELECT c FROM w WHERE k = 'c'",
+          "SELECT id FROM st WHERE g = 4", "SELECT id FROM st WHERE c = 1",
+          "SELECT count(*) FROM log", "SELECT id, c FROM pv WHERE k = 'b'",
+          "SELECT id FROM p WHERE k = 'z'"},
+         {"INSERT OR REPLACE INTO p VALUES(9, 'b', 1)", "INSERT INTO pv VALUES(4, 'c', 2)",
+          "INSERT INTO p VALUES(5, 'a', 7) ON CONFLICT(k) DO UPDATE SET c = 2, k = 'z'",
+          "UPDATE p SET id = 20 WHERE k = 'z'", "DELETE FROM p WHERE c = 2",
+          "UPDATE st SET c = 2 WHERE id = 1", "REPLACE INTO w VALUES('c', 2)",
+          "DELETE FROM w", "DELETE FROM p"});
+}
+
+TEST_F(SqliteHunt, OneFileUnderTwoPaths) {
+  {
+    auto p = plain();
+    make_c(*p);
+  }
+  fs::create_hard_link(path_, file("hard.db"));
+  fs::create_symlink(path_, file("sym.db"));
+  auto a = open();
+  auto h = open(file("hard.db"));
+  auto y = open(file("sym.db"));
+  auto u = std::make_unique<soci::session>(*factory_, "db=file:" + path_ + "?mode=rw timeout=5");
+  *a << "ATTACH '" + file("hard.db") + "' AS aux";
+  const std::vector<std::string> qs = {"SELECT id, c FROM t WHERE c = 2",
+                                       "SELECT v FROM t WHERE id = 1",
+                                       "SELECT count(*) FROM t"};
+  int step = 0;
+  for (soci::session* w : {a.get(), h.get(), y.get(), u.get()}) {
+    for (soci::session* r : {a.get(), h.get(), y.get(), u.get()})
+      for (const auto& q : qs) rows(*r, q);
+    ++step;
+    *w << "UPDATE t SET c = c + 10, v = v || 'x' WHERE id IN (1, 2)";
+    if (w == a.get()) *a << "UPDATE aux.t SET c = 2 WHERE id = 3";
+    for (soci::session* r : {a.get(), h.get(), y.get(), u.get()})
+      for (const auto& q : qs) {
+        SCOPED_TRACE("writer " + std::to_string(step));
+        fresh(*r, q);
+      }
+  }
+}
+
 }  // namespace
