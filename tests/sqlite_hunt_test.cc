@@ -11,6 +11,9 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <thread>
+#include <atomic>
+#include <random>
 #include <vector>
 
 namespace {
@@ -329,6 +332,88 @@ TEST_F(SqliteHunt, OneFileUnderTwoPaths) {
         fresh(*r, q);
       }
   }
+}
+
+
+// Bulk intos fetched in pieces (execute(false) + fetch, execute(true) + fetch), a miss and
+// then a hit, must hand out the rows SQLite does, in the same pieces.
+std::string bulk(soci::session& s, bool exchange, std::size_t n) {
+  std::vector<int> ids(n);
+  std::vector<std::string> vs(n);
+  soci::statement st = (s.prepare << "SELECT id, v FROM t ORDER BY id", soci::into(ids),
+                        soci::into(vs));
+  std::string r;
+  bool more = st.execute(exchange);
+  auto take = [&] {
+    r += "[";
+    for (std::size_t i = 0; i < ids.size(); ++i) r += std::to_string(ids[i]) + vs[i] + ",";
+    r += "]";
+  };
+  if (exchange && more) take();
+  if (exchange && !more && !ids.empty()) take();
+  while (st.fetch()) take();
+  return r;
+}
+
+TEST_F(SqliteHunt, BulkIntoFetchedInPieces) {
+  auto s = open();
+  make_c(*s);
+  *s << "INSERT INTO t SELECT id + 3, c, v || id FROM t";
+  auto p = plain();
+  for (bool exchange : {false, true})
+    for (std::size_t n : {1u, 2u, 4u, 6u, 7u})
+      for (int rep = 0; rep < 2; ++rep) {
+        SCOPED_TRACE(std::to_string(exchange) + " " + std::to_string(n));
+        EXPECT_EQ(bulk(*s, exchange, n), bulk(*p, exchange, n));
+      }
+}
+
+// Threads, each with its own session, writing and reading through one cache (WAL): once
+// they are done, every read through the cache equals the database.
+TEST_F(SqliteHunt, ThreadsWritingAndReadingOneFile) {
+  {
+    auto s = open();
+    *s << "PRAGMA journal_mode=WAL";
+    *s << "CREATE TABLE t(id INTEGER PRIMARY KEY, c INTEGER, v TEXT)";
+    for (int i = 0; i < 20; ++i)
+      *s << "INSERT INTO t VALUES(" + std::to_string(i) + ", " + std::to_string(i % 5) + ", 'x')";
+  }
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> th;
+  for (int k = 0; k < 4; ++k)
+    th.emplace_back([&, k] {
+      auto s = open();
+      std::mt19937 g(k);
+      while (!stop.load()) {
+        int id = static_cast<int>(g() % 20), c = static_cast<int>(g() % 5);
+        try {
+          if (k < 2) {
+            if (g() % 3 == 0) {
+              soci::transaction tr(*s);
+              *s << "UPDATE t SET c = :c WHERE id = :id", soci::use(c), soci::use(id);
+              *s << "UPDATE t SET v = v || 'y' WHERE c = :c", soci::use(c);
+              tr.commit();
+            } else {
+              *s << "UPDATE t SET c = :c, v = 'z' WHERE id = :id", soci::use(c), soci::use(id);
+            }
+          } else {
+            rows(*s, "SELECT id, v FROM t WHERE c = " + std::to_string(c) + " ORDER BY id");
+            rows(*s, "SELECT c, v FROM t WHERE id = " + std::to_string(id));
+            rows(*s, "SELECT count(*), sum(c) FROM t");
+          }
+        } catch (const soci::soci_error&) {
+          // busy: retried by the next iteration
+        }
+      }
+    });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  stop = true;
+  for (auto& t : th) t.join();
+  auto s = open();
+  for (int c = 0; c < 5; ++c)
+    fresh(*s, "SELECT id, v FROM t WHERE c = " + std::to_string(c) + " ORDER BY id");
+  for (int id = 0; id < 20; ++id) fresh(*s, "SELECT c, v FROM t WHERE id = " + std::to_string(id));
+  fresh(*s, "SELECT count(*), sum(c) FROM t");
 }
 
 }  // namespace
