@@ -416,4 +416,43 @@ TEST_F(SqliteHunt, ThreadsWritingAndReadingOneFile) {
   fresh(*s, "SELECT count(*), sum(c) FROM t");
 }
 
+
+// A text parameter with an embedded NUL: the key and the predicate must use the value SOCI
+// actually binds.
+TEST_F(SqliteHunt, TextParameterWithAnEmbeddedNul) {
+  auto s = open();
+  make_c(*s);
+  auto p = plain();
+  const std::string q = "SELECT id FROM t WHERE v = :v ORDER BY id";
+  auto read = [&](soci::session& x, const std::string& v) {
+    std::vector<int> ids(10);
+    std::string val = v;
+    x << q, soci::use(val, "v"), soci::into(ids);
+    std::string r;
+    for (int i : ids) r += std::to_string(i) + ",";
+    return r;
+  };
+  auto readc = [&](soci::session& x, char c) {
+    std::vector<int> ids(10);
+    char val = c;
+    x << "SELECT id FROM t WHERE v = :v ORDER BY id", soci::use(val, "v"), soci::into(ids);
+    std::string r;
+    for (int i : ids) r += std::to_string(i) + ",";
+    return r;
+  };
+  const std::string nul("a\0b", 3);
+  const std::string lone("\0", 1);
+  for (const char* w : {"UPDATE t SET v = 'x' WHERE id = 1", "UPDATE t SET v = 'a' WHERE id = 2",
+                        "UPDATE t SET v = '' WHERE id = 3", "UPDATE t SET v = 'q' WHERE id = 3"}) {
+    read(*s, nul);
+    read(*s, lone);
+    readc(*s, '\0');
+    *s << w;
+    SCOPED_TRACE(w);
+    EXPECT_EQ(read(*s, nul), read(*p, nul));
+    EXPECT_EQ(read(*s, lone), read(*p, lone));
+    EXPECT_EQ(readc(*s, '\0'), readc(*p, '\0'));
+  }
+}
+
 }  // namespace
