@@ -49,7 +49,11 @@
 //    (rollback journal) or the WAL index's change counter (WAL). Before a hit and around a
 //    miss the counter is compared with the last value seen in this process; a change not
 //    proven to be our own commit (of a file the transaction wrote, moved by exactly one)
-//    invalidates the database before anything is served or stored.
+//    invalidates the database before anything is served or stored. A WAL index's counter
+//    restarts when the index is rebuilt (opened with no connection open): it is forgotten
+//    when the process's last connection to the file closes;
+//  * the statement text the predicate analyzer reads has no comments (PostgreSQL's lexer
+//    and SQLite's disagree on where they end).
 #include "internal.h"
 
 // soci-sqlite3.h includes <sqlite3.h> inside namespace sqlite_api: it must come first.
