@@ -49,7 +49,11 @@
 //    (rollback journal) or the WAL index's change counter (WAL). Before a hit and around a
 //    miss the counter is compared with the last value seen in this process; a change not
 //    proven to be our own commit (of a file the transaction wrote, moved by exactly one)
-//    invalidates the database before anything is served or stored.
+//    invalidates the database before anything is served or stored. A WAL index's counter
+//    restarts when the index is rebuilt (opened with no connection open): it is forgotten
+//    when the process's last connection to the file closes;
+//  * the statement text the predicate analyzer reads has no comments (PostgreSQL's lexer
+//    and SQLite's disagree on where they end).
 #include "internal.h"
 
 // soci-sqlite3.h includes <sqlite3.h> inside namespace sqlite_api: it must come first.
@@ -123,7 +127,30 @@ struct file_state {
   // this process did not prove to be its own commit (which may have been DDL): a memoized
   // statement analysis taken under another value is not reused.
   std::atomic<std::uint64_t> schema_epoch{0};
+  // Connections of this process that have the file attached (guarded by mu). A WAL index
+  // is rebuilt, its change counter from zero, when a connection opens a database no
+  // connection has open: once the last of ours detaches, `last` means nothing any more.
+  int attached = 0;
 };
+
+// A connection attaches `fs` (refresh_schemas) or detaches it (refresh_schemas, close).
+void attach_file(file_state& fs) {
+  std::lock_guard lock(fs.mu);
+  ++fs.attached;
+}
+void detach_file(file_state& fs) {
+  std::lock_guard lock(fs.mu);
+  if (--fs.attached > 0) return;
+  // The WAL index may be deleted and rebuilt before another of our connections opens it,
+  // its counter then meeting `last` again after as many commits by others: forget it, so
+  // that the next check invalidates the database. A rollback journal's counter is in the
+  // file itself and survives.
+  std::uint64_t last = fs.last.load(std::memory_order_acquire);
+  if (last == file_state::unknown || (last >> 32) != 1) {
+    fs.last.store(file_state::unknown, std::memory_order_release);
+    fs.schema_epoch.fetch_add(1, std::memory_order_acq_rel);
+  }
+}
 
 // `identity` names (dev, ino): see sqlite_engine::file_identity.
 file_state& state_for(const std::string& identity, dev_t dev, ino_t ino) {
@@ -300,14 +327,17 @@ std::optional<std::string> to_pg_placeholders(std::string_view sql, sq::sqlite3_
     } else if (c == '[' || c == '`') {
       return std::nullopt;  // SQLite-only quoting
     } else if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+      // Comments are not copied: PostgreSQL's lexer ends a `--` comment at a carriage
+      // return too and nests `/* */`, SQLite's does neither, so a copied comment could hide
+      // SQL from one of them (`/* /* */ OR c = 2 -- */`). SQLite's extent, as a space.
       std::size_t j = sql.find('\n', i);
       if (j == std::string_view::npos) j = n;
-      out.append(sql.substr(i, j - i));
+      out += ' ';
       i = j;
     } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
       std::size_t j = sql.find("*/", i + 2);
       if (j == std::string_view::npos) return std::nullopt;
-      out.append(sql.substr(i, j + 2 - i));
+      out += ' ';
       i = j + 2;
     } else if (c == '?' || c == ':' || c == '@' || c == '$') {
       std::size_t j = i + 1;
@@ -502,8 +532,10 @@ class sqlite_engine final : public engine {
     sq::sqlite3_set_authorizer(conn_, nullptr, nullptr);
     sq::sqlite3_update_hook(conn_, nullptr, nullptr);
     sq::sqlite3_preupdate_hook(conn_, nullptr, nullptr);
-    for (auto& [name, s] : schemas_)
+    for (auto& [name, s] : schemas_) {
       if (!s.file) drop_registry(s.identity);
+      if (s.fs) detach_file(*s.fs);
+    }
     sq::sqlite3_commit_hook(conn_, nullptr, nullptr);
     sq::sqlite3_rollback_hook(conn_, nullptr, nullptr);
   }
@@ -922,6 +954,10 @@ void sqlite_engine::refresh_schemas() {
   query("PRAGMA encoding", [&](sq::sqlite3_stmt* st) { utf8_ = text(st, 0) == "UTF-8"; });
   for (auto& [name, s] : schemas_)
     if (s.dv) sq::sqlite3_finalize(s.dv);
+  for (auto& [name, s] : next)
+    if (s.fs) attach_file(*s.fs);
+  for (auto& [name, s] : schemas_)
+    if (s.fs) detach_file(*s.fs);
   schemas_ = std::move(next);
   // Unqualified names resolve through temp first: temp objects are part of the context.
   bool temp_objects = false;
