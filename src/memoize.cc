@@ -19,6 +19,8 @@
 #include "versions.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 namespace qcache {
 namespace detail {
@@ -222,6 +224,7 @@ bool cache::memo_store(const key& k, detail::memo_frame& f,
   } catch (...) {
     d.storable = false;
   }
+  if (getenv("QCACHE_MEMO_DEBUG")) fprintf(stderr, "memo not stored: %s\n", d.why_not.c_str());
   count_memo(memo_counter::not_stored);
   return false;
 }
