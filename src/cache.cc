@@ -206,21 +206,37 @@ std::shared_ptr<const cached_value> cache::lookup(const key& k) {
 std::shared_ptr<const cached_value> cache::memo_lookup(const key& k) {
   bool stale = false;
   const detail::versions& v = impl_->vers;
-  detail::memo_frame* memo = detail::tl_memo ? detail::memo_frame_of(this) : nullptr;
-  auto value = impl_->entries.lookup(
-      k,
-      [&v, memo](const detail::dep_versions& deps) {
-        for (const auto& [slot, ver] : deps)
-          if (v.load(slot) != ver) return false;
-        if (memo)
-          for (const auto& [slot, ver] : deps) memo->data.add(slot, ver);
-        return true;
-      },
-      stale);
+  detail::dep_versions deps;
+  auto valid = [&v, &deps](const detail::dep_versions& d) {
+    for (const auto& [slot, ver] : d)
+      if (v.load(slot) != ver) return false;
+    deps = d;
+    return true;
+  };
+  auto value = impl_->entries.lookup(k, valid, stale);
+  if (value) {
+    // Engines' freshness checks first (they may invalidate), then the versions again.
+    auto m = std::dynamic_pointer_cast<const detail::memo_base>(value);
+    if (m && !m->checks.empty()) {
+      for (const auto& c : m->checks) c->run();
+      for (const auto& [slot, ver] : deps)
+        if (v.load(slot) != ver) {
+          value = nullptr;
+          stale = true;
+          break;
+        }
+    }
+  }
   stripe& st = impl_->st();
   (value ? st.memo_hits : st.memo_misses).fetch_add(1, std::memory_order_relaxed);
   if (stale) st.memo_stale.fetch_add(1, std::memory_order_relaxed);
-  if (memo && value) memo->data.note_read(detail::memo_describe(k));
+  detail::memo_frame* memo = detail::tl_memo ? detail::memo_frame_of(this) : nullptr;
+  if (memo && value) {
+    for (const auto& [slot, ver] : deps) memo->data.add(slot, ver);
+    memo->data.note_read(detail::memo_describe(k));
+    if (auto m = std::dynamic_pointer_cast<const detail::memo_base>(value))
+      for (const auto& c : m->checks) memo_add_check(c);
+  }
   return value;
 }
 

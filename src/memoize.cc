@@ -19,8 +19,6 @@
 #include "versions.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 
 namespace qcache {
 namespace detail {
@@ -76,6 +74,8 @@ void memo_data::merge(const memo_data& o) {
   for (const auto& r : o.reads) note_read(r);
   for (const auto& n : o.names)
     if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+  for (const auto& c : o.checks)
+    if (std::find(checks.begin(), checks.end(), c) == checks.end()) checks.push_back(c);
   if (!o.storable) spoil(o.why_not);
 }
 
@@ -224,9 +224,19 @@ bool cache::memo_store(const key& k, detail::memo_frame& f,
   } catch (...) {
     d.storable = false;
   }
-  if (getenv("QCACHE_MEMO_DEBUG")) fprintf(stderr, "memo not stored: %s\n", d.why_not.c_str());
   count_memo(memo_counter::not_stored);
   return false;
+}
+
+void cache::memo_add_check(const std::shared_ptr<memo_check>& c) {
+  if (!detail::tl_memo || !c) return;
+  detail::memo_frame* f = detail::memo_frame_of(this);
+  if (f && std::find(f->data.checks.begin(), f->data.checks.end(), c) == f->data.checks.end())
+    f->data.checks.push_back(c);
+}
+
+void cache::memo_refuse(std::string_view why) noexcept {
+  if (detail::tl_memo) detail::memo_spoil(why);
 }
 
 void cache::depends_on(std::string_view name) {

@@ -182,6 +182,15 @@ struct dependencies {
 
 class cache;
 
+// A freshness check an engine attaches to a memoized value whose reads it validates by
+// looking at the database at every read (a SQLite file written by other programs): a memo
+// hit runs it first, and it invalidates whatever it finds changed. Must be thread-safe.
+class memo_check {
+ public:
+  virtual ~memo_check() = default;
+  virtual void run() noexcept = 0;
+};
+
 // Versions of a read's dependencies, captured before the read is sent.
 class snapshot {
  public:
@@ -270,6 +279,12 @@ class cache : public std::enable_shared_from_this<cache> {
   void depends_on(std::string_view name, std::string_view column, std::string_view value);
   void invalidate_name(std::string_view name);
   void invalidate_name(std::string_view name, std::string_view column, std::string_view value);
+
+  // Engines: attaches `c` to this thread's innermost memo scope of this cache (no-op
+  // outside one; cheap: a thread-local load).
+  void memo_add_check(const std::shared_ptr<memo_check>& c);
+  // Engines: a read this thread's memo scope cannot validate at a later hit: not storable.
+  void memo_refuse(std::string_view why) noexcept;
 
   // Internal to memoize.h.
   std::shared_ptr<const cached_value> memo_lookup(const key& k);

@@ -58,6 +58,7 @@ struct memo_data {
   memo_versions deps;              // (version slot, version captured before the read)
   std::vector<std::string> reads;  // statements and nested memos read, for explain
   std::vector<std::string> names;  // depends_on() names
+  std::vector<std::shared_ptr<memo_check>> checks;  // run before every hit
   bool storable = true;
   std::string why_not;  // first reason it became unstorable
 
@@ -197,6 +198,7 @@ namespace detail {
 // A stored memoized value, with what it read for explain().
 struct memo_base : cached_value {
   std::vector<std::string> reads, names;
+  std::vector<std::shared_ptr<memo_check>> checks;
   std::size_t counters = 0;
   std::size_t info_bytes() const noexcept {
     std::size_t n = 0;
@@ -227,6 +229,7 @@ std::shared_ptr<const T> memoize_run(cache& c, const key& k, F& fn) {
   if (frame.data.storable) {  // what explain() lists
     mv->reads = frame.data.reads;
     mv->names = frame.data.names;
+    mv->checks = frame.data.checks;
     mv->counters = frame.data.deps.size();
   }
   c.memo_store(k, frame, std::move(mv));
