@@ -433,8 +433,11 @@ class file_memo_check final : public qcache::memo_check {
     if (conn_) sq::sqlite3_close_v2(conn_);
   }
   void run() noexcept override {
-    std::lock_guard lock(mu_);
-    std::uint64_t c = counter();
+    std::uint64_t c = fast_counter();
+    if (c == file_state::unknown) {
+      std::lock_guard lock(mu_);
+      c = counter();
+    }
     std::uint64_t last = fs_->last.load(std::memory_order_acquire);
     if (c == file_state::unknown || c != last) {
       fs_->schema_epoch.fetch_add(1, std::memory_order_acq_rel);
@@ -444,20 +447,49 @@ class file_memo_check final : public qcache::memo_check {
   }
 
  private:
-  std::uint64_t counter() noexcept {
+  bool same_file() const noexcept {
     struct stat sb;
-    if (::stat(path_.c_str(), &sb) != 0 || sb.st_dev != fs_->dev || sb.st_ino != fs_->ino)
-      return file_state::unknown;  // renamed or replaced
+    return ::stat(path_.c_str(), &sb) == 0 && sb.st_dev == fs_->dev && sb.st_ino == fs_->ino;
+  }
+  // change_counter() without a system call beyond the identity check: the file header
+  // mapped by the process (file_state) and the WAL index this check's connection mapped
+  // (it stays mapped while the connection is open). Unknown until both are there.
+  std::uint64_t fast_counter() const noexcept {
+    const volatile unsigned char* hdr = fs_->header.load(std::memory_order_acquire);
+    if (!hdr || !same_file()) return file_state::unknown;
+    if (hdr[18] == 2) {
+      const volatile char* shm = shm_.load(std::memory_order_acquire);
+      if (!shm) return file_state::unknown;
+      std::uint32_t ichange;
+      std::memcpy(&ichange, const_cast<const char*>(shm) + 8, 4);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      return (std::uint64_t{2} << 32) | ichange;
+    }
+    std::uint32_t c = (std::uint32_t{hdr[24]} << 24) | (std::uint32_t{hdr[25]} << 16) |
+                      (std::uint32_t{hdr[26]} << 8) | std::uint32_t{hdr[27]};
+    return (std::uint64_t{1} << 32) | c;
+  }
+  std::uint64_t counter() noexcept {
+    if (!same_file()) return file_state::unknown;  // renamed or replaced
     if (!conn_ && sq::sqlite3_open_v2(path_.c_str(), &conn_, SQLITE_OPEN_READONLY, nullptr) !=
                       SQLITE_OK) {
       sq::sqlite3_close_v2(conn_);
       conn_ = nullptr;
       return file_state::unknown;
     }
+    if (!fs_->header.load(std::memory_order_acquire)) map_header(*fs_, path_);
     std::uint64_t c = change_counter(conn_, "main", fs_);
     if (c == file_state::unknown) {  // the WAL index is mapped by a first read
       sq::sqlite3_exec(conn_, "PRAGMA main.data_version", nullptr, nullptr, nullptr);
       c = change_counter(conn_, "main", fs_);
+    }
+    if ((c >> 32) == 2 && !shm_.load(std::memory_order_acquire)) {
+      sq::sqlite3_file* f = nullptr;
+      void volatile* p = nullptr;
+      if (sq::sqlite3_file_control(conn_, "main", SQLITE_FCNTL_FILE_POINTER, &f) == SQLITE_OK &&
+          f && f->pMethods && f->pMethods->iVersion >= 2 && f->pMethods->xShmMap &&
+          f->pMethods->xShmMap(f, 0, 32768, 0, &p) == SQLITE_OK && p)
+        shm_.store(static_cast<const volatile char*>(p), std::memory_order_release);
     }
     return c;
   }
@@ -466,7 +498,8 @@ class file_memo_check final : public qcache::memo_check {
   std::string identity_, path_;
   file_state* fs_;  // process lifetime
   std::mutex mu_;
-  sq::sqlite3* conn_ = nullptr;
+  sq::sqlite3* conn_ = nullptr;  // opened once, kept: its WAL index mapping is shm_
+  std::atomic<const volatile char*> shm_{nullptr};
 };
 
 // ---- Analysis -------------------------------------------------------------------------
