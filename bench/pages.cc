@@ -37,10 +37,14 @@ std::string esc(const std::string& s) {
   std::string r;
   r.reserve(s.size());
   for (char c : s) {
-    if (c == '<') r += "&lt;";
-    else if (c == '>') r += "&gt;";
-    else if (c == '&') r += "&amp;";
-    else r += c;
+    if (c == '<')
+      r += "&lt;";
+    else if (c == '>')
+      r += "&gt;";
+    else if (c == '&')
+      r += "&amp;";
+    else
+      r += c;
   }
   return r;
 }
@@ -48,12 +52,18 @@ std::string esc(const std::string& s) {
 std::string text(const ::soci::row& r, std::size_t i) {
   if (r.get_indicator(i) == ::soci::i_null) return "";
   switch (r.get_properties(i).get_data_type()) {
-    case ::soci::dt_string: return r.get<std::string>(i);
-    case ::soci::dt_integer: return std::to_string(r.get<int>(i));
-    case ::soci::dt_long_long: return std::to_string(r.get<long long>(i));
-    case ::soci::dt_unsigned_long_long: return std::to_string(r.get<unsigned long long>(i));
-    case ::soci::dt_double: return std::to_string(r.get<double>(i));
-    default: return "?";
+    case ::soci::dt_string:
+      return r.get<std::string>(i);
+    case ::soci::dt_integer:
+      return std::to_string(r.get<int>(i));
+    case ::soci::dt_long_long:
+      return std::to_string(r.get<long long>(i));
+    case ::soci::dt_unsigned_long_long:
+      return std::to_string(r.get<unsigned long long>(i));
+    case ::soci::dt_double:
+      return std::to_string(r.get<double>(i));
+    default:
+      return "?";
   }
 }
 
@@ -79,15 +89,16 @@ std::string render(::soci::session& s, long long id) {
                     "ORDER BY c.id LIMIT 50",
        ::soci::use(id, "id"));
   for (const auto& r : rs)
-    h += "<li id=c" + text(r, 0) + "><b>" + esc(text(r, 3)) + "</b> " + esc(text(r, 1)) +
-         " <i>" + text(r, 2) + "</i></li>";
+    h += "<li id=c" + text(r, 0) + "><b>" + esc(text(r, 3)) + "</b> " + esc(text(r, 1)) + " <i>" +
+         text(r, 2) + "</i></li>";
   return h + "</ol></article></body></html>";
 }
 
 enum class page_mode { uncached, queries, pages };
 const char* name_of(page_mode m) {
-  return m == page_mode::uncached ? "uncached" : m == page_mode::queries ? "cached-queries"
-                                                                         : "cached-pages";
+  return m == page_mode::uncached  ? "uncached"
+         : m == page_mode::queries ? "cached-queries"
+                                   : "cached-pages";
 }
 
 struct result {
@@ -144,7 +155,8 @@ result run_mode(const run_env& e, page_mode m, workload& wl) {
         std::string body = "comment " + std::to_string(id);
         s << "INSERT INTO qb_comments (id, post_id, author_id, body, created_at) VALUES "
              "(:a, :b, :c, :d, :e)",
-            ::soci::use(id), ::soci::use(p), ::soci::use(author), ::soci::use(body), ::soci::use(at);
+            ::soci::use(id), ::soci::use(p), ::soci::use(author), ::soci::use(body),
+            ::soci::use(at);
       } else {
         long long p = post;
         std::string title = "edited " + std::to_string(rng() % 1000);
@@ -220,12 +232,13 @@ int run_pages(const pages_config& c) {
   run_env e{c, std::max<std::int64_t>(10, std::llround(10000 * c.scale)),
             std::max<std::int64_t>(10, std::llround(1000 * c.scale)),
             std::max<std::int64_t>(10, std::llround(50000 * c.scale))};
-  std::printf("pages: blog post pages on SQLite (%s), %.0f %% writes, zipf %.2f, %lld posts, "
-              "%.1f s per mode after %.1f s warm-up, 1 thread\n",
-              c.sqlite_file.c_str(), c.write_ratio * 100, c.zipf_s,
-              static_cast<long long>(e.posts), c.duration, c.warmup);
-  std::printf("%-15s %10s %10s %12s %12s %10s %10s %14s\n", "mode", "ops/s", "views/s",
-              "view_us", "hit_view_us", "page_hits", "ideal", "stale_entries");
+  std::printf(
+      "pages: blog post pages on SQLite (%s), %.0f %% writes, zipf %.2f, %lld posts, "
+      "%.1f s per mode after %.1f s warm-up, 1 thread\n",
+      c.sqlite_file.c_str(), c.write_ratio * 100, c.zipf_s, static_cast<long long>(e.posts),
+      c.duration, c.warmup);
+  std::printf("%-15s %10s %10s %12s %12s %10s %10s %14s\n", "mode", "ops/s", "views/s", "view_us",
+              "hit_view_us", "page_hits", "ideal", "stale_entries");
   result res[3];
   int rc = 0;
   for (page_mode m : {page_mode::uncached, page_mode::queries, page_mode::pages}) {
@@ -245,9 +258,9 @@ int run_pages(const pages_config& c) {
       std::snprintf(buf, sizeof buf, "q%.3f", r.st.hit_ratio());
       hits = buf;
     }
-    std::printf("%-15s %10.0f %10.0f %12.2f %12s %10s %10.3f %14s\n", name_of(m),
-                r.ops / r.seconds, r.views / r.seconds, r.views ? r.view_ns / r.views / 1e3 : 0,
-                hit_us.c_str(), hits.c_str(), ideal, stale.c_str());
+    std::printf("%-15s %10.0f %10.0f %12.2f %12s %10s %10.3f %14s\n", name_of(m), r.ops / r.seconds,
+                r.views / r.seconds, r.views ? r.view_ns / r.views / 1e3 : 0, hit_us.c_str(),
+                hits.c_str(), ideal, stale.c_str());
     std::fflush(stdout);
   }
   const result &u = res[0], &q = res[1], &p = res[2];
@@ -257,13 +270,14 @@ int run_pages(const pages_config& c) {
               (p.ops / p.seconds) / (q.ops / q.seconds));
   std::printf("page hit vs uncached page: %.0fx faster (%.2f us vs %.2f us)\n",
               hit_view > 0 ? uncached_view / hit_view : 0, hit_view / 1e3, uncached_view / 1e3);
-  std::printf("memo counters: hits %llu, misses %llu, stores %llu, not stored %llu, "
-              "stale rejected %llu\n",
-              static_cast<unsigned long long>(p.st.memo_hits),
-              static_cast<unsigned long long>(p.st.memo_misses),
-              static_cast<unsigned long long>(p.st.memo_stores),
-              static_cast<unsigned long long>(p.st.memo_not_stored),
-              static_cast<unsigned long long>(p.st.memo_stale_rejected));
+  std::printf(
+      "memo counters: hits %llu, misses %llu, stores %llu, not stored %llu, "
+      "stale rejected %llu\n",
+      static_cast<unsigned long long>(p.st.memo_hits),
+      static_cast<unsigned long long>(p.st.memo_misses),
+      static_cast<unsigned long long>(p.st.memo_stores),
+      static_cast<unsigned long long>(p.st.memo_not_stored),
+      static_cast<unsigned long long>(p.st.memo_stale_rejected));
   std::printf("stale_entries (pages): %llu\n", static_cast<unsigned long long>(p.stale));
   return rc;
 }

@@ -14,11 +14,11 @@
 #include <qcache/explain.h>
 #include <qcache/memoize.h>
 
+#include <algorithm>
+
 #include "memo.h"
 #include "store.h"
 #include "versions.h"
-
-#include <algorithm>
 
 namespace qcache {
 namespace detail {
@@ -247,8 +247,8 @@ void cache::depends_on(std::string_view name) {
 void cache::depends_on(std::string_view name, std::string_view column, std::string_view value) {
   tags::tag t[2] = {tags::predicate(detail::kNames, name, column, value),
                     tags::table_epoch(detail::kNames, name)};
-  memo_depend(t, "name " + std::string(name) + "." + std::string(column) + " = " +
-                     std::string(value));
+  memo_depend(t,
+              "name " + std::string(name) + "." + std::string(column) + " = " + std::string(value));
 }
 
 void cache::invalidate_name(std::string_view name) {

@@ -265,9 +265,9 @@ TEST_F(MemoizePg, StaleSetRaceWriteBetweenTwoReadsLeavesNothingStored) {
   std::atomic<int> stores{0};
   cache_->set_test_hook_before_store([&] {
     if (++stores != 2) return;  // the second statement stored: the comment list
-    std::thread([&] { write("INSERT INTO comments (post_id, user_id, body) VALUES (1, 3, 'race')",
-                            other.get()); })
-        .join();
+    std::thread([&] {
+      write("INSERT INTO comments (post_id, user_id, body) VALUES (1, 3, 'race')", other.get());
+    }).join();
   });
   std::string h;
   h = cache_->memoize("post_page", 1, [&] {
@@ -302,7 +302,8 @@ TEST_F(MemoizePg, PageReadThroughLibpqxxAndSoci) {
     });
     pqxx::nontransaction tx(*plain_);
     std::string want = "<h1>" + tx.exec_params(kPost, id)[0][0].as<std::string>() + "</h1>";
-    for (const auto& row : tx.exec_params("SELECT body FROM comments WHERE post_id = $1 ORDER BY id", id))
+    for (const auto& row :
+         tx.exec_params("SELECT body FROM comments WHERE post_id = $1 ORDER BY id", id))
       want += "<li>" + row[0].as<std::string>() + "</li>";
     EXPECT_EQ(h, want);
     return cache_->stats().memo_hits > before;

@@ -33,8 +33,8 @@ std::string render(soci::session& s, int id) {
   std::string list;
   soci::rowset<soci::row> rs = (s.prepare << kComments, soci::use(id, "id"));
   for (const auto& r : rs)
-    list += "<li id=" + std::to_string(r.get<int>(0)) + "><b>" + r.get<std::string>(1) +
-            "</b> " + r.get<std::string>(2) + "</li>";
+    list += "<li id=" + std::to_string(r.get<int>(0)) + "><b>" + r.get<std::string>(1) + "</b> " +
+            r.get<std::string>(2) + "</li>";
   int count = 0;
   s << kCount, soci::into(count), soci::use(id, "id");
   return h + "<h2>" + std::to_string(count) + " comments</h2><ul>" + list + "</ul></article>";

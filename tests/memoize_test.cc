@@ -291,8 +291,9 @@ TEST_F(Memoize, ADependencyMovedWhileItRanLeavesNothingStored) {
 TEST_F(Memoize, InFlightWriteAtCaptureMakesItUnstorable) {
   tags::tag x = t("posts");
   write_hold h;
-  std::thread([&] { h = c->begin_write(std::span<const tags::tag>(&x, 1), invalidation_cause::write); })
-      .join();
+  std::thread([&] {
+    h = c->begin_write(std::span<const tags::tag>(&x, 1), invalidation_cause::write);
+  }).join();
   int n = 0;
   auto f = [&] {
     return c->memoize("inflight", 1, [&] {
@@ -369,7 +370,13 @@ TEST_F(Memoize, FlushInvalidatesAndAFlushInsideIsNotStored) {
   page(1);
   EXPECT_EQ(runs, 2);
   int n = 0;
-  auto f = [&] { return c->memoize("fl", 1, [&] { ++n; c->flush(); return 0; }); };
+  auto f = [&] {
+    return c->memoize("fl", 1, [&] {
+      ++n;
+      c->flush();
+      return 0;
+    });
+  };
   f();
   f();
   EXPECT_EQ(n, 2);

@@ -130,8 +130,10 @@ void memo_part(key_builder& kb, const P& p) {
   } else if constexpr (std::is_same_v<D, std::nullptr_t> || std::is_same_v<D, std::nullopt_t>) {
     kb.add_null();
   } else if constexpr (memo_is_optional<D>::value) {
-    if (p) memo_part(kb, *p);
-    else kb.add_null();
+    if (p)
+      memo_part(kb, *p);
+    else
+      kb.add_null();
   } else if constexpr (std::is_convertible_v<const D&, std::string_view>) {
     kb.add(param_type::text, std::string_view(p));
   } else {
@@ -250,7 +252,8 @@ auto memoize_split(cache& c, std::string_view name, Tuple args, std::index_seque
 template <class... A>
 auto cache::memoize_shared(std::string_view name, A&&... parts_then_fn) {
   static_assert(sizeof...(A) >= 1, "qcache::memoize(name, parts..., fn)");
-  return detail::memoize_split(*this, name, std::forward_as_tuple(std::forward<A>(parts_then_fn)...),
+  return detail::memoize_split(*this, name,
+                               std::forward_as_tuple(std::forward<A>(parts_then_fn)...),
                                std::make_index_sequence<sizeof...(A) - 1>{});
 }
 
