@@ -284,6 +284,36 @@ TEST_F(MemoizePg, StaleSetRaceWriteBetweenTwoReadsLeavesNothingStored) {
   EXPECT_TRUE(page(1));
 }
 
+// The same race between two statements that each stored their own result correctly: the
+// list is read and stored, another session commits a comment, the count is read (a miss
+// under the new version). Each entry is right; the page built from both is not current.
+TEST_F(MemoizePg, StaleSetRaceBetweenTwoStoredReadsLeavesNothingStored) {
+  auto other = std::make_unique<qcache::pqxx::connection>(conninfo(), cache_);
+  bool raced = false;
+  auto racing_page = [&] {
+    return cache_->memoize("post_page", 1, [&] {
+      qcache::pqxx::nontransaction tx(*conn_);
+      auto post = tx.exec_params(kPost, 1);
+      auto comments = tx.exec_params(kComments, 1);
+      if (!raced) {
+        raced = true;
+        std::thread([&] {
+          write("INSERT INTO comments (post_id, user_id, body) VALUES (1, 3, 'race')", other.get());
+        }).join();
+      }
+      auto count = tx.exec_params(kCount, 1);
+      tx.commit();
+      return html(post, comments, count);
+    });
+  };
+  std::string h = racing_page();
+  EXPECT_EQ(h.find("race"), std::string::npos);
+  EXPECT_NE(h.find("3 comments"), std::string::npos);
+  EXPECT_EQ(cache_->stats().memo_stores, 0u);
+  EXPECT_EQ(racing_page(), fresh(1));
+  EXPECT_TRUE(page(1));
+}
+
 // One page read through libpqxx (the post) and SOCI (the comments): writes through either
 // invalidate it.
 TEST_F(MemoizePg, PageReadThroughLibpqxxAndSoci) {

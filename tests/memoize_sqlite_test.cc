@@ -225,6 +225,34 @@ TEST_F(MemoizeSqlite, StaleSetRaceWriteBetweenTwoReadsLeavesNothingStored) {
   EXPECT_TRUE(page(1));
 }
 
+// The race between two reads that each stored correctly (see memoize_pg_test.cc).
+TEST_F(MemoizeSqlite, StaleSetRaceBetweenTwoStoredReadsLeavesNothingStored) {
+  bool raced = false;
+  auto racing_page = [&] {
+    return cache_->memoize("post_page", 1, [&] {
+      std::string list;
+      int id = 1;
+      ::soci::rowset<::soci::row> rs = (sql_->prepare << kComments, ::soci::use(id, "id"));
+      for (const auto& r : rs) list += r.get<std::string>(2) + ";";
+      if (!raced) {
+        raced = true;
+        std::thread([&] {
+          auto other = open();
+          *other << "INSERT INTO comments (post_id, user_id, body) VALUES (1, 3, 'race')";
+        }).join();
+      }
+      int count = 0;
+      *sql_ << kCount, ::soci::into(count), ::soci::use(id, "id");
+      return list + std::to_string(count);
+    });
+  };
+  std::string h = racing_page();
+  EXPECT_EQ(h, "nice;meh;3");
+  EXPECT_EQ(cache_->stats().memo_stores, 0u);
+  EXPECT_EQ(racing_page(), "nice;meh;race;3");
+  EXPECT_EQ(cache_->stats().memo_stores, 1u);
+}
+
 TEST_F(MemoizeSqlite, ExplainListsThePagesReads) {
   page(1);
   qcache::explanation e = cache_->explain_memo<std::string>("post_page", 1);
