@@ -206,11 +206,14 @@ std::shared_ptr<const cached_value> cache::lookup(const key& k) {
 std::shared_ptr<const cached_value> cache::memo_lookup(const key& k) {
   bool stale = false;
   const detail::versions& v = impl_->vers;
-  detail::dep_versions deps;
-  auto valid = [&v, &deps](const detail::dep_versions& d) {
+  // The entry's versions, copied under the shard lock (reused buffer: a hit allocates
+  // nothing here). Not re-entered: checks and frames do not look values up.
+  thread_local detail::dep_versions deps;
+  deps.clear();
+  auto valid = [&v](const detail::dep_versions& d) {
     for (const auto& [slot, ver] : d)
       if (v.load(slot) != ver) return false;
-    deps = d;
+    deps.assign(d.begin(), d.end());
     return true;
   };
   auto value = impl_->entries.lookup(k, valid, stale);

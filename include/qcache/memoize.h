@@ -147,7 +147,7 @@ std::uint32_t memo_context() noexcept;
 
 template <class T, class... P>
 key memo_key(std::string_view name, const P&... parts) {
-  key_builder kb;
+  thread_local key_builder kb;  // its buffer is reused; finished before any nested call
   kb.start(memo_context(), 'M', name);
   kb.add(param_type::other, typeid(T).name());
   (memo_part(kb, parts), ...);
