@@ -215,4 +215,14 @@ class workload {
 
 std::unique_ptr<workload> make_workload(const std::string& name, const workload_config& c);
 
+// --pages (pages.cc): post pages rendered uncached, from cached queries, and memoized.
+struct pages_config {
+  std::string sqlite_file;
+  double scale = 1, zipf_s = 0.99, write_ratio = 0.10;
+  double duration = 3, warmup = 1;
+  std::uint64_t seed = 42;
+};
+// Prints the three modes side by side. Returns 0, or 2 when a stale page was found.
+int run_pages(const pages_config& c);
+
 }  // namespace qcache::bench

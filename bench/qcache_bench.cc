@@ -55,6 +55,11 @@ Workload:
                       wiki 0.10 = 7 % edits + 3 % new pages)
   --zipf S            popularity exponent (default 0.99; 0 = uniform)
   --seed N            data and operation seed (default 42)
+  --pages             blog post pages rendered to HTML on SQLite, in three modes side by
+                      side: uncached, cached queries, cached pages (cache::memoize); page
+                      hit ratio beside the ideal one, stale_entries of pages. Uses
+                      --scale, --zipf, --write-ratio, --seed, --duration, --warmup,
+                      --sqlite-file; one thread, one repetition
 
 Targets and modes:
   --target LIST       comma-separated (default sqlite):
@@ -117,6 +122,7 @@ struct options {
   std::string json, plot;
   bool quiet = false, allow_debug = false;
   bool temp_sqlite = false;
+  bool pages = false;
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -191,6 +197,7 @@ options parse(int argc, char** argv) {
     else if (a == "--verify") o.verify = true;
     else if (a == "--verify-rate") o.verify_rate = num();
     else if (a == "--oracle") o.oracle = true;
+    else if (a == "--pages") o.pages = true;
     else if (a == "--stale-check-max") o.stale_check_max = std::size_t(num());
     else if (a == "--stats-settle") o.stats_settle = num();
     else if (a == "--json") o.json = val();
@@ -439,6 +446,33 @@ std::string command_line(int argc, char** argv) {
 
 }  // namespace
 
+// --pages: the blog workload's post pages in three modes (pages.cc).
+int run_pages(const options& o) {
+#ifdef QCACHE_BENCH_HAVE_SOCI_ADAPTER
+  qb::pages_config c;
+  c.sqlite_file = o.tc.sqlite_file;  // a temporary file unless --sqlite-file
+  c.scale = o.wl.scale;
+  c.zipf_s = o.wl.zipf_s;
+  c.seed = o.wl.seed;
+  if (o.wl.write_ratio >= 0) c.write_ratio = o.wl.write_ratio;
+  c.duration = o.duration;
+  c.warmup = o.warmup;
+  try {
+    int rc = qb::run_pages(c);
+    if (o.temp_sqlite)
+      for (const char* x : {"", "-wal", "-shm", "-journal"}) std::remove((c.sqlite_file + x).c_str());
+    return rc;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "qcache-bench --pages: %s\n", e.what());
+    return 1;
+  }
+#else
+  (void)o;
+  std::fprintf(stderr, "qcache-bench --pages needs the SOCI adapter\n");
+  return 1;
+#endif
+}
+
 int main(int argc, char** argv) {
   options o = parse(argc, argv);
   qb::run_info info;
@@ -456,6 +490,7 @@ int main(int argc, char** argv) {
   info.seed = o.wl.seed;
   info.verify = o.verify;
 
+  if (o.pages) return run_pages(o);
   int rc = 0;
   try {
     auto wl = qb::make_workload(o.workload, o.wl);

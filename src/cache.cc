@@ -8,7 +8,9 @@
 //  * counters are striped per thread to keep the hit path free of shared writes other
 //    than the shard's reader lock.
 #include <qcache/cache.h>
+#include <qcache/explain.h>
 
+#include "memo.h"
 #include "store.h"
 #include "versions.h"
 
@@ -66,6 +68,8 @@ constexpr int kCauses = static_cast<int>(invalidation_cause::count_);
 struct alignas(64) stripe {
   std::atomic<std::uint64_t> hits{0}, misses{0}, stores{0}, dropped{0}, stale{0}, waits{0},
       flushes{0};
+  std::atomic<std::uint64_t> memo_hits{0}, memo_misses{0}, memo_stores{0}, memo_not_stored{0},
+      memo_stale{0};
   std::atomic<std::uint64_t> uncacheable[kReasons] = {};
   std::atomic<std::uint64_t> invalidations[kCauses] = {};
 };
@@ -136,6 +140,11 @@ qcache::stats cache::stats() const {
     s.stale_rejected += x.stale.load(std::memory_order_relaxed);
     s.single_flight_waits += x.waits.load(std::memory_order_relaxed);
     s.flushes += x.flushes.load(std::memory_order_relaxed);
+    s.memo_hits += x.memo_hits.load(std::memory_order_relaxed);
+    s.memo_misses += x.memo_misses.load(std::memory_order_relaxed);
+    s.memo_stores += x.memo_stores.load(std::memory_order_relaxed);
+    s.memo_not_stored += x.memo_not_stored.load(std::memory_order_relaxed);
+    s.memo_stale_rejected += x.memo_stale.load(std::memory_order_relaxed);
     for (int i = 0; i < kReasons; ++i)
       s.uncacheable_by_reason[i] += x.uncacheable[i].load(std::memory_order_relaxed);
     for (int i = 0; i < kCauses; ++i)
@@ -151,6 +160,8 @@ qcache::stats cache::stats() const {
 }
 
 void cache::flush(invalidation_cause cause) {
+  if (detail::tl_memo && cause != invalidation_cause::external) [[unlikely]]
+    detail::memo_spoil("a flush inside the function");
   impl_->vers.bump(impl_->global_slot);
   impl_->entries.clear();
   impl_->st().flushes.fetch_add(1, std::memory_order_relaxed);
@@ -158,11 +169,83 @@ void cache::flush(invalidation_cause cause) {
 }
 
 void cache::invalidate(std::span<const tags::tag> tags, invalidation_cause cause) {
+  if (detail::tl_memo && cause != invalidation_cause::external) [[unlikely]]
+    detail::memo_spoil("an invalidation inside the function");
   for (tags::tag t : tags) impl_->vers.bump(slot_of(t));
   count_invalidation(cause);
 }
 
 std::shared_ptr<const cached_value> cache::lookup(const key& k) {
+  bool stale = false;
+  const detail::versions& v = impl_->vers;
+  // Inside a memo scope a hit passes its entry's versions to the scope (under the shard
+  // lock, so they are the versions the value was stored with). Outside: one TLS load.
+  detail::memo_frame* memo = detail::tl_memo;
+  if (memo) [[unlikely]]
+    memo = detail::memo_frame_of(this);
+  auto value = impl_->entries.lookup(
+      k,
+      [&v, memo](const detail::dep_versions& deps) {
+        for (const auto& [slot, ver] : deps)
+          if (v.load(slot) != ver) return false;
+        if (memo) [[unlikely]]
+          for (const auto& [slot, ver] : deps) memo->data.add(slot, ver);
+        return true;
+      },
+      stale);
+  if (value) {
+    impl_->st().hits.fetch_add(1, std::memory_order_relaxed);
+  } else if (stale) {
+    impl_->st().stale.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (memo) [[unlikely]]
+    memo->data.note_read(detail::memo_describe(k));
+  return value;
+}
+
+std::shared_ptr<const cached_value> cache::memo_lookup(const key& k) {
+  bool stale = false;
+  const detail::versions& v = impl_->vers;
+  // The entry's versions, copied under the shard lock (reused buffer: a hit allocates
+  // nothing here). Not re-entered: checks and frames do not look values up.
+  thread_local detail::dep_versions deps;
+  deps.clear();
+  auto valid = [&v](const detail::dep_versions& d) {
+    for (const auto& [slot, ver] : d)
+      if (v.load(slot) != ver) return false;
+    deps.assign(d.begin(), d.end());
+    return true;
+  };
+  auto value = impl_->entries.lookup(k, valid, stale);
+  if (value) {
+    // Engines' freshness checks first (they may invalidate), then the versions again.
+    auto m = std::dynamic_pointer_cast<const detail::memo_base>(value);
+    if (m && !m->checks.empty()) {
+      for (const auto& c : m->checks) c->run();
+      for (const auto& [slot, ver] : deps)
+        if (v.load(slot) != ver) {
+          value = nullptr;
+          stale = true;
+          break;
+        }
+    }
+  }
+  stripe& st = impl_->st();
+  (value ? st.memo_hits : st.memo_misses).fetch_add(1, std::memory_order_relaxed);
+  if (stale) st.memo_stale.fetch_add(1, std::memory_order_relaxed);
+  detail::memo_frame* memo = detail::tl_memo ? detail::memo_frame_of(this) : nullptr;
+  if (memo && value) {
+    for (const auto& [slot, ver] : deps) memo->data.add(slot, ver);
+    memo->data.note_read(detail::memo_describe(k));
+    if (auto m = std::dynamic_pointer_cast<const detail::memo_base>(value))
+      for (const auto& c : m->checks) memo_add_check(c);
+  }
+  return value;
+}
+
+explanation cache::memo_explain(const key& k) {
+  explanation e;
+  e.kind = "memo";
   bool stale = false;
   const detail::versions& v = impl_->vers;
   auto value = impl_->entries.lookup(
@@ -173,12 +256,16 @@ std::shared_ptr<const cached_value> cache::lookup(const key& k) {
         return true;
       },
       stale);
-  if (value) {
-    impl_->st().hits.fetch_add(1, std::memory_order_relaxed);
-  } else if (stale) {
-    impl_->st().stale.fetch_add(1, std::memory_order_relaxed);
+  auto m = std::dynamic_pointer_cast<const detail::memo_base>(value);
+  if (!m) {
+    e.reason = stale ? "stored, but a dependency moved since" : "not stored";
+    return e;
   }
-  return value;
+  e.cacheable = true;
+  e.reads = m->reads;
+  e.tags = m->names;
+  e.tags.push_back("version counters: " + std::to_string(m->counters));
+  return e;
 }
 
 snapshot cache::capture(const dependencies& deps) const {
@@ -202,6 +289,13 @@ snapshot cache::capture(const dependencies& deps) const {
     if (detail::versions::in_flight(ver)) s.storable_ = false;
     s.fences_.emplace_back(slot, ver);
   }
+  if (detail::tl_memo) [[unlikely]] {
+    if (detail::memo_frame* f = detail::memo_frame_of(this)) {
+      s.memo_read_ = detail::memo_on_capture(*f, s.slots_, s.fences_, s.storable_);
+      s.memo_ = f;
+      s.memo_serial_ = f->serial;
+    }
+  }
   return s;
 }
 
@@ -222,9 +316,19 @@ bool cache::store_impl(const key& k, const snapshot& snap, std::shared_ptr<const
     count_uncacheable(uncacheable_reason::in_flight_write);
     return false;
   }
+  // A read captured in a memo scope tells it how it ended (memo.h).
+  auto settle = [&snap](detail::memo_settle how, const detail::dep_versions* named_deps = nullptr,
+                        std::size_t from = 0) {
+    if (!snap.memo_) [[likely]]
+      return;
+    std::size_t n = named_deps ? named_deps->size() - from : 0;
+    detail::memo_on_store(snap.memo_, snap.memo_serial_, snap.memo_read_, how,
+                          named_deps ? named_deps->data() + from : nullptr, n);
+  };
   std::size_t bytes = v->bytes();
   if (bytes > max_entry_bytes_) {
     count_uncacheable(uncacheable_reason::too_large);
+    settle(detail::memo_settle::plain);
     return false;
   }
   run_test_hook_before_store();
@@ -253,13 +357,20 @@ bool cache::store_impl(const key& k, const snapshot& snap, std::shared_ptr<const
       for (const auto& [slot, ver] : *list)
         if (impl_->vers.load(slot) != ver) {
           impl_->st().dropped.fetch_add(1, std::memory_order_relaxed);
+          settle(detail::memo_settle::refused);
           return false;
         }
+    if (snap.memo_) [[unlikely]] {
+      // The memo takes the entry's dependencies: named tags replace the fences.
+      if (named) settle(detail::memo_settle::named, &deps, snap.slots_.size());
+      else settle(detail::memo_settle::plain);
+    }
     if (!impl_->entries.insert(k, std::move(v), std::move(deps), bytes)) {
       count_uncacheable(uncacheable_reason::too_large);
       return false;
     }
   } catch (...) {  // allocation failure: not stored, nothing else changes
+    settle(detail::memo_settle::refused);
     return false;
   }
   impl_->st().stores.fetch_add(1, std::memory_order_relaxed);
@@ -343,6 +454,8 @@ write_hold& write_hold::operator=(write_hold&& o) noexcept {
 
 void write_hold::add(std::span<const tags::tag> tags) {
   if (!cache_) return;
+  if (detail::tl_memo && !tags.empty()) [[unlikely]]
+    detail::memo_spoil("the function wrote");
   for (tags::tag t : tags) {
     std::uint32_t slot = cache_->slot_of(t);
     if (std::find(slots_.begin(), slots_.end(), slot) != slots_.end()) continue;
@@ -359,6 +472,8 @@ void write_hold::release(bool commit) noexcept {
 }
 
 write_hold cache::begin_write(std::span<const tags::tag> tags, invalidation_cause cause) {
+  if (detail::tl_memo) [[unlikely]]
+    detail::memo_spoil("the function wrote");
   write_hold h;
   h.cache_ = this;
   h.cause_ = cause;
@@ -367,9 +482,28 @@ write_hold cache::begin_write(std::span<const tags::tag> tags, invalidation_caus
   return h;
 }
 
+void cache::count_memo(memo_counter c) noexcept {
+  stripe& st = impl_->st();
+  (c == memo_counter::stores ? st.memo_stores : st.memo_not_stored)
+      .fetch_add(1, std::memory_order_relaxed);
+}
+
+std::uint64_t cache::impl_vers_load(std::uint32_t slot) const noexcept {
+  return impl_->vers.load(slot);
+}
+
+bool cache::impl_entries_insert(const key& k, std::shared_ptr<const cached_value> v,
+                                const detail::dep_versions& deps, std::size_t bytes) {
+  return impl_->entries.insert(k, std::move(v), deps, bytes);
+}
+
 void cache::count_miss() noexcept { impl_->st().misses.fetch_add(1, std::memory_order_relaxed); }
 
 void cache::count_uncacheable(uncacheable_reason r) noexcept {
+  // A read that runs uncached gives a memo scope nothing to check: not storable. (A result
+  // too large to store was still captured like any other.)
+  if (detail::tl_memo && r != uncacheable_reason::too_large) [[unlikely]]
+    detail::memo_spoil(to_string(r));
   impl_->st().uncacheable[static_cast<int>(r)].fetch_add(1, std::memory_order_relaxed);
 }
 

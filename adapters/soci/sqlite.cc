@@ -59,6 +59,7 @@
 // soci-sqlite3.h includes <sqlite3.h> inside namespace sqlite_api: it must come first.
 #include <soci/sqlite3/soci-sqlite3.h>
 
+#include <qcache/memoize.h>
 #include <qcache/tags.h>
 
 #include "pg/analyzer.h"
@@ -449,6 +450,88 @@ std::uint64_t change_counter(sq::sqlite3* conn, const char* db, const file_state
   return (std::uint64_t{1} << 32) | c;
 }
 
+// A memoized value's check of one database file (cache.h, memo_check): a memo hit runs no
+// statement, so nothing would compare the file's change counter with the last one this
+// process saw (check_external). This does it, with a private read-only connection of its
+// own (the WAL index is reached through a connection), under its mutex; the file must
+// still be the one the reads identified, else the database is invalidated.
+class file_memo_check final : public qcache::memo_check {
+ public:
+  file_memo_check(qcache::cache* c, std::string identity, std::string path, file_state* fs)
+      : cache_(c), identity_(std::move(identity)), path_(std::move(path)), fs_(fs) {}
+  ~file_memo_check() override {
+    if (conn_) sq::sqlite3_close_v2(conn_);
+  }
+  void run() noexcept override {
+    std::uint64_t c = fast_counter();
+    if (c == file_state::unknown) {
+      std::lock_guard lock(mu_);
+      c = counter();
+    }
+    std::uint64_t last = fs_->last.load(std::memory_order_acquire);
+    if (c == file_state::unknown || c != last) {
+      fs_->schema_epoch.fetch_add(1, std::memory_order_acq_rel);
+      cache_->invalidate(std::array{tags::database(identity_)}, invalidation_cause::external);
+      if (c != file_state::unknown) fs_->last.store(c, std::memory_order_release);
+    }
+  }
+
+ private:
+  bool same_file() const noexcept {
+    struct stat sb;
+    return ::stat(path_.c_str(), &sb) == 0 && sb.st_dev == fs_->dev && sb.st_ino == fs_->ino;
+  }
+  // change_counter() without a system call beyond the identity check: the file header
+  // mapped by the process (file_state) and the WAL index this check's connection mapped
+  // (it stays mapped while the connection is open). Unknown until both are there.
+  std::uint64_t fast_counter() const noexcept {
+    const volatile unsigned char* hdr = fs_->header.load(std::memory_order_acquire);
+    if (!hdr || !same_file()) return file_state::unknown;
+    if (hdr[18] == 2) {
+      const volatile char* shm = shm_.load(std::memory_order_acquire);
+      if (!shm) return file_state::unknown;
+      std::uint32_t ichange;
+      std::memcpy(&ichange, const_cast<const char*>(shm) + 8, 4);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      return (std::uint64_t{2} << 32) | ichange;
+    }
+    std::uint32_t c = (std::uint32_t{hdr[24]} << 24) | (std::uint32_t{hdr[25]} << 16) |
+                      (std::uint32_t{hdr[26]} << 8) | std::uint32_t{hdr[27]};
+    return (std::uint64_t{1} << 32) | c;
+  }
+  std::uint64_t counter() noexcept {
+    if (!same_file()) return file_state::unknown;  // renamed or replaced
+    if (!conn_ && sq::sqlite3_open_v2(path_.c_str(), &conn_, SQLITE_OPEN_READONLY, nullptr) !=
+                      SQLITE_OK) {
+      sq::sqlite3_close_v2(conn_);
+      conn_ = nullptr;
+      return file_state::unknown;
+    }
+    if (!fs_->header.load(std::memory_order_acquire)) map_header(*fs_, path_);
+    std::uint64_t c = change_counter(conn_, "main", fs_);
+    if (c == file_state::unknown) {  // the WAL index is mapped by a first read
+      sq::sqlite3_exec(conn_, "PRAGMA main.data_version", nullptr, nullptr, nullptr);
+      c = change_counter(conn_, "main", fs_);
+    }
+    if ((c >> 32) == 2 && !shm_.load(std::memory_order_acquire)) {
+      sq::sqlite3_file* f = nullptr;
+      void volatile* p = nullptr;
+      if (sq::sqlite3_file_control(conn_, "main", SQLITE_FCNTL_FILE_POINTER, &f) == SQLITE_OK &&
+          f && f->pMethods && f->pMethods->iVersion >= 2 && f->pMethods->xShmMap &&
+          f->pMethods->xShmMap(f, 0, 32768, 0, &p) == SQLITE_OK && p)
+        shm_.store(static_cast<const volatile char*>(p), std::memory_order_release);
+    }
+    return c;
+  }
+
+  qcache::cache* cache_;  // owns the entries holding this check
+  std::string identity_, path_;
+  file_state* fs_;  // process lifetime
+  std::mutex mu_;
+  sq::sqlite3* conn_ = nullptr;  // opened once, kept: its WAL index mapping is shm_
+  std::atomic<const volatile char*> shm_{nullptr};
+};
+
 // ---- Analysis -------------------------------------------------------------------------
 
 struct auth_event {
@@ -623,6 +706,7 @@ class sqlite_engine final : public engine {
     // False when the file SQLite has open is not provably the one at `path` (it was
     // renamed or replaced): reads of it are not cached.
     bool identified = true;
+    std::shared_ptr<qcache::memo_check> memo_checker;  // for memoized values that read this file
   };
   struct table_info {
     bool ok = false;           // an ordinary or shadow table, or a view
@@ -776,6 +860,7 @@ class sqlite_engine final : public engine {
     return none;
   }
   std::uint64_t check_external(const std::string& schema);
+  void memo_checks(const plan& p);
   std::int64_t check_data_version(const std::string& schema, schema_info& s);
   // Sum of the schema epochs of every file this connection has attached, plus its own.
   std::uint64_t schema_epoch() const {
@@ -1720,6 +1805,25 @@ std::int64_t sqlite_engine::check_data_version(const std::string& schema, schema
   return v;
 }
 
+// Inside a memo scope (memoize.h): a later memo hit must look at the files read as this
+// read did; a shared memory database (no file to look at) cannot be checked without a
+// connection, so a memo that read one is not stored.
+void sqlite_engine::memo_checks(const plan& p) {
+  if (!qcache::detail::memo_current()) return;
+  for (const auto& schema : p.read_schemas) {
+    auto it = schemas_.find(schema);
+    if (it == schemas_.end()) continue;
+    schema_info& s = it->second;
+    if (s.watch) {
+      cache_->memo_refuse("a shared memory database");
+    } else if (s.file && s.fs) {
+      if (!s.memo_checker)
+        s.memo_checker = std::make_shared<file_memo_check>(cache_.get(), s.identity, s.path, s.fs);
+      cache_->memo_add_check(s.memo_checker);
+    }
+  }
+}
+
 std::uint64_t sqlite_engine::check_external(const std::string& schema) {
   auto it = schemas_.find(schema);
   if (it == schemas_.end()) return 0;
@@ -1857,6 +1961,7 @@ execution sqlite_engine::begin(const std::shared_ptr<void>& pl, bool cacheable,
   for (const auto& schema : p->read_schemas) {
     st->counters.emplace_back(schema, check_external(schema));
   }
+  memo_checks(*p);
   // Inside a transaction the read sees the snapshot SQLite took at its first read (WAL):
   // neither served nor stored once another connection has committed since it began.
   if (!sq::sqlite3_get_autocommit(conn_) && !snapshot_is_current(st->counters)) {

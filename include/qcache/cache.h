@@ -34,6 +34,11 @@
 
 namespace qcache {
 
+struct explanation;
+namespace detail {
+class memo_frame;
+}
+
 struct options {
   // Hard limit on memory used by the cache: entries (keys, results, dependency lists,
   // bookkeeping) and the version table. Least valuable entries are evicted (SIEVE).
@@ -118,7 +123,17 @@ struct stats {
   std::uint64_t entries = 0;
   std::uint64_t bytes = 0;              // bytes charged to the budget, version table included
   std::uint64_t max_bytes = 0;
+  // Memoized values (memoize.h), counted apart from statements.
+  std::uint64_t memo_hits = 0;
+  std::uint64_t memo_misses = 0;            // the function ran
+  std::uint64_t memo_stores = 0;
+  std::uint64_t memo_not_stored = 0;        // returned but not stored (a write, an uncached
+                                            // read, a dependency moved, an exception, too large)
+  std::uint64_t memo_stale_rejected = 0;    // found but not served: a dependency moved
 
+  double memo_hit_ratio() const {
+    return memo_hits + memo_misses ? double(memo_hits) / double(memo_hits + memo_misses) : 0.0;
+  }
   std::uint64_t invalidated(invalidation_cause c) const {
     return invalidations_by_cause[static_cast<int>(c)];
   }
@@ -167,6 +182,15 @@ struct dependencies {
 
 class cache;
 
+// A freshness check an engine attaches to a memoized value whose reads it validates by
+// looking at the database at every read (a SQLite file written by other programs): a memo
+// hit runs it first, and it invalidates whatever it finds changed. Must be thread-safe.
+class memo_check {
+ public:
+  virtual ~memo_check() = default;
+  virtual void run() noexcept = 0;
+};
+
 // Versions of a read's dependencies, captured before the read is sent.
 class snapshot {
  public:
@@ -180,6 +204,10 @@ class snapshot {
   std::vector<std::pair<std::uint32_t, std::uint64_t>> slots_;
   std::vector<std::pair<std::uint32_t, std::uint64_t>> fences_;
   bool storable_ = false;
+  // The memo scope (memoize.h) this read was captured in, if any, and its pending index.
+  detail::memo_frame* memo_ = nullptr;
+  std::uint64_t memo_serial_ = 0;
+  std::size_t memo_read_ = 0;
 };
 
 // Held while a write is in flight: moves the versions of its tags when created and
@@ -227,6 +255,43 @@ class cache : public std::enable_shared_from_this<cache> {
   // adapters offer friendlier table/row forms).
   void invalidate(std::span<const tags::tag> tags,
                   invalidation_cause cause = invalidation_cause::manual);
+
+  // ---- Memoization (defined in qcache/memoize.h: include it to use these) ----------
+
+  // memoize(name, parts..., fn): returns fn()'s value, from the cache when none of the
+  // reads fn made last time (on this thread, through this cache) would now return something
+  // else. The key is name, the parts (integers, floats, bool, strings, optionals) and the
+  // value's type. See memoize.h for what makes a value unstorable.
+  template <class... A>
+  auto memoize(std::string_view name, A&&... parts_then_fn);
+  // The same, returning the stored immutable value shared (no copy on a hit).
+  template <class... A>
+  auto memoize_shared(std::string_view name, A&&... parts_then_fn);
+  // What the memoized value of type T under (name, parts) depends on: kind "memo",
+  // cacheable = stored and current, reads = statements and nested memos it read,
+  // tags = its depends_on() names and its number of version counters.
+  template <class T, class... P>
+  explanation explain_memo(std::string_view name, const P&... parts);
+
+  // Named dependencies (memoize.h): adds them to this thread's innermost memo scope of
+  // this cache (no-op outside one) / invalidates every memoized value that declared them.
+  void depends_on(std::string_view name);
+  void depends_on(std::string_view name, std::string_view column, std::string_view value);
+  void invalidate_name(std::string_view name);
+  void invalidate_name(std::string_view name, std::string_view column, std::string_view value);
+
+  // Engines: attaches `c` to this thread's innermost memo scope of this cache (no-op
+  // outside one; cheap: a thread-local load).
+  void memo_add_check(const std::shared_ptr<memo_check>& c);
+  // Engines: a read this thread's memo scope cannot validate at a later hit: not storable.
+  void memo_refuse(std::string_view why) noexcept;
+
+  // Internal to memoize.h.
+  std::shared_ptr<const cached_value> memo_lookup(const key& k);
+  bool memo_store(const key& k, detail::memo_frame& f, std::shared_ptr<const cached_value> v) noexcept;
+  explanation memo_explain(const key& k);
+  void memo_begin(detail::memo_frame& f) noexcept;
+  void memo_end(detail::memo_frame& f) noexcept;
 
   // ---- Adapter interface -------------------------------------------------------
 
@@ -293,6 +358,13 @@ class cache : public std::enable_shared_from_this<cache> {
  private:
   friend class write_hold;
   struct impl;
+  enum class memo_counter { stores, not_stored };
+  void count_memo(memo_counter c) noexcept;
+  std::uint64_t impl_vers_load(std::uint32_t slot) const noexcept;
+  bool impl_entries_insert(const key& k, std::shared_ptr<const cached_value> v,
+                           const std::vector<std::pair<std::uint32_t, std::uint64_t>>& deps,
+                           std::size_t bytes);
+  void memo_depend(std::span<const tags::tag> tags, std::string text);
   std::uint32_t slot_of(tags::tag t) const noexcept;
   // store() (named == nullptr: fences kept as dependencies) and store_named().
   bool store_impl(const key& k, const snapshot& snap, std::shared_ptr<const cached_value> v,

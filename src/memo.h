@@ -1,0 +1,34 @@
+// Private hooks between the cache's statement protocol (cache.cc) and memo scopes
+// (memoize.cc): every read, store and write of any engine passes through the cache, so
+// these are the only places a memo scope learns about them.
+//
+// Thread safety: each function touches only the calling thread's memo scopes.
+#pragma once
+
+#include <qcache/memoize.h>
+
+namespace qcache::detail {
+
+// The calling thread's innermost memo frame. Constant-initialized, so reading it costs a
+// thread-local load: the statement hit path checks it and nothing else.
+extern constinit thread_local memo_frame* tl_memo;
+
+// The innermost frame when it belongs to `c`; otherwise marks the innermost frame (of
+// another cache) unstorable, since a read through `c` is invisible to it, and returns null.
+memo_frame* memo_frame_of(const cache* c) noexcept;
+// Marks the innermost frame unstorable (a write, an uncached read, a flush).
+void memo_spoil(std::string_view why) noexcept;
+// A miss captured these versions: they join the frame, its fences wait for the store.
+// Returns the read's index among the frame's pending reads.
+std::size_t memo_on_capture(memo_frame& f, const memo_versions& slots, const memo_versions& fences,
+                            bool storable) noexcept;
+// How the store of a read captured in frame (f, serial) at `index` ended: plain (its fences
+// are dependencies), named (the tags named from its result replace its fences) or refused.
+enum class memo_settle { plain, named, refused };
+void memo_on_store(memo_frame* f, std::uint64_t serial, std::size_t index, memo_settle how,
+                   const std::pair<std::uint32_t, std::uint64_t>* named,
+                   std::size_t n_named) noexcept;
+// A human-readable name of what a key reads: its SQL, or "memo <name>".
+std::string memo_describe(const key& k);
+
+}  // namespace qcache::detail
