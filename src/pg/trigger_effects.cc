@@ -58,7 +58,7 @@ void body_writes(const snapshot& cat, const std::vector<std::string>& schemas, c
     }
   };
   if (x->kind == 'v') spread(x->base_tables, closure_events(ev));
-  if (ev & (trigger_update | trigger_delete)) spread(x->cascade_targets, trigger_dml);
+  spread(fk_write_targets(cat, *x, ev, nullptr), trigger_dml);
   if ((ev & trigger_truncate) && w.cascade) spread(x->referencing, trigger_truncate);
 }
 
@@ -85,6 +85,24 @@ unsigned events_of(write_op op, bool upsert) {
 
 unsigned closure_events(unsigned events) {
   return (events & trigger_truncate) | ((events & trigger_dml) ? trigger_dml : 0u);
+}
+
+std::vector<std::uint32_t> fk_write_targets(const snapshot& cat, const relation& x,
+                                            unsigned events, const std::vector<std::string>* set) {
+  bool del = events & trigger_delete, upd = events & trigger_update;
+  if (!del && !upd) return {};
+  if (set && set->empty()) set = nullptr;
+  if (x.kind != 'v') return cat.fk_action_targets(x, del, upd, set);
+  std::vector<std::uint32_t> out;
+  for (std::uint32_t b : x.base_tables) {
+    const relation* y = cat.by_oid(b);
+    if (!y) continue;  // the caller's closure of base tables reports it
+    auto t = cat.fk_action_targets(*y, del, upd, nullptr);
+    out.insert(out.end(), t.begin(), t.end());
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 void fire_triggers(const snapshot& cat, const std::vector<std::string>& schemas, const relation& r,
