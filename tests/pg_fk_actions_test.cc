@@ -394,6 +394,40 @@ TEST_F(FkActions, SelfReference_SetNullChangesOtherRowsOfTheWrittenTable) {
   expect_fresh(q);
 }
 
+// A BEFORE ROW trigger may change the key although the SET list does not name it.
+TEST_F(FkActions, BeforeTrigger_AssigningTheKeyFiresOnUpdate) {
+  comments("ON UPDATE CASCADE");
+  exec("CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+       " NEW.id := NEW.id + 100; RETURN NEW; END$$;"
+       "CREATE TRIGGER tr BEFORE UPDATE ON posts FOR EACH ROW EXECUTE FUNCTION bump()");
+  cache_comments();
+  exec("UPDATE posts SET body = 'e' WHERE id = 2");
+  expect_comments_fresh();
+}
+
+TEST_F(FkActions, BeforeTrigger_AssigningAnotherColumnKeepsReadsCached) {
+  comments("ON UPDATE CASCADE");
+  exec("CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+       " NEW.body := NEW.body || '*'; RETURN NEW; END$$;"
+       "CREATE TRIGGER tr BEFORE UPDATE ON posts FOR EACH ROW EXECUTE FUNCTION stamp()");
+  cache_comments();
+  exec("UPDATE posts SET uk = 21 WHERE id = 2");
+  expect_comments_hits();
+}
+
+// A referenced generated column changes with the columns it is computed from.
+TEST_F(FkActions, GeneratedKey_UpdateOfItsInputFiresOnUpdate) {
+  exec("CREATE TABLE g (id int PRIMARY KEY, n int, k int GENERATED ALWAYS AS (n * 10) STORED"
+       " UNIQUE);"
+       "INSERT INTO g (id, n) VALUES (1,1),(2,2);"
+       "CREATE TABLE comments (id int PRIMARY KEY, post_id int REFERENCES g (k)"
+       " ON UPDATE CASCADE, txt text);"
+       "INSERT INTO comments VALUES (1,10,'a'),(2,20,'b'),(3,20,'c')");
+  cache_comments();
+  exec("UPDATE g SET n = 5 WHERE id = 2");
+  expect_comments_fresh();
+}
+
 TEST_F(FkActions, TriggerBody_UpdateOfANonKeyColumnLeavesReferencingReadsCached) {
   comments("ON DELETE CASCADE");
   exec("CREATE TABLE other (id int PRIMARY KEY);"

@@ -249,12 +249,14 @@ const std::string q_types =
     " WHERE c.castfunc >= 16384 UNION ALL SELECT c.casttarget FROM pg_catalog.pg_cast c"
     " WHERE c.castfunc >= 16384)";
 
-// For FKs also the referenced columns' names (a text[] literal).
+// For FKs also the referenced columns' names (a text[] literal); NULL when one of them is
+// a generated column (an UPDATE of any column may change it).
 const std::string q_edges =
     "SELECT 'f', c.conrelid, c.confrelid, c.confupdtype, c.confdeltype,"
-    " ARRAY(SELECT a.attname::pg_catalog.text FROM pg_catalog.unnest(c.confkey) k(n)"
+    " CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_attribute g WHERE g.attrelid = c.confrelid"
+    " AND g.attnum = ANY (c.confkey) AND g.attgenerated <> '') THEN NULL ELSE ARRAY(SELECT a.attname::pg_catalog.text FROM pg_catalog.unnest(c.confkey) k(n)"
     " JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n)"
-    "::pg_catalog.text FROM pg_catalog.pg_constraint c WHERE c.contype = 'f'"
+    "::pg_catalog.text END FROM pg_catalog.pg_constraint c WHERE c.contype = 'f'"
     " UNION ALL SELECT 'i', inhrelid, inhparent, NULL, NULL, NULL FROM pg_catalog.pg_inherits";
 
 // Triggers that may fire (see catalog.h's `trigger`), with their function's source.
@@ -528,10 +530,10 @@ namespace {
 
 bool fk_changes(char action) { return action == 'c' || action == 'n' || action == 'd'; }
 
-// `columns` (nullptr: any column) names a column of `key`.
-bool names_key(const std::vector<std::string>& key, const std::vector<std::string>* columns) {
-  if (!columns) return true;
-  return std::any_of(key.begin(), key.end(), [&](const std::string& k) {
+// An UPDATE setting `columns` (nullptr: any column) may change `a`'s referenced key.
+bool names_key(const relation::fk_action& a, const std::vector<std::string>* columns) {
+  if (!columns || a.any_column) return true;
+  return std::any_of(a.key.begin(), a.key.end(), [&](const std::string& k) {
     return std::find(columns->begin(), columns->end(), k) != columns->end();
   });
 }
@@ -560,7 +562,7 @@ std::vector<std::uint32_t> snapshot::fk_action_targets(
   };
   auto fire = [&](const relation& x, const item& it) {
     for (const relation::fk_action& a : x.fk_actions) {
-      bool key = it.upd && names_key(a.key, it.cols);
+      bool key = it.upd && names_key(a, it.cols);
       if (it.del && fk_changes(a.on_delete)) change(a.child, a.on_delete == 'c');
       if (key && fk_changes(a.on_update)) change(a.child, false);
       // Row movement between partitions (a key of a partitioned table includes its
@@ -923,9 +925,11 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
       char on_update = char_at(r, 3, "confupdtype"), on_delete = char_at(r, 4, "confdeltype");
       if (changes(on_update) || changes(on_delete)) {
         cascades[parent].push_back(child);
-        if (relation* p = rel_of(parent))
-          p->fk_actions.push_back(
-              {child, on_update, on_delete, parse_text_array(text_at(r, 5, "confkey"))});
+        if (relation* p = rel_of(parent)) {
+          relation::fk_action a{child, on_update, on_delete, {}, !r[5]};
+          if (r[5]) a.key = parse_text_array(*r[5]);
+          p->fk_actions.push_back(std::move(a));
+        }
       }
     } else {
       up[child].push_back(parent);

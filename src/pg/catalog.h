@@ -164,6 +164,7 @@ struct relation {
     std::uint32_t child = 0;
     char on_update = 'a', on_delete = 'a';
     std::vector<std::string> key;
+    bool any_column = false;  // a key column is generated: any UPDATE may change it
   };
   std::vector<fk_action> fk_actions;
   // Every table with a foreign key to this one, transitively: what TRUNCATE ... CASCADE

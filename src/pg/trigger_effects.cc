@@ -92,7 +92,20 @@ std::vector<std::uint32_t> fk_write_targets(const snapshot& cat, const relation&
   bool del = events & trigger_delete, upd = events & trigger_update;
   if (!del && !upd) return {};
   if (set && set->empty()) set = nullptr;
-  if (x.kind != 'v') return cat.fk_action_targets(x, del, upd, set);
+  if (x.kind != 'v') {
+    // BEFORE ROW UPDATE triggers (of x or, through x, of its partitions / children) may
+    // assign columns the SET list does not name: a key too.
+    new_row_effects before;
+    std::vector<std::string> columns;
+    if (upd && set) {
+      before_row_effects(x, trigger_update, before);
+      for (std::uint32_t f : x.family)
+        if (const relation* y = cat.by_oid(f)) before_row_effects(*y, trigger_update, before);
+      columns = *set;
+      columns.insert(columns.end(), before.columns.begin(), before.columns.end());
+    }
+    return cat.fk_action_targets(x, del, upd, set && !before.all ? &columns : nullptr);
+  }
   std::vector<std::uint32_t> out;
   for (std::uint32_t b : x.base_tables) {
     const relation* y = cat.by_oid(b);
