@@ -151,15 +151,14 @@ class FkActions : public ::testing::Test {
     std::string first = key == "id" ? "1" : "10", second = key == "id" ? "2" : "20";
     exec("CREATE TABLE comments (id int PRIMARY KEY, post_id int DEFAULT " + first +
          " REFERENCES posts (" + key + ") " + actions + ", txt text);" +
-         "INSERT INTO comments VALUES (1," + first + ",'a'),(2," + second + ",'b'),(3," +
-         second + ",'c')");
+         "INSERT INTO comments VALUES (1," + first + ",'a'),(2," + second + ",'b'),(3," + second +
+         ",'c')");
   }
-  const std::vector<std::string> reads_ = {
-      "SELECT id, post_id, txt FROM comments ORDER BY id",
-      "SELECT count(*) FROM comments WHERE post_id = 2",
-      "SELECT count(*) FROM comments WHERE post_id = 20",
-      "SELECT count(*) FROM comments WHERE post_id IS NULL",
-      "SELECT txt FROM comments WHERE id = 2"};
+  const std::vector<std::string> reads_ = {"SELECT id, post_id, txt FROM comments ORDER BY id",
+                                           "SELECT count(*) FROM comments WHERE post_id = 2",
+                                           "SELECT count(*) FROM comments WHERE post_id = 20",
+                                           "SELECT count(*) FROM comments WHERE post_id IS NULL",
+                                           "SELECT txt FROM comments WHERE id = 2"};
   void cache_comments() {
     for (const std::string& q : reads_) cache_it(q);
   }
@@ -275,6 +274,15 @@ TEST_F(FkActions, Upsert_DoUpdateOfTheKeyFiresOnUpdate) {
   expect_comments_fresh();
 }
 
+TEST_F(FkActions, WritableCte_UpdateOfTheKeyFiresOnUpdateAndOfBodyDoesNot) {
+  comments("ON UPDATE CASCADE ON DELETE CASCADE");
+  cache_comments();
+  exec("WITH u AS (UPDATE posts SET body = 'w' WHERE id = 2 RETURNING id) SELECT * FROM u");
+  expect_comments_hits();
+  exec("WITH u AS (UPDATE posts SET id = 6 WHERE id = 2 RETURNING id) SELECT * FROM u");
+  expect_comments_fresh();
+}
+
 TEST_F(FkActions, Merge_DeleteFiresOnDelete) {
   comments("ON DELETE SET NULL");
   cache_comments();
@@ -285,8 +293,9 @@ TEST_F(FkActions, Merge_DeleteFiresOnDelete) {
 TEST_F(FkActions, Merge_UpdateOfTheKeyFiresOnUpdate) {
   comments("ON UPDATE CASCADE");
   cache_comments();
-  exec("MERGE INTO posts p USING (VALUES (2)) s(id) ON p.id = s.id"
-       " WHEN MATCHED THEN UPDATE SET id = 5");
+  exec(
+      "MERGE INTO posts p USING (VALUES (2)) s(id) ON p.id = s.id"
+      " WHEN MATCHED THEN UPDATE SET id = 5");
   expect_comments_fresh();
 }
 
@@ -308,12 +317,13 @@ TEST_F(FkActions, View_DeleteThroughAViewFiresOnDelete) {
 
 // An FK may reference an inheritance child; a DELETE through the parent deletes its rows.
 TEST_F(FkActions, Inheritance_DeleteThroughTheParentFiresTheChildsActions) {
-  exec("CREATE TABLE base (id int, body text);"
-       "CREATE TABLE kid (PRIMARY KEY (id)) INHERITS (base);"
-       "INSERT INTO kid VALUES (1,'k1'),(2,'k2');"
-       "CREATE TABLE comments (id int PRIMARY KEY, post_id int REFERENCES kid ON DELETE CASCADE"
-       " ON UPDATE CASCADE, txt text);"
-       "INSERT INTO comments VALUES (1,1,'a'),(2,2,'b'),(3,2,'c')");
+  exec(
+      "CREATE TABLE base (id int, body text);"
+      "CREATE TABLE kid (PRIMARY KEY (id)) INHERITS (base);"
+      "INSERT INTO kid VALUES (1,'k1'),(2,'k2');"
+      "CREATE TABLE comments (id int PRIMARY KEY, post_id int REFERENCES kid ON DELETE CASCADE"
+      " ON UPDATE CASCADE, txt text);"
+      "INSERT INTO comments VALUES (1,1,'a'),(2,2,'b'),(3,2,'c')");
   cache_comments();
   exec("UPDATE base SET body = 'x' WHERE id = 2");
   expect_comments_hits();
@@ -326,13 +336,14 @@ TEST_F(FkActions, Inheritance_DeleteThroughTheParentFiresTheChildsActions) {
 
 // FKs to a partitioned table; an UPDATE of the key may move a row to another partition.
 TEST_F(FkActions, Partitions_RowMovementFiresTheActions) {
-  exec("CREATE TABLE parts (id int PRIMARY KEY, body text) PARTITION BY RANGE (id);"
-       "CREATE TABLE parts_a PARTITION OF parts FOR VALUES FROM (0) TO (100);"
-       "CREATE TABLE parts_b PARTITION OF parts FOR VALUES FROM (100) TO (200);"
-       "INSERT INTO parts VALUES (1,'a'),(2,'b');"
-       "CREATE TABLE comments (id int PRIMARY KEY, post_id int REFERENCES parts ON DELETE CASCADE"
-       " ON UPDATE CASCADE, txt text);"
-       "INSERT INTO comments VALUES (1,1,'a'),(2,2,'b'),(3,2,'c')");
+  exec(
+      "CREATE TABLE parts (id int PRIMARY KEY, body text) PARTITION BY RANGE (id);"
+      "CREATE TABLE parts_a PARTITION OF parts FOR VALUES FROM (0) TO (100);"
+      "CREATE TABLE parts_b PARTITION OF parts FOR VALUES FROM (100) TO (200);"
+      "INSERT INTO parts VALUES (1,'a'),(2,'b');"
+      "CREATE TABLE comments (id int PRIMARY KEY, post_id int REFERENCES parts ON DELETE CASCADE"
+      " ON UPDATE CASCADE, txt text);"
+      "INSERT INTO comments VALUES (1,1,'a'),(2,2,'b'),(3,2,'c')");
   cache_comments();
   exec("UPDATE parts SET body = 'x' WHERE id = 2");
   exec("UPDATE parts_a SET body = 'y' WHERE id = 2");
@@ -346,9 +357,10 @@ TEST_F(FkActions, Partitions_RowMovementFiresTheActions) {
 
 TEST_F(FkActions, Chain_ADeleteCascadesThroughTwoLevels) {
   comments("ON DELETE CASCADE");
-  exec("CREATE TABLE replies (id int PRIMARY KEY, comment_id int REFERENCES comments"
-       " ON DELETE SET NULL);"
-       "INSERT INTO replies VALUES (1,1),(2,2),(3,3)");
+  exec(
+      "CREATE TABLE replies (id int PRIMARY KEY, comment_id int REFERENCES comments"
+      " ON DELETE SET NULL);"
+      "INSERT INTO replies VALUES (1,1),(2,2),(3,3)");
   const std::string q = "SELECT id, comment_id FROM replies ORDER BY id";
   cache_it(q);
   exec("UPDATE posts SET body = 'e' WHERE id = 2");
@@ -359,12 +371,13 @@ TEST_F(FkActions, Chain_ADeleteCascadesThroughTwoLevels) {
 
 TEST_F(FkActions, Chain_ASetNullOfAKeyColumnFiresTheNextOnUpdate) {
   // comments.post_id is also a key replies reference: SET NULL updates it.
-  exec("CREATE TABLE comments (id int PRIMARY KEY, post_id int UNIQUE REFERENCES posts"
-       " ON DELETE SET NULL, txt text);"
-       "INSERT INTO comments VALUES (1,1,'a'),(2,2,'b');"
-       "CREATE TABLE replies (id int PRIMARY KEY, pid int REFERENCES comments (post_id)"
-       " ON UPDATE CASCADE);"
-       "INSERT INTO replies VALUES (1,1),(2,2)");
+  exec(
+      "CREATE TABLE comments (id int PRIMARY KEY, post_id int UNIQUE REFERENCES posts"
+      " ON DELETE SET NULL, txt text);"
+      "INSERT INTO comments VALUES (1,1,'a'),(2,2,'b');"
+      "CREATE TABLE replies (id int PRIMARY KEY, pid int REFERENCES comments (post_id)"
+      " ON UPDATE CASCADE);"
+      "INSERT INTO replies VALUES (1,1),(2,2)");
   const std::string q = "SELECT id, pid FROM replies ORDER BY id";
   cache_it(q);
   exec("DELETE FROM posts WHERE id = 2");
@@ -373,9 +386,10 @@ TEST_F(FkActions, Chain_ASetNullOfAKeyColumnFiresTheNextOnUpdate) {
 
 // A self-reference: the write's own table changes in rows its WHERE does not name.
 TEST_F(FkActions, SelfReference_SetNullChangesOtherRowsOfTheWrittenTable) {
-  exec("CREATE TABLE tree (id int PRIMARY KEY, parent int REFERENCES tree ON DELETE SET NULL"
-       " ON UPDATE CASCADE, v text);"
-       "INSERT INTO tree VALUES (1,NULL,'r'),(2,1,'a'),(3,1,'b'),(4,2,'c')");
+  exec(
+      "CREATE TABLE tree (id int PRIMARY KEY, parent int REFERENCES tree ON DELETE SET NULL"
+      " ON UPDATE CASCADE, v text);"
+      "INSERT INTO tree VALUES (1,NULL,'r'),(2,1,'a'),(3,1,'b'),(4,2,'c')");
   const std::vector<std::string> qs = {"SELECT parent FROM tree WHERE id = 2",
                                        "SELECT count(*) FROM tree WHERE parent = 1",
                                        "SELECT id FROM tree WHERE parent IS NULL ORDER BY id"};
@@ -397,9 +411,10 @@ TEST_F(FkActions, SelfReference_SetNullChangesOtherRowsOfTheWrittenTable) {
 // A BEFORE ROW trigger may change the key although the SET list does not name it.
 TEST_F(FkActions, BeforeTrigger_AssigningTheKeyFiresOnUpdate) {
   comments("ON UPDATE CASCADE");
-  exec("CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
-       " NEW.id := NEW.id + 100; RETURN NEW; END$$;"
-       "CREATE TRIGGER tr BEFORE UPDATE ON posts FOR EACH ROW EXECUTE FUNCTION bump()");
+  exec(
+      "CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+      " NEW.id := NEW.id + 100; RETURN NEW; END$$;"
+      "CREATE TRIGGER tr BEFORE UPDATE ON posts FOR EACH ROW EXECUTE FUNCTION bump()");
   cache_comments();
   exec("UPDATE posts SET body = 'e' WHERE id = 2");
   expect_comments_fresh();
@@ -407,9 +422,10 @@ TEST_F(FkActions, BeforeTrigger_AssigningTheKeyFiresOnUpdate) {
 
 TEST_F(FkActions, BeforeTrigger_AssigningAnotherColumnKeepsReadsCached) {
   comments("ON UPDATE CASCADE");
-  exec("CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
-       " NEW.body := NEW.body || '*'; RETURN NEW; END$$;"
-       "CREATE TRIGGER tr BEFORE UPDATE ON posts FOR EACH ROW EXECUTE FUNCTION stamp()");
+  exec(
+      "CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+      " NEW.body := NEW.body || '*'; RETURN NEW; END$$;"
+      "CREATE TRIGGER tr BEFORE UPDATE ON posts FOR EACH ROW EXECUTE FUNCTION stamp()");
   cache_comments();
   exec("UPDATE posts SET uk = 21 WHERE id = 2");
   expect_comments_hits();
@@ -417,12 +433,13 @@ TEST_F(FkActions, BeforeTrigger_AssigningAnotherColumnKeepsReadsCached) {
 
 // A referenced generated column changes with the columns it is computed from.
 TEST_F(FkActions, GeneratedKey_UpdateOfItsInputFiresOnUpdate) {
-  exec("CREATE TABLE g (id int PRIMARY KEY, n int, k int GENERATED ALWAYS AS (n * 10) STORED"
-       " UNIQUE);"
-       "INSERT INTO g (id, n) VALUES (1,1),(2,2);"
-       "CREATE TABLE comments (id int PRIMARY KEY, post_id int REFERENCES g (k)"
-       " ON UPDATE CASCADE, txt text);"
-       "INSERT INTO comments VALUES (1,10,'a'),(2,20,'b'),(3,20,'c')");
+  exec(
+      "CREATE TABLE g (id int PRIMARY KEY, n int, k int GENERATED ALWAYS AS (n * 10) STORED"
+      " UNIQUE);"
+      "INSERT INTO g (id, n) VALUES (1,1),(2,2);"
+      "CREATE TABLE comments (id int PRIMARY KEY, post_id int REFERENCES g (k)"
+      " ON UPDATE CASCADE, txt text);"
+      "INSERT INTO comments VALUES (1,10,'a'),(2,20,'b'),(3,20,'c')");
   cache_comments();
   exec("UPDATE g SET n = 5 WHERE id = 2");
   expect_comments_fresh();
@@ -430,10 +447,11 @@ TEST_F(FkActions, GeneratedKey_UpdateOfItsInputFiresOnUpdate) {
 
 TEST_F(FkActions, TriggerBody_UpdateOfANonKeyColumnLeavesReferencingReadsCached) {
   comments("ON DELETE CASCADE");
-  exec("CREATE TABLE other (id int PRIMARY KEY);"
-       "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
-       " UPDATE posts SET body = 'touched' WHERE id = 2; RETURN NEW; END$$;"
-       "CREATE TRIGGER tr AFTER INSERT ON other FOR EACH ROW EXECUTE FUNCTION touch()");
+  exec(
+      "CREATE TABLE other (id int PRIMARY KEY);"
+      "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+      " UPDATE posts SET body = 'touched' WHERE id = 2; RETURN NEW; END$$;"
+      "CREATE TRIGGER tr AFTER INSERT ON other FOR EACH ROW EXECUTE FUNCTION touch()");
   cache_comments();
   exec("INSERT INTO other VALUES (1)");
   expect_comments_hits();
@@ -443,10 +461,11 @@ TEST_F(FkActions, TriggerBody_UpdateOfANonKeyColumnLeavesReferencingReadsCached)
 
 TEST_F(FkActions, TriggerBody_DeleteFiresOnDelete) {
   comments("ON DELETE CASCADE");
-  exec("CREATE TABLE other (id int PRIMARY KEY);"
-       "CREATE FUNCTION zap() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
-       " DELETE FROM posts WHERE id = NEW.id; RETURN NEW; END$$;"
-       "CREATE TRIGGER tr AFTER INSERT ON other FOR EACH ROW EXECUTE FUNCTION zap()");
+  exec(
+      "CREATE TABLE other (id int PRIMARY KEY);"
+      "CREATE FUNCTION zap() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+      " DELETE FROM posts WHERE id = NEW.id; RETURN NEW; END$$;"
+      "CREATE TRIGGER tr AFTER INSERT ON other FOR EACH ROW EXECUTE FUNCTION zap()");
   cache_comments();
   exec("INSERT INTO other VALUES (2)");
   expect_comments_fresh();
@@ -454,10 +473,11 @@ TEST_F(FkActions, TriggerBody_DeleteFiresOnDelete) {
 
 TEST_F(FkActions, TriggerBody_UpdateOfTheKeyFiresOnUpdate) {
   comments("ON UPDATE SET NULL");
-  exec("CREATE TABLE other (id int PRIMARY KEY);"
-       "CREATE FUNCTION mv() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
-       " UPDATE posts SET id = 9 WHERE id = NEW.id; RETURN NEW; END$$;"
-       "CREATE TRIGGER tr AFTER INSERT ON other FOR EACH ROW EXECUTE FUNCTION mv()");
+  exec(
+      "CREATE TABLE other (id int PRIMARY KEY);"
+      "CREATE FUNCTION mv() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+      " UPDATE posts SET id = 9 WHERE id = NEW.id; RETURN NEW; END$$;"
+      "CREATE TRIGGER tr AFTER INSERT ON other FOR EACH ROW EXECUTE FUNCTION mv()");
   cache_comments();
   exec("INSERT INTO other VALUES (2)");
   expect_comments_fresh();

@@ -254,7 +254,8 @@ const std::string q_types =
 const std::string q_edges =
     "SELECT 'f', c.conrelid, c.confrelid, c.confupdtype, c.confdeltype,"
     " CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_attribute g WHERE g.attrelid = c.confrelid"
-    " AND g.attnum = ANY (c.confkey) AND g.attgenerated <> '') THEN NULL ELSE ARRAY(SELECT a.attname::pg_catalog.text FROM pg_catalog.unnest(c.confkey) k(n)"
+    " AND g.attnum = ANY (c.confkey) AND g.attgenerated <> '') THEN NULL"
+    " ELSE ARRAY(SELECT a.attname::pg_catalog.text FROM pg_catalog.unnest(c.confkey) k(n)"
     " JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n)"
     "::pg_catalog.text END FROM pg_catalog.pg_constraint c WHERE c.contype = 'f'"
     " UNION ALL SELECT 'i', inhrelid, inhparent, NULL, NULL, NULL FROM pg_catalog.pg_inherits";
@@ -541,8 +542,7 @@ bool names_key(const relation::fk_action& a, const std::vector<std::string>* col
 }  // namespace
 
 std::vector<std::uint32_t> snapshot::fk_action_targets(
-    const relation& r, bool deletes, bool updates,
-    const std::vector<std::string>* columns) const {
+    const relation& r, bool deletes, bool updates, const std::vector<std::string>* columns) const {
   // Work items: a relation whose rows are deleted and/or updated in `cols` (nullptr: any).
   struct item {
     std::uint32_t oid;
@@ -567,8 +567,7 @@ std::vector<std::uint32_t> snapshot::fk_action_targets(
       if (key && fk_changes(a.on_update)) change(a.child, false);
       // Row movement between partitions (a key of a partitioned table includes its
       // partition key): PostgreSQL before 15 fired the ON DELETE action.
-      if (key && fk_changes(a.on_delete) && !x.family.empty())
-        change(a.child, a.on_delete == 'c');
+      if (key && fk_changes(a.on_delete) && !x.family.empty()) change(a.child, a.on_delete == 'c');
     }
   };
   todo.push_back({r.oid, deletes, updates, columns});

@@ -87,8 +87,8 @@ unsigned closure_events(unsigned events) {
   return (events & trigger_truncate) | ((events & trigger_dml) ? trigger_dml : 0u);
 }
 
-std::vector<std::uint32_t> fk_write_targets(const snapshot& cat, const relation& x,
-                                            unsigned events, const std::vector<std::string>* set) {
+std::vector<std::uint32_t> fk_write_targets(const snapshot& cat, const relation& x, unsigned events,
+                                            const std::vector<std::string>* set) {
   bool del = events & trigger_delete, upd = events & trigger_update;
   if (!del && !upd) return {};
   if (set && set->empty()) set = nullptr;

@@ -34,8 +34,8 @@ unsigned closure_events(unsigned events);
 // actions on updates that may set a referenced column. `set` lists the columns an UPDATE
 // sets (nullptr or empty: unknown, any). Through a view, its base tables (any column).
 // Sorted, unique; may contain oids the snapshot does not know.
-std::vector<std::uint32_t> fk_write_targets(const snapshot& cat, const relation& x,
-                                            unsigned events, const std::vector<std::string>* set);
+std::vector<std::uint32_t> fk_write_targets(const snapshot& cat, const relation& x, unsigned events,
+                                            const std::vector<std::string>* set);
 
 struct trigger_effects {
   std::string flush_reason;               // non-empty: the write must flush the cache
