@@ -249,10 +249,16 @@ const std::string q_types =
     " WHERE c.castfunc >= 16384 UNION ALL SELECT c.casttarget FROM pg_catalog.pg_cast c"
     " WHERE c.castfunc >= 16384)";
 
+// For FKs also the referenced columns' names (a text[] literal); NULL when one of them is
+// a generated column (an UPDATE of any column may change it).
 const std::string q_edges =
-    "SELECT 'f', conrelid, confrelid, confupdtype, confdeltype FROM pg_catalog.pg_constraint"
-    " WHERE contype = 'f'"
-    " UNION ALL SELECT 'i', inhrelid, inhparent, NULL, NULL FROM pg_catalog.pg_inherits";
+    "SELECT 'f', c.conrelid, c.confrelid, c.confupdtype, c.confdeltype,"
+    " CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_attribute g WHERE g.attrelid = c.confrelid"
+    " AND g.attnum = ANY (c.confkey) AND g.attgenerated <> '') THEN NULL"
+    " ELSE ARRAY(SELECT a.attname::pg_catalog.text FROM pg_catalog.unnest(c.confkey) k(n)"
+    " JOIN pg_catalog.pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n)"
+    "::pg_catalog.text END FROM pg_catalog.pg_constraint c WHERE c.contype = 'f'"
+    " UNION ALL SELECT 'i', inhrelid, inhparent, NULL, NULL, NULL FROM pg_catalog.pg_inherits";
 
 // Triggers that may fire (see catalog.h's `trigger`), with their function's source.
 const std::string q_triggers =
@@ -519,6 +525,63 @@ void snapshot::relation_code(const qualified_name& name, const std::vector<std::
   for (std::uint32_t f : r->family) add(f);
   if (write)
     for (std::uint32_t c : r->cascade_targets) add(c);
+}
+
+namespace {
+
+bool fk_changes(char action) { return action == 'c' || action == 'n' || action == 'd'; }
+
+// An UPDATE setting `columns` (nullptr: any column) may change `a`'s referenced key.
+bool names_key(const relation::fk_action& a, const std::vector<std::string>* columns) {
+  if (!columns || a.any_column) return true;
+  return std::any_of(a.key.begin(), a.key.end(), [&](const std::string& k) {
+    return std::find(columns->begin(), columns->end(), k) != columns->end();
+  });
+}
+
+}  // namespace
+
+std::vector<std::uint32_t> snapshot::fk_action_targets(
+    const relation& r, bool deletes, bool updates, const std::vector<std::string>* columns) const {
+  // Work items: a relation whose rows are deleted and/or updated in `cols` (nullptr: any).
+  struct item {
+    std::uint32_t oid;
+    bool del, upd;
+    const std::vector<std::string>* cols;
+  };
+  std::vector<std::uint32_t> out;
+  std::unordered_map<std::uint32_t, unsigned> done;  // bit 1 deleted, bit 2 updated (any)
+  std::vector<item> todo;
+  auto change = [&](std::uint32_t child, bool deleted) {  // updated: in any column
+    unsigned bit = deleted ? 1u : 2u;
+    unsigned& d = done[child];
+    if (d == 0) out.push_back(child);
+    if (d & bit) return;
+    d |= bit;
+    todo.push_back({child, deleted, !deleted, nullptr});
+  };
+  auto fire = [&](const relation& x, const item& it) {
+    for (const relation::fk_action& a : x.fk_actions) {
+      bool key = it.upd && names_key(a, it.cols);
+      if (it.del && fk_changes(a.on_delete)) change(a.child, a.on_delete == 'c');
+      if (key && fk_changes(a.on_update)) change(a.child, false);
+      // Row movement between partitions (a key of a partitioned table includes its
+      // partition key): PostgreSQL before 15 fired the ON DELETE action.
+      if (key && fk_changes(a.on_delete) && !x.family.empty()) change(a.child, a.on_delete == 'c');
+    }
+  };
+  todo.push_back({r.oid, deletes, updates, columns});
+  while (!todo.empty()) {
+    item it = todo.back();
+    todo.pop_back();
+    const relation* x = by_oid(it.oid);
+    if (!x) continue;  // in `out`: callers treat it as unknown
+    fire(*x, it);
+    for (std::uint32_t f : x->family)
+      if (const relation* y = by_oid(f)) fire(*y, it);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 bool snapshot::known_type(const qualified_name& t, const std::vector<std::string>& schemas) const {
@@ -858,8 +921,15 @@ std::shared_ptr<const snapshot> load_snapshot(const query_fn& query, std::uint64
     if (kind == 'f') {
       refs[parent].push_back(child);
       auto changes = [](char action) { return action == 'c' || action == 'n' || action == 'd'; };
-      if (changes(char_at(r, 3, "confupdtype")) || changes(char_at(r, 4, "confdeltype")))
+      char on_update = char_at(r, 3, "confupdtype"), on_delete = char_at(r, 4, "confdeltype");
+      if (changes(on_update) || changes(on_delete)) {
         cascades[parent].push_back(child);
+        if (relation* p = rel_of(parent)) {
+          relation::fk_action a{child, on_update, on_delete, {}, !r[5]};
+          if (r[5]) a.key = parse_text_array(*r[5]);
+          p->fk_actions.push_back(std::move(a));
+        }
+      }
     } else {
       up[child].push_back(parent);
       down[parent].push_back(child);

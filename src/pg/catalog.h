@@ -155,6 +155,18 @@ struct relation {
   // Note: the closure follows FKs only; combine with `family` of each table for
   // inheritance (partitioned FKs are cloned per partition by PostgreSQL and so appear).
   std::vector<std::uint32_t> cascade_targets;
+  // The foreign keys referencing this relation (confrelid = oid) whose ON UPDATE or ON
+  // DELETE action changes rows: `child` (conrelid), the actions (pg_constraint
+  // confupdtype / confdeltype: 'c' CASCADE, 'n' SET NULL, 'd' SET DEFAULT, 'a' NO ACTION,
+  // 'r' RESTRICT) and `key`, the names of this relation's referenced columns (confkey).
+  // See snapshot::fk_action_targets.
+  struct fk_action {
+    std::uint32_t child = 0;
+    char on_update = 'a', on_delete = 'a';
+    std::vector<std::string> key;
+    bool any_column = false;  // a key column is generated: any UPDATE may change it
+  };
+  std::vector<fk_action> fk_actions;
   // Every table with a foreign key to this one, transitively: what TRUNCATE ... CASCADE
   // also truncates. Excludes this relation. Sorted.
   std::vector<std::uint32_t> referencing;
@@ -195,6 +207,18 @@ class snapshot {
   const relation* resolve(const qualified_name& name,
                           const std::vector<std::string>& schemas) const;
   const relation* by_oid(std::uint32_t oid) const;  // nullptr when unknown
+
+  // Tables whose rows FK referential actions may change when a statement deletes rows of
+  // `r` (`deletes`) or updates them (`updates`; `columns` lists the columns it may set,
+  // nullptr for any). ON DELETE actions fire on deletes only; ON UPDATE actions only when
+  // a referenced key column may change. Transitive (a table changed by CASCADE on delete
+  // counts as deleted, one changed otherwise as updated in any column), through each
+  // table's `family` too (a write through an inheritance parent changes its children; an
+  // UPDATE of a partition key column may move rows, which releases before 15 fired ON
+  // DELETE actions for). Sorted; may contain `r` (self-references) and oids of relations
+  // not loaded (callers treat those as unknown).
+  std::vector<std::uint32_t> fk_action_targets(const relation& r, bool deletes, bool updates,
+                                               const std::vector<std::string>* columns) const;
 
   // 'i' immutable, 's' stable, 'v' volatile for the function `name` (any argument types:
   // the most volatile overload wins). Unqualified: the most volatile across every schema

@@ -740,11 +740,11 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
           t.ref.op = write_op::merge;  // rows unknown
         }
         for (std::uint32_t f : r->family) add_closure(f);
-        bool updates = w.op == write_op::update || w.op == write_op::del ||
-                       w.op == write_op::merge ||
-                       (w.op == write_op::insert && w.on_conflict == write_ref::conflict::update);
-        if (updates)
-          for (std::uint32_t c : r->cascade_targets) add_closure(c);
+        // FK actions: ON DELETE ones on deletes, ON UPDATE ones when a key may change.
+        std::vector<std::string> set_columns;
+        if (w.op == write_op::update)
+          for (const auto& [column, value] : w.set) set_columns.push_back(column);
+        for (std::uint32_t c : fk_write_targets(cat, *r, events, &set_columns)) add_closure(c);
         if (w.op == write_op::truncate && w.cascade)
           for (std::uint32_t c : r->referencing) add_closure(c);
         for (const relation* x : closure) {

@@ -58,7 +58,7 @@ void body_writes(const snapshot& cat, const std::vector<std::string>& schemas, c
     }
   };
   if (x->kind == 'v') spread(x->base_tables, closure_events(ev));
-  if (ev & (trigger_update | trigger_delete)) spread(x->cascade_targets, trigger_dml);
+  spread(fk_write_targets(cat, *x, ev, nullptr), trigger_dml);
   if ((ev & trigger_truncate) && w.cascade) spread(x->referencing, trigger_truncate);
 }
 
@@ -85,6 +85,37 @@ unsigned events_of(write_op op, bool upsert) {
 
 unsigned closure_events(unsigned events) {
   return (events & trigger_truncate) | ((events & trigger_dml) ? trigger_dml : 0u);
+}
+
+std::vector<std::uint32_t> fk_write_targets(const snapshot& cat, const relation& x, unsigned events,
+                                            const std::vector<std::string>* set) {
+  bool del = events & trigger_delete, upd = events & trigger_update;
+  if (!del && !upd) return {};
+  if (set && set->empty()) set = nullptr;
+  if (x.kind != 'v') {
+    // BEFORE ROW UPDATE triggers (of x or, through x, of its partitions / children) may
+    // assign columns the SET list does not name: a key too.
+    new_row_effects before;
+    std::vector<std::string> columns;
+    if (upd && set) {
+      before_row_effects(x, trigger_update, before);
+      for (std::uint32_t f : x.family)
+        if (const relation* y = cat.by_oid(f)) before_row_effects(*y, trigger_update, before);
+      columns = *set;
+      columns.insert(columns.end(), before.columns.begin(), before.columns.end());
+    }
+    return cat.fk_action_targets(x, del, upd, set && !before.all ? &columns : nullptr);
+  }
+  std::vector<std::uint32_t> out;
+  for (std::uint32_t b : x.base_tables) {
+    const relation* y = cat.by_oid(b);
+    if (!y) continue;  // the caller's closure of base tables reports it
+    auto t = cat.fk_action_targets(*y, del, upd, nullptr);
+    out.insert(out.end(), t.begin(), t.end());
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 void fire_triggers(const snapshot& cat, const std::vector<std::string>& schemas, const relation& r,

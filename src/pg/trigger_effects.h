@@ -29,6 +29,13 @@ unsigned events_of(write_op op, bool upsert);
 // and inheritance relatives, a view's base tables, cascade targets): any row event, because
 // row movement between partitions and FK actions turn one kind into another.
 unsigned closure_events(unsigned events);
+// Tables FK referential actions may change when a statement with `events` (events_of)
+// writes `x` (see snapshot::fk_action_targets): ON DELETE actions on deletes, ON UPDATE
+// actions on updates that may set a referenced column. `set` lists the columns an UPDATE
+// sets (nullptr or empty: unknown, any). Through a view, its base tables (any column).
+// Sorted, unique; may contain oids the snapshot does not know.
+std::vector<std::uint32_t> fk_write_targets(const snapshot& cat, const relation& x, unsigned events,
+                                            const std::vector<std::string>* set);
 
 struct trigger_effects {
   std::string flush_reason;               // non-empty: the write must flush the cache
