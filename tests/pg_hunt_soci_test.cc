@@ -16,44 +16,20 @@
 #include <string>
 #include <vector>
 
-#include "support/db_env.h"
+#include "support/soci_pg_schema_fixture.h"
 
 namespace {
 
-class SociHunt : public ::testing::Test {
+// t(id, v, k) = (1, 1, 'a'), (2, 2, 'b').
+class SociHunt : public qcache_test::soci_pg_schema_fixture {
  protected:
-  void SetUp() override {
-    QCACHE_REQUIRE_PG(ci);
-    pg_ = ci;
-    std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    schema_ = "qchs_" + std::to_string(getpid()) + "_" +
-              std::to_string(std::hash<std::string>{}(test) % 1000000007u);
-    admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_ +
-          "; CREATE TABLE " + schema_ + ".t (id int PRIMARY KEY, v int, k text);" +
+  SociHunt() : soci_pg_schema_fixture("qchs_") {}
+
+  void before_connect() override {
+    admin("CREATE TABLE " + schema_ + ".t (id int PRIMARY KEY, v int, k text);" +
           "INSERT INTO " + schema_ + ".t VALUES (1, 1, 'a'), (2, 2, 'b')");
-    cache_ = std::make_shared<qcache::cache>(qcache::options{});
-    factory_ = std::make_unique<qcache::soci::caching_factory>(cache_, soci::postgresql);
-    sql_ = std::make_unique<soci::session>(*factory_, conninfo());
   }
-  void TearDown() override {
-    if (pg_.empty()) return;
-    sql_.reset();
-    try {
-      admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE");
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "cleanup: " << e.what();
-    }
-  }
-  std::string conninfo() const { return pg_ + " options='-c search_path=" + schema_ + "'"; }
-  void admin(const std::string& sql) {
-    PGconn* c = PQconnectdb(pg_.c_str());
-    PGresult* r = PQexec(c, sql.c_str());
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    std::string err = PQresultErrorMessage(r);
-    PQclear(r);
-    PQfinish(c);
-    if (!ok) throw std::runtime_error(err);
-  }
+
   // Every row of `q` (one int column, NULL as "NULL"), through `s`.
   static std::string ints(soci::session& s, const std::string& q) {
     std::string out;
@@ -75,11 +51,6 @@ class SociHunt : public ::testing::Test {
     soci::session plain(soci::postgresql, conninfo());
     EXPECT_EQ(ints(*sql_, q), ints(plain, q)) << "stale: " << q;
   }
-
-  std::string pg_, schema_;
-  std::shared_ptr<qcache::cache> cache_;
-  std::unique_ptr<qcache::soci::caching_factory> factory_;
-  std::unique_ptr<soci::session> sql_;
 };
 
 TEST_F(SociHunt, BulkInsertNamesEveryRow) {

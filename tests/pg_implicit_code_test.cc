@@ -23,33 +23,18 @@
 #include <vector>
 
 #include "pg/analyzer.h"
-#include "support/db_env.h"
+#include "support/pg_schema_fixture.h"
 
 namespace {
 
-std::string dump(const pqxx::result& r) {
-  std::ostringstream o;
-  for (const auto& row : r) {
-    for (const auto& f : row)
-      o << (f.is_null() ? "NULL" : "'" + std::string(f.c_str()) + "'") << ",";
-    o << "\n";
-  }
-  return o.str();
-}
+using qcache_test::dump;
 
-std::string lower_ident(std::string s) {
-  for (char& c : s) c = std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '_';
-  return s;
-}
-
-class ImplicitCode : public ::testing::Test {
+// t(v) = 1 and the functions below exist before the qcache connection opens.
+class ImplicitCode : public qcache_test::pg_schema_fixture {
  protected:
-  void SetUp() override {
-    QCACHE_REQUIRE_PG(ci);
-    conninfo_ = ci;
-    std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    schema_ = "qci_" + std::to_string(getpid()) + "_" + lower_ident(test).substr(0, 36);
-    admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_);
+  ImplicitCode() : pg_schema_fixture("qci_", 36) {}
+
+  void before_connect() override {
     direct(
         "CREATE TABLE t (v int); INSERT INTO t VALUES (1);"
         "CREATE FUNCTION f_bump() RETURNS int VOLATILE LANGUAGE sql AS"
@@ -62,44 +47,12 @@ class ImplicitCode : public ::testing::Test {
         " 'UPDATE t SET v = v + 1; SELECT true';"
         "CREATE FUNCTION f_read(int, int) RETURNS int STABLE LANGUAGE sql AS"
         " 'SELECT v FROM t'");
-    cache_ = std::make_shared<qcache::cache>(qcache::options{});
-    conn_ = std::make_unique<qcache::pqxx::connection>(
-        conninfo_ + " options='-c search_path=" + schema_ + "'", cache_);
-  }
-  void TearDown() override {
-    if (conninfo_.empty()) return;
-    conn_.reset();
-    try {
-      admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE");
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "cleanup: " << e.what();
-    }
   }
 
-  pqxx::result direct(const std::string& sql) {
-    pqxx::connection c(conninfo_ + " options='-c search_path=" + schema_ + "'");
-    pqxx::nontransaction tx(c);
-    return tx.exec(sql);
-  }
-  void admin(const std::string& sql) {
-    pqxx::connection c(conninfo_);
-    pqxx::nontransaction tx(c);
-    tx.exec(sql);
-  }
-  pqxx::result exec(const std::string& sql) {
-    qcache::pqxx::nontransaction tx(*conn_);
-    return tx.exec(sql);
-  }
-  // Caches `sql` (the second call must be a hit).
-  void cache_it(const std::string& sql = "SELECT v FROM t") {
-    exec(sql);
-    auto before = cache_->stats().hits;
-    exec(sql);
-    ASSERT_EQ(cache_->stats().hits, before + 1) << "not cached: " << sql;
-  }
-  // `sql` returns what the database says.
+  // The shared helpers, reading t by default.
+  void cache_it(const std::string& sql = "SELECT v FROM t") { pg_schema_fixture::cache_it(sql); }
   void expect_fresh(const std::string& sql = "SELECT v FROM t") {
-    EXPECT_EQ(dump(exec(sql)), dump(direct(sql))) << sql;
+    pg_schema_fixture::expect_fresh(sql);
   }
   // Runs `stmt` through qcache (it reaches f_bump), then checks that t is read fresh.
   void expect_bump_seen(const std::string& stmt) {
@@ -117,9 +70,7 @@ class ImplicitCode : public ::testing::Test {
     expect_fresh(sql);
   }
 
-  std::string conninfo_, schema_, copy_file_;
-  std::shared_ptr<qcache::cache> cache_;
-  std::unique_ptr<qcache::pqxx::connection> conn_;
+  std::string copy_file_;
 };
 
 // ---- Writes hidden behind implicit calls -------------------------------------------

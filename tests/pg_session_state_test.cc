@@ -20,51 +20,34 @@
 #include <thread>
 #include <vector>
 
-#include "support/db_env.h"
+#include "support/pg_schema_fixture.h"
 
 namespace {
 
 const std::string q1 = "SELECT v FROM t WHERE id = 1";
 
-std::string dump(const pqxx::result& r) {
-  std::ostringstream o;
-  for (const auto& row : r) {
-    for (const auto& f : row) o << (f.is_null() ? std::string("NULL") : "'" + std::string(f.c_str()) + "'") << ",";
-    o << "\n";
-  }
-  return o.str();
-}
+using qcache_test::dump;
 
-std::string lower_ident(std::string s) {
-  for (char& c : s) c = std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '_';
-  return s;
-}
-
-class PgSession : public ::testing::Test {
+// t(id, v) in two schemas with different values: schema_ (the search_path of connect()
+// without a path) and other_.
+class PgSession : public qcache_test::pg_schema_fixture {
  protected:
-  void SetUp() override {
-    QCACHE_REQUIRE_PG(ci);
-    conninfo_ = ci;
-    std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    prefix_ = "qss_" + std::to_string(getpid()) + "_" + lower_ident(test).substr(0, 36);
-    schema_ = prefix_;
-    other_ = prefix_ + "_o";
-    drop_schemas_ = {schema_, other_};
-    admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_ +
-          "; DROP SCHEMA IF EXISTS " + other_ + " CASCADE; CREATE SCHEMA " + other_);
-    // t(id, v) in both schemas, with different values.
+  PgSession() : pg_schema_fixture("qss_", 36) {}
+
+  void before_connect() override {
+    other_ = schema_ + "_o";
+    drop_schemas_ = {other_};
+    admin("DROP SCHEMA IF EXISTS " + other_ + " CASCADE; CREATE SCHEMA " + other_);
     admin("CREATE TABLE " + schema_ + ".t (id int PRIMARY KEY, v text);"
           "INSERT INTO " + schema_ + ".t VALUES (1, 'mine'), (2, 'mine2');"
           "CREATE TABLE " + other_ + ".t (id int PRIMARY KEY, v text);"
           "INSERT INTO " + other_ + ".t VALUES (1, 'other'), (2, 'other2')");
-    cache_ = std::make_shared<qcache::cache>(qcache::options{});
-    conn_ = connect();
   }
 
+  // After the shared fixture drops schema_: the other schemas and the roles.
   void TearDown() override {
+    pg_schema_fixture::TearDown();
     if (conninfo_.empty()) return;
-    conns_.clear();
-    conn_.reset();
     try {
       for (const auto& s : drop_schemas_) admin("DROP SCHEMA IF EXISTS " + s + " CASCADE");
       for (const auto& r : drop_roles_) admin("DROP ROLE IF EXISTS " + r);
@@ -73,6 +56,8 @@ class PgSession : public ::testing::Test {
     }
   }
 
+  // This file's own connect and another (they hide the shared ones): `path` replaces the
+  // search_path (schema_ when empty), `more` is appended to the options as they are.
   std::unique_ptr<qcache::pqxx::connection> connect(const std::string& path = {},
                                                     const std::string& more = {}) {
     return std::make_unique<qcache::pqxx::connection>(
@@ -83,22 +68,11 @@ class PgSession : public ::testing::Test {
     conns_.push_back(connect(path, more));
     return *conns_.back();
   }
-  void admin(const std::string& sql) {
-    pqxx::connection c(conninfo_);
-    pqxx::nontransaction tx(c);
-    tx.exec(sql);
-  }
   std::string role(const std::string& suffix) {
-    std::string r = prefix_.substr(0, 40) + "_" + suffix;
+    std::string r = schema_.substr(0, 40) + "_" + suffix;
     drop_roles_.push_back(r);
     return r;
   }
-  // Through qcache, autocommit.
-  static pqxx::result exec_on(qcache::pqxx::connection& c, const std::string& sql) {
-    qcache::pqxx::nontransaction tx(c);
-    return tx.exec(sql);
-  }
-  pqxx::result exec(const std::string& sql) { return exec_on(*conn_, sql); }
   // What the server session behind `c` answers, bypassing the cache.
   static pqxx::result truth_on(qcache::pqxx::connection& c, const std::string& sql) {
     pqxx::nontransaction tx(c.raw());
@@ -128,11 +102,8 @@ class PgSession : public ::testing::Test {
     expect_same(b, "SELECT v FROM t WHERE id = 2");
   }
 
-  std::string conninfo_, prefix_, schema_, other_;
+  std::string other_;
   std::vector<std::string> drop_schemas_, drop_roles_;
-  std::shared_ptr<qcache::cache> cache_;
-  std::unique_ptr<qcache::pqxx::connection> conn_;
-  std::vector<std::unique_ptr<qcache::pqxx::connection>> conns_;
 };
 
 // ---- 3: multi-statement strings ------------------------------------------------------
@@ -415,7 +386,7 @@ TEST_F(PgSession, SetConfig_LocalInsideAWriteEndsAtCommit) {
 // ---- 14: a schema created later enters another session's search_path ---------------------
 
 TEST_F(PgSession, SearchPath_SchemaCreatedLaterByAnotherSession) {
-  std::string later = prefix_ + "_l";
+  std::string later = schema_ + "_l";
   drop_schemas_.push_back(later);
   auto& a = another(later + "," + schema_);
   auto& b = another();

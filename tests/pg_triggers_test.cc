@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "support/db_env.h"
+#include "support/pg_schema_fixture.h"
 
 namespace {
 
@@ -57,22 +57,14 @@ std::ostream& operator<<(std::ostream& o, const outcome& x) {
            << dump(x.r);
 }
 
-std::string lower_ident(std::string s) {
-  for (char& c : s) c = std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '_';
-  return s;
-}
-
 // t(id, k, v, c) rows 1..5; audit(n, note) empty; other(id, v) rows 1..3.
-class Triggers : public ::testing::Test {
+class Triggers : public qcache_test::pg_schema_fixture {
  protected:
+  Triggers() : pg_schema_fixture("qctr_") {}
+
   void SetUp() override {
-    QCACHE_REQUIRE_PG(ci);
-    conninfo_ = ci;
-    std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    schema_ = "qctr_" + std::to_string(getpid()) + "_" + lower_ident(test).substr(0, 40);
-    admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_);
-    cache_ = std::make_shared<qcache::cache>(qcache::options{});
-    conn_ = connect();
+    pg_schema_fixture::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     exec(
         "CREATE TABLE t (id int PRIMARY KEY, k text, v text, c int);"
         "INSERT INTO t (id, k, v, c) VALUES (1,'a','one',1),(2,'a','two',2),(3,'a','three',3),"
@@ -81,41 +73,9 @@ class Triggers : public ::testing::Test {
         "CREATE TABLE other (id int PRIMARY KEY, v text);"
         "INSERT INTO other VALUES (1,'x'),(2,'y'),(3,'z')");
   }
-  void TearDown() override {
-    if (conninfo_.empty()) return;
-    conns_.clear();
-    conn_.reset();
-    try {
-      admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE");
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "cleanup: " << e.what();
-    }
-  }
 
-  std::unique_ptr<qcache::pqxx::connection> connect() {
-    return std::make_unique<qcache::pqxx::connection>(
-        conninfo_ + " options='-c search_path=" + schema_ + "'", cache_);
-  }
-  qcache::pqxx::connection& another() {
-    conns_.push_back(connect());
-    return *conns_.back();
-  }
-  // Plain libpqxx, no qcache.
-  pqxx::result direct(const std::string& sql) {
-    pqxx::connection c(conninfo_ + " options='-c search_path=" + schema_ + "'");
-    pqxx::nontransaction tx(c);
-    return tx.exec(sql);
-  }
-  void admin(const std::string& sql) {
-    pqxx::connection c(conninfo_);
-    pqxx::nontransaction tx(c);
-    tx.exec(sql);
-  }
-  pqxx::result exec(const std::string& sql) { return exec_on(*conn_, sql); }
-  static pqxx::result exec_on(qcache::pqxx::connection& c, const std::string& sql) {
-    qcache::pqxx::nontransaction tx(c);
-    return tx.exec(sql);
-  }
+  // This file's own read, cache_it, expect_fresh and expect_hit (they hide the shared ones):
+  // they also count misses and stores, and its dump() compares column names and types.
   outcome read(const std::string& sql) {
     qcache::stats before = cache_->stats();
     outcome o;
@@ -129,8 +89,6 @@ class Triggers : public ::testing::Test {
     o.stores = after.stores - before.stores;
     return o;
   }
-  std::uint64_t flushes() const { return cache_->stats().flushes; }
-
   void cache_it(const std::string& sql) {
     outcome a = read(sql);
     ASSERT_EQ(dump(a.r), dump(direct(sql))) << sql;
@@ -175,11 +133,6 @@ class Triggers : public ::testing::Test {
     function("log_t", "INSERT INTO audit(note) VALUES (NEW.v); RETURN NEW;");
     exec("CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION log_t()");
   }
-
-  std::string conninfo_, schema_;
-  std::shared_ptr<qcache::cache> cache_;
-  std::unique_ptr<qcache::pqxx::connection> conn_;
-  std::vector<std::unique_ptr<qcache::pqxx::connection>> conns_;
 };
 
 // ---- events -------------------------------------------------------------------------

@@ -17,102 +17,15 @@
 #include <vector>
 
 #include "pg/analyzer.h"
-#include "support/db_env.h"
+#include "support/pg_schema_fixture.h"
 
 namespace {
 
-// Every field's text, NULLs distinct from ''.
-std::string dump(const pqxx::result& r) {
-  std::ostringstream o;
-  for (const auto& row : r) {
-    for (const auto& f : row)
-      o << (f.is_null() ? std::string("NULL") : "'" + std::string(f.c_str()) + "'") << ",";
-    o << "\n";
-  }
-  return o.str();
-}
+using qcache_test::dump;
 
-class PgValues : public ::testing::Test {
+class PgValues : public qcache_test::pg_schema_fixture {
  protected:
-  void SetUp() override {
-    QCACHE_REQUIRE_PG(ci);
-    conninfo_ = ci;
-    std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    for (char& c : test) c = std::isalnum(static_cast<unsigned char>(c)) ? std::tolower(c) : '_';
-    schema_ = "qcv_" + std::to_string(getpid()) + "_" + test.substr(0, 40);
-    admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_);
-    cache_ = std::make_shared<qcache::cache>(qcache::options{});
-    conn_ = connect();
-  }
-  void TearDown() override {
-    if (conninfo_.empty()) return;
-    conns_.clear();
-    conn_.reset();
-    try {
-      admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE");
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "cleanup: " << e.what();
-    }
-  }
-
-  // A qcache connection in this test's schema; `options` are more `-c name=value`.
-  std::unique_ptr<qcache::pqxx::connection> connect(const std::string& options = "") {
-    return std::make_unique<qcache::pqxx::connection>(
-        conninfo_ + " options='-c search_path=" + schema_ + " " + options + "'", cache_);
-  }
-  qcache::pqxx::connection& another(const std::string& options = "") {
-    conns_.push_back(connect(options));
-    return *conns_.back();
-  }
-  void admin(const std::string& sql) {
-    pqxx::connection c(conninfo_);
-    pqxx::nontransaction tx(c);
-    tx.exec(sql);
-  }
-  // Through plain libpqxx, default settings, this test's schema.
-  pqxx::result direct(const std::string& sql) {
-    pqxx::connection c(conninfo_ + " options='-c search_path=" + schema_ + "'");
-    pqxx::nontransaction tx(c);
-    return tx.exec(sql);
-  }
-
-  pqxx::result exec(const std::string& sql) { return exec_on(*conn_, sql); }
-  static pqxx::result exec_on(qcache::pqxx::connection& c, const std::string& sql) {
-    qcache::pqxx::nontransaction tx(c);
-    return tx.exec(sql);
-  }
-  template <class... A>
-  pqxx::result exec_params(const std::string& sql, A&&... a) {
-    qcache::pqxx::nontransaction tx(*conn_);
-    return tx.exec_params(sql, std::forward<A>(a)...);
-  }
-
-  // Caches `sql` on `c`: the second run must be a hit.
-  void cache_on(qcache::pqxx::connection& c, const std::string& sql) {
-    exec_on(c, sql);
-    auto before = cache_->stats().hits;
-    exec_on(c, sql);
-    ASSERT_EQ(cache_->stats().hits, before + 1) << "not cached: " << sql;
-  }
-  void cache_it(const std::string& sql) { cache_on(*conn_, sql); }
-  // `sql` on `c` returns what the database returns (`expected`, or a direct run).
-  void expect_fresh_on(qcache::pqxx::connection& c, const std::string& sql,
-                       const std::string& expected) {
-    EXPECT_EQ(dump(exec_on(c, sql)), expected) << "stale: " << sql;
-  }
-  void expect_fresh(const std::string& sql) { expect_fresh_on(*conn_, sql, dump(direct(sql))); }
-  void expect_hit(const std::string& sql) {
-    auto before = cache_->stats().hits;
-    pqxx::result r = exec(sql);
-    EXPECT_EQ(cache_->stats().hits, before + 1) << "should still be a hit: " << sql;
-    EXPECT_EQ(dump(r), dump(direct(sql))) << sql;
-  }
-  std::uint64_t flushes() const { return cache_->stats().flushes; }
-
-  std::string conninfo_, schema_;
-  std::shared_ptr<qcache::cache> cache_;
-  std::unique_ptr<qcache::pqxx::connection> conn_;
-  std::vector<std::unique_ptr<qcache::pqxx::connection>> conns_;
+  PgValues() : pg_schema_fixture("qcv_") {}
 };
 
 // ---- P19: standard_conforming_strings = off ----------------------------------------

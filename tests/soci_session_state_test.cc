@@ -18,25 +18,22 @@
 #include <thread>
 #include <vector>
 
-#include "support/db_env.h"
+#include "support/soci_pg_schema_fixture.h"
 
 namespace {
 
 const std::string q1 = "SELECT v FROM t WHERE id = 1";
 
-class SociPgSession : public ::testing::Test {
+// t(id, v) in two schemas with different values: schema_ (the search_path of open()
+// without a path) and other_.
+class SociPgSession : public qcache_test::soci_pg_schema_fixture {
  protected:
-  void SetUp() override {
-    QCACHE_REQUIRE_PG(ci);
-    pg_ = ci;
-    std::string test = ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    prefix_ = "qsss_" + std::to_string(getpid()) + "_" +
-              std::to_string(std::hash<std::string>{}(test) % 1000000007u);
-    schema_ = prefix_;
-    other_ = prefix_ + "_o";
-    drop_schemas_ = {schema_, other_};
-    admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_ +
-          "; DROP SCHEMA IF EXISTS " + other_ + " CASCADE; CREATE SCHEMA " + other_ +
+  SociPgSession() : soci_pg_schema_fixture("qsss_") {}
+
+  void before_connect() override {
+    other_ = schema_ + "_o";
+    drop_schemas_ = {other_};
+    admin("DROP SCHEMA IF EXISTS " + other_ + " CASCADE; CREATE SCHEMA " + other_ +
           "; CREATE TABLE " + schema_ +
           ".t (id int PRIMARY KEY, v text);"
           "INSERT INTO " +
@@ -47,14 +44,12 @@ class SociPgSession : public ::testing::Test {
           ".t (id int PRIMARY KEY, v text);"
           "INSERT INTO " +
           other_ + ".t VALUES (1, 'other'), (2, 'other2')");
-    cache_ = std::make_shared<qcache::cache>(qcache::options{});
-    factory_ = std::make_unique<qcache::soci::caching_factory>(cache_, soci::postgresql);
-    sql_ = open();
   }
+  // After the shared fixture closes the sessions and drops schema_: the server setting a
+  // test changed, the other schemas and the roles.
   void TearDown() override {
+    soci_pg_schema_fixture::TearDown();
     if (pg_.empty()) return;
-    sessions_.clear();
-    sql_.reset();
     try {
       if (!reset_.empty()) {
         admin("ALTER SYSTEM RESET " + reset_);
@@ -67,6 +62,8 @@ class SociPgSession : public ::testing::Test {
     }
   }
 
+  // This file's own open and another: `path` replaces the search_path (schema_ when empty),
+  // `more` is appended to the options as they are.
   std::unique_ptr<soci::session> open(const std::string& path = {}, const std::string& more = {}) {
     return std::make_unique<soci::session>(
         *factory_,
@@ -76,17 +73,8 @@ class SociPgSession : public ::testing::Test {
     sessions_.push_back(open(path, more));
     return *sessions_.back();
   }
-  void admin(const std::string& sql) {
-    PGconn* c = PQconnectdb(pg_.c_str());
-    PGresult* r = PQexec(c, sql.c_str());
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    std::string err = PQresultErrorMessage(r);
-    PQclear(r);
-    PQfinish(c);
-    if (!ok) throw std::runtime_error(err);
-  }
   std::string role(const std::string& suffix) {
-    std::string r = prefix_ + "_" + suffix;
+    std::string r = schema_ + "_" + suffix;
     drop_roles_.push_back(r);
     return r;
   }
@@ -114,12 +102,8 @@ class SociPgSession : public ::testing::Test {
     EXPECT_EQ(cached, truth(s, sql)) << sql;
   }
 
-  std::string pg_, prefix_, schema_, other_, reset_;
+  std::string other_, reset_;
   std::vector<std::string> drop_schemas_, drop_roles_;
-  std::shared_ptr<qcache::cache> cache_;
-  std::unique_ptr<qcache::soci::caching_factory> factory_;
-  std::unique_ptr<soci::session> sql_;
-  std::vector<std::unique_ptr<soci::session>> sessions_;
 };
 
 TEST_F(SociPgSession, MultiStatement_SetConfigInsideChangesTheContext) {
@@ -220,7 +204,7 @@ TEST_F(SociPgSession, SetConfig_LocalInsideAWriteEndsAtCommit) {
 }
 
 TEST_F(SociPgSession, SearchPath_SchemaCreatedLaterByAnotherSession) {
-  std::string later = prefix_ + "_l";
+  std::string later = schema_ + "_l";
   drop_schemas_.push_back(later);
   auto& a = another(later + "," + schema_);
   auto& b = another();
