@@ -28,6 +28,15 @@ enum class memo_settle { plain, named, refused };
 void memo_on_store(memo_frame* f, std::uint64_t serial, std::size_t index, memo_settle how,
                    const std::pair<std::uint32_t, std::uint64_t>* named,
                    std::size_t n_named) noexcept;
+// Session effects a hit would skip (memo_txn_begun/ended, memo_spoil for SET): a
+// transaction begun in the function must end there, and one begun outside must not end
+// there, or a hit would leave the session in another transaction state than a recompute.
+struct memo_txn {
+  memo_frame* frame = nullptr;  // compared only (with serial) against this thread's frames
+  std::uint64_t serial = 0;
+};
+memo_txn memo_txn_begun() noexcept;
+void memo_txn_ended(const memo_txn& t) noexcept;
 // A human-readable name of what a key reads: its SQL, or "memo <name>".
 std::string memo_describe(const key& k);
 

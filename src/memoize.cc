@@ -141,6 +141,24 @@ void memo_on_store(memo_frame* f, std::uint64_t serial, std::size_t index, memo_
   }
 }
 
+memo_txn memo_txn_begun() noexcept {
+  memo_frame* f = tl_memo;
+  if (!f) return {};
+  ++f->open_txns;
+  return {f, f->serial};
+}
+
+void memo_txn_ended(const memo_txn& t) noexcept {
+  memo_frame* f = tl_memo;
+  if (f && t.frame == f && t.serial == f->serial) {
+    --f->open_txns;  // begun and ended in the same function: a hit skips both
+    return;
+  }
+  // Ended in another scope than it began (or than none): the frame it began in keeps
+  // open_txns > 0 (not stored); the current one skipped a COMMIT/ROLLBACK it did not own.
+  memo_spoil("the function ended a transaction begun outside it");
+}
+
 std::string memo_describe(const key& k) {
   std::string_view b = k.bytes;
   if (b.size() < 6) return "?";
@@ -185,6 +203,7 @@ void cache::memo_end(detail::memo_frame& f) noexcept {
   try {
     if (std::find(f.settled.begin(), f.settled.end(), false) != f.settled.end())
       f.data.spoil("a read did not finish inside the function");
+    if (f.open_txns > 0) f.data.spoil("the function left a transaction open");
     if (f.sink) {
       std::lock_guard lock(f.sink->mu);
       f.sink->data.merge(f.data);
@@ -206,6 +225,7 @@ bool cache::memo_store(const key& k, detail::memo_frame& f,
     if (std::find(f.settled.begin(), f.settled.end(), false) != f.settled.end())
       d.spoil("a read did not finish inside the function");
     if (f.carries > 0) d.spoil("a memo_carry was still open");
+    if (f.open_txns > 0) d.spoil("the function left a transaction open");
     std::size_t bytes = v ? v->bytes() : 0;
     if (d.storable && (!v || bytes > max_entry_bytes_)) d.spoil("too large");
     if (d.storable) {

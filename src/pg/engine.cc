@@ -34,6 +34,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "memo.h"
 #include "pg/trigger_effects.h"
 
 namespace qcache::pg {
@@ -397,6 +398,7 @@ struct session::state {
     std::uint64_t ddl_epoch = 0;  // ddl_started when the transaction began
     std::uint64_t ddl_count = 0;  // DDL statements of this transaction (finished at its end)
     std::unordered_set<std::uint32_t> written;
+    detail::memo_txn memo;  // the memo scope it began in (memo.h)
     write_hold hold;
   } tx;
 };
@@ -1467,6 +1469,16 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
   }
 }
 
+namespace {
+// A statement that changed session state (SET, RESET, set_config(), SET TRANSACTION,
+// ROLLBACK TO) inside a memoized function: a hit would skip it, so the value is not stored.
+void memo_session_effects(const plan& p) noexcept {
+  if (p.dirties_context || p.act == action::session_change || p.act == action::txn_set ||
+      p.act == action::rollback_to)
+    detail::memo_spoil("the function changed session state");
+}
+}  // namespace
+
 void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
   state& st = *st_;
   cache& ch = *cache_;
@@ -1498,6 +1510,8 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
   if (!c.p) return;
   const plan& p = *c.p;
   state::txn& tx = st.tx;
+  if (detail::tl_memo) [[unlikely]]
+    memo_session_effects(p);
   switch (p.act) {
     case action::write:
     case action::ddl:
@@ -1614,6 +1628,7 @@ void session::transaction_begun(std::string_view isolation) {
   state::txn& tx = st.tx;
   if (tx.active) return;  // BEGIN inside a transaction is a warning in PostgreSQL
   tx.active = true;
+  tx.memo = detail::tl_memo ? detail::memo_txn_begun() : detail::memo_txn{};
   tx.failed = false;
   tx.wrote_unknown = tx.ddl = tx.flush_on_end = tx.context_changed = false;
   tx.written.clear();
@@ -1635,6 +1650,8 @@ namespace {
 void end_transaction(session::state& st, cache& ch, bool commit) noexcept {
   auto& tx = st.tx;
   if (!tx.active) return;
+  if (detail::tl_memo || tx.memo.frame) [[unlikely]]
+    detail::memo_txn_ended(std::exchange(tx.memo, {}));
   bool epoch_moved = st.db && !tx.hold.empty() &&
                      st.db->ddl_started.load(std::memory_order_acquire) !=
                          tx.ddl_epoch + tx.ddl_count;
