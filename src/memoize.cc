@@ -159,6 +159,33 @@ void memo_txn_ended(const memo_txn& t) noexcept {
   memo_spoil("the function ended a transaction begun outside it");
 }
 
+namespace {
+thread_local std::shared_ptr<std::atomic<int>> tl_snapshots;
+std::atomic<int> g_snapshots{0};  // holds that could not allocate their thread's counter
+}  // namespace
+
+void memo_snapshot_hold::set(bool on) noexcept {
+  if (on == static_cast<bool>(counter_)) return;
+  if (!on) {
+    counter_->fetch_sub(1, std::memory_order_acq_rel);
+    counter_.reset();
+    return;
+  }
+  try {
+    if (!tl_snapshots) tl_snapshots = std::make_shared<std::atomic<int>>(0);
+    counter_ = tl_snapshots;
+  } catch (...) {
+    static auto fallback = std::shared_ptr<std::atomic<int>>(&g_snapshots, [](auto*) {});
+    counter_ = fallback;
+  }
+  counter_->fetch_add(1, std::memory_order_acq_rel);
+}
+
+bool memo_in_snapshot() noexcept {
+  return (tl_snapshots && tl_snapshots->load(std::memory_order_acquire) > 0) ||
+         g_snapshots.load(std::memory_order_acquire) > 0;
+}
+
 std::string memo_describe(const key& k) {
   std::string_view b = k.bytes;
   if (b.size() < 6) return "?";
