@@ -4,7 +4,12 @@
 #include <gtest/gtest.h>
 #include <qcache/memoize.h>
 #include <qcache/pqxx.h>
+#include <qcache/soci.h>
+#include <soci/soci.h>
+#include <soci/sqlite3/soci-sqlite3.h>
 #include <unistd.h>
+
+#include <filesystem>
 
 #include <memory>
 #include <pqxx/pqxx>
@@ -216,6 +221,46 @@ TEST_F(MemoizeHunt, AbortedTransactionIsNotServedAPage) {
   EXPECT_THROW(memo(tx), std::exception) << "a memo hit hid the aborted transaction";
   tx.exec("ROLLBACK");
   EXPECT_EQ(memo(tx), "first");
+}
+
+// SQLite: a transaction reads the snapshot taken at its first read (WAL). A page memoized
+// after another connection committed is newer than that snapshot.
+TEST(MemoizeHuntSqlite, TransactionSnapshotIsNotServedANewerPage) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("qcache_memohunt_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string path = (dir / "t.db").string();
+  {
+    soci::session s(soci::sqlite3, "db=" + path);
+    s << "PRAGMA journal_mode = WAL";
+    s << "CREATE TABLE posts (id integer PRIMARY KEY, title text NOT NULL)";
+    s << "INSERT INTO posts VALUES (1, 'first')";
+  }
+  auto cache = std::make_shared<qcache::cache>(qcache::options{});
+  qcache::soci::caching_factory factory(cache, soci::sqlite3);
+  {
+    soci::session a(factory, "db=" + path + " timeout=5");
+    soci::session b(factory, "db=" + path + " timeout=5");
+    auto render = [](soci::session& s) {
+      std::string t;
+      s << "SELECT title FROM posts WHERE id = 1", soci::into(t);
+      return t;
+    };
+    auto memo = [&](soci::session& s) {
+      return cache->memoize("sqlite_tx_page", 1, [&] { return render(s); });
+    };
+    a << "BEGIN";
+    EXPECT_EQ(render(a), "first");  // the snapshot is taken
+    b << "UPDATE posts SET title = 'changed' WHERE id = 1";
+    EXPECT_EQ(memo(b), "changed");
+    std::string fresh = render(a);
+    EXPECT_EQ(fresh, "first");
+    EXPECT_EQ(memo(a), fresh) << "a page newer than the transaction's snapshot";
+    a << "COMMIT";
+    EXPECT_EQ(memo(a), "changed");
+  }
+  fs::remove_all(dir);
 }
 
 }  // namespace
