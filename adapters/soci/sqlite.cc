@@ -62,6 +62,7 @@
 #include <qcache/memoize.h>
 #include <qcache/tags.h>
 
+#include "memo.h"
 #include "pg/analyzer.h"
 
 // Debian's libsqlite3 is built with SQLITE_ENABLE_PREUPDATE_HOOK, but <sqlite3.h> only
@@ -938,6 +939,9 @@ class sqlite_engine final : public engine {
   // Counters of the files when the open explicit transaction began (its snapshot is no
   // older): a read in it may use the cache only while they have not moved.
   bool tx_snapshot_taken_ = false;
+  // While an explicit transaction is open its reads see its snapshot, which a memo hit
+  // (the latest state) may not equal: memo hits are refused on this thread meanwhile.
+  qcache::detail::memo_snapshot_hold memo_snapshot_;
   std::vector<std::pair<std::string, std::uint64_t>> tx_snapshot_;  // schema, counter
 
   // The current transaction (an autocommit write is a transaction of one statement).
@@ -1741,6 +1745,7 @@ void sqlite_engine::schema_changed_under_write(plan& p, std::vector<auth_event>&
 void sqlite_engine::note_tx_start() {
   if (sq::sqlite3_get_autocommit(conn_) || tx_snapshot_taken_) return;
   tx_snapshot_taken_ = true;
+  memo_snapshot_.set(true);
   tx_snapshot_.clear();
   for (auto& [name, s] : schemas_) {
     if (!s.file) continue;
@@ -2259,6 +2264,7 @@ void sqlite_engine::settle() {
   tx_written_.clear();
   tx_flushed_ = false;
   tx_snapshot_taken_ = false;
+  memo_snapshot_.set(false);
   tx_snapshot_.clear();
 }
 
