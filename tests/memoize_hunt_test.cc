@@ -263,4 +263,85 @@ TEST(MemoizeHuntSqlite, TransactionSnapshotIsNotServedANewerPage) {
   fs::remove_all(dir);
 }
 
+// SQLite: a PRAGMA that changes the connection's state inside the function; a hit would
+// skip it.
+TEST(MemoizeHuntSqlite, PragmaInsideFunctionIsNotSkippedByAHit) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("qcache_memohunt_p_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string path = (dir / "t.db").string();
+  {
+    soci::session s(soci::sqlite3, "db=" + path);
+    s << "CREATE TABLE posts (id integer PRIMARY KEY, title text NOT NULL)";
+    s << "INSERT INTO posts VALUES (1, 'first')";
+  }
+  auto cache = std::make_shared<qcache::cache>(qcache::options{});
+  qcache::soci::caching_factory factory(cache, soci::sqlite3);
+  {
+    soci::session a(factory, "db=" + path + " timeout=5");
+    auto memo = [&] {
+      return cache->memoize("sqlite_pragma_page", 1, [&] {
+        a << "PRAGMA foreign_keys = ON";
+        std::string t;
+        a << "SELECT title FROM posts WHERE id = 1", soci::into(t);
+        return t;
+      });
+    };
+    auto fk = [&] {
+      int on = -1;
+      a << "PRAGMA foreign_keys", soci::into(on);
+      return on;
+    };
+    EXPECT_EQ(memo(), "first");
+    EXPECT_EQ(fk(), 1);
+    a << "PRAGMA foreign_keys = OFF";
+    EXPECT_EQ(memo(), "first");
+    EXPECT_EQ(fk(), 1) << "the memo hit skipped the function's PRAGMA";
+  }
+  fs::remove_all(dir);
+}
+
+// SQLite: a transaction the function begins and leaves open; a hit would skip the BEGIN
+// (the program's later statements would autocommit).
+TEST(MemoizeHuntSqlite, TransactionLeftOpenByFunctionIsNotSkippedByAHit) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / ("qcache_memohunt_b_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string path = (dir / "t.db").string();
+  {
+    soci::session s(soci::sqlite3, "db=" + path);
+    s << "CREATE TABLE posts (id integer PRIMARY KEY, title text NOT NULL)";
+    s << "INSERT INTO posts VALUES (1, 'first')";
+  }
+  auto cache = std::make_shared<qcache::cache>(qcache::options{});
+  qcache::soci::caching_factory factory(cache, soci::sqlite3);
+  {
+    soci::session a(factory, "db=" + path + " timeout=5");
+    auto memo = [&] {
+      return cache->memoize("sqlite_begin_page", 1, [&] {
+        std::string t;
+        a << "SELECT title FROM posts WHERE id = 1", soci::into(t);
+        a << "BEGIN";
+        return t;
+      });
+    };
+    // COMMIT succeeds only inside a transaction.
+    auto commit_ok = [&] {
+      try {
+        a << "COMMIT";
+        return true;
+      } catch (const std::exception&) {
+        return false;
+      }
+    };
+    EXPECT_EQ(memo(), "first");
+    EXPECT_TRUE(commit_ok());
+    EXPECT_EQ(memo(), "first");
+    EXPECT_TRUE(commit_ok()) << "the memo hit skipped the function's BEGIN";
+  }
+  fs::remove_all(dir);
+}
+
 }  // namespace
