@@ -942,6 +942,9 @@ class sqlite_engine final : public engine {
   // While an explicit transaction is open its reads see its snapshot, which a memo hit
   // (the latest state) may not equal: memo hits are refused on this thread meanwhile.
   qcache::detail::memo_snapshot_hold memo_snapshot_;
+  // The memo scope the explicit transaction began in: a function that leaves it open, or
+  // ends one begun outside it, is not stored (a hit would skip the BEGIN / COMMIT).
+  qcache::detail::memo_txn memo_txn_;
   std::vector<std::pair<std::string, std::uint64_t>> tx_snapshot_;  // schema, counter
 
   // The current transaction (an autocommit write is a transaction of one statement).
@@ -1746,6 +1749,7 @@ void sqlite_engine::note_tx_start() {
   if (sq::sqlite3_get_autocommit(conn_) || tx_snapshot_taken_) return;
   tx_snapshot_taken_ = true;
   memo_snapshot_.set(true);
+  memo_txn_ = qcache::detail::tl_memo ? qcache::detail::memo_txn_begun() : qcache::detail::memo_txn{};
   tx_snapshot_.clear();
   for (auto& [name, s] : schemas_) {
     if (!s.file) continue;
@@ -2263,6 +2267,8 @@ void sqlite_engine::settle() {
   tx_commit_tags_.clear();
   tx_written_.clear();
   tx_flushed_ = false;
+  if (tx_snapshot_taken_ && (qcache::detail::tl_memo || memo_txn_.frame)) [[unlikely]]
+    qcache::detail::memo_txn_ended(std::exchange(memo_txn_, {}));
   tx_snapshot_taken_ = false;
   memo_snapshot_.set(false);
   tx_snapshot_.clear();
