@@ -61,6 +61,34 @@ class MemoizeHunt : public ::testing::Test {
   std::unique_ptr<qcache::pqxx::connection> conn_;
 };
 
+// NOT FIXED (disabled): the memo key is the application's and holds no session context.
+// A page memoized under one role is served after SET ROLE to a role that may not read the
+// table, where recomputing fails with "permission denied": the hit hides the error. (The
+// same for search_path and any setting the statement keys hold.) memo_lookup does not know
+// which session the function would use; see the hunt report.
+TEST_F(MemoizeHunt, DISABLED_PageIsNotServedToARoleThatCannotReadIt) {
+  std::string role = schema_ + "_r";
+  admin("DROP ROLE IF EXISTS " + role + "; CREATE ROLE " + role + " NOLOGIN");
+  auto memo = [&] {
+    return cache_->memoize("role_page", 1, [&] {
+      qcache::pqxx::nontransaction tx(*conn_);
+      return std::string(tx.exec("SELECT title FROM posts WHERE id = 1")[0][0].c_str());
+    });
+  };
+  EXPECT_EQ(memo(), "first");
+  {
+    qcache::pqxx::nontransaction tx(*conn_);
+    tx.exec("SET ROLE " + role);
+  }
+  EXPECT_THROW(memo(), std::exception) << "a memo hit hid permission denied";
+  {
+    pqxx::nontransaction tx(conn_->raw());
+    tx.exec("RESET ROLE");
+  }
+  conn_.reset();
+  admin("DROP ROLE IF EXISTS " + role);
+}
+
 // A SET inside the function is part of what the program computes: a hit skips the function,
 // so the session keeps whatever the setting was. Recomputing sets it again.
 TEST_F(MemoizeHunt, SetInsideFunctionIsNotSkippedByAHit) {
