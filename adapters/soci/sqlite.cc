@@ -1749,7 +1749,8 @@ void sqlite_engine::note_tx_start() {
   if (sq::sqlite3_get_autocommit(conn_) || tx_snapshot_taken_) return;
   tx_snapshot_taken_ = true;
   memo_snapshot_.set(true);
-  memo_txn_ = qcache::detail::tl_memo ? qcache::detail::memo_txn_begun() : qcache::detail::memo_txn{};
+  memo_txn_ = qcache::detail::tl_memo ? qcache::detail::memo_txn_begun()
+                                      : qcache::detail::memo_txn{};
   tx_snapshot_.clear();
   for (auto& [name, s] : schemas_) {
     if (!s.file) continue;
