@@ -150,7 +150,9 @@ memo_txn memo_txn_begun() noexcept {
 
 void memo_txn_ended(const memo_txn& t) noexcept {
   memo_frame* f = tl_memo;
-  if (f && t.frame == f && t.serial == f->serial) {
+  // (Serials are per thread: open_txns > 0 also rules out a same-address frame of another
+  // thread with an equal serial.)
+  if (f && t.frame == f && t.serial == f->serial && f->open_txns > 0) {
     --f->open_txns;  // begun and ended in the same function: a hit skips both
     return;
   }
