@@ -216,7 +216,8 @@ std::shared_ptr<const cached_value> cache::memo_lookup(const key& k) {
     deps.assign(d.begin(), d.end());
     return true;
   };
-  auto value = impl_->entries.lookup(k, valid, stale);
+  // A snapshot transaction open on this thread would recompute from its snapshot.
+  auto value = detail::memo_in_snapshot() ? nullptr : impl_->entries.lookup(k, valid, stale);
   if (value) {
     // Engines' freshness checks first (they may invalidate), then the versions again.
     auto m = std::dynamic_pointer_cast<const detail::memo_base>(value);

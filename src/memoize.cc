@@ -141,6 +141,53 @@ void memo_on_store(memo_frame* f, std::uint64_t serial, std::size_t index, memo_
   }
 }
 
+memo_txn memo_txn_begun() noexcept {
+  memo_frame* f = tl_memo;
+  if (!f) return {};
+  ++f->open_txns;
+  return {f, f->serial};
+}
+
+void memo_txn_ended(const memo_txn& t) noexcept {
+  memo_frame* f = tl_memo;
+  // (Serials are per thread: open_txns > 0 also rules out a same-address frame of another
+  // thread with an equal serial.)
+  if (f && t.frame == f && t.serial == f->serial && f->open_txns > 0) {
+    --f->open_txns;  // begun and ended in the same function: a hit skips both
+    return;
+  }
+  // Ended in another scope than it began (or than none): the frame it began in keeps
+  // open_txns > 0 (not stored); the current one skipped a COMMIT/ROLLBACK it did not own.
+  memo_spoil("the function ended a transaction begun outside it");
+}
+
+namespace {
+thread_local std::shared_ptr<std::atomic<int>> tl_snapshots;
+std::atomic<int> g_snapshots{0};  // holds that could not allocate their thread's counter
+}  // namespace
+
+void memo_snapshot_hold::set(bool on) noexcept {
+  if (on == static_cast<bool>(counter_)) return;
+  if (!on) {
+    counter_->fetch_sub(1, std::memory_order_acq_rel);
+    counter_.reset();
+    return;
+  }
+  try {
+    if (!tl_snapshots) tl_snapshots = std::make_shared<std::atomic<int>>(0);
+    counter_ = tl_snapshots;
+  } catch (...) {
+    static auto fallback = std::shared_ptr<std::atomic<int>>(&g_snapshots, [](auto*) {});
+    counter_ = fallback;
+  }
+  counter_->fetch_add(1, std::memory_order_acq_rel);
+}
+
+bool memo_in_snapshot() noexcept {
+  return (tl_snapshots && tl_snapshots->load(std::memory_order_acquire) > 0) ||
+         g_snapshots.load(std::memory_order_acquire) > 0;
+}
+
 std::string memo_describe(const key& k) {
   std::string_view b = k.bytes;
   if (b.size() < 6) return "?";
@@ -185,6 +232,7 @@ void cache::memo_end(detail::memo_frame& f) noexcept {
   try {
     if (std::find(f.settled.begin(), f.settled.end(), false) != f.settled.end())
       f.data.spoil("a read did not finish inside the function");
+    if (f.open_txns > 0) f.data.spoil("the function left a transaction open");
     if (f.sink) {
       std::lock_guard lock(f.sink->mu);
       f.sink->data.merge(f.data);
@@ -206,6 +254,7 @@ bool cache::memo_store(const key& k, detail::memo_frame& f,
     if (std::find(f.settled.begin(), f.settled.end(), false) != f.settled.end())
       d.spoil("a read did not finish inside the function");
     if (f.carries > 0) d.spoil("a memo_carry was still open");
+    if (f.open_txns > 0) d.spoil("the function left a transaction open");
     std::size_t bytes = v ? v->bytes() : 0;
     if (d.storable && (!v || bytes > max_entry_bytes_)) d.spoil("too large");
     if (d.storable) {

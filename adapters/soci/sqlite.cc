@@ -62,6 +62,7 @@
 #include <qcache/memoize.h>
 #include <qcache/tags.h>
 
+#include "memo.h"
 #include "pg/analyzer.h"
 
 // Debian's libsqlite3 is built with SQLITE_ENABLE_PREUPDATE_HOOK, but <sqlite3.h> only
@@ -938,6 +939,12 @@ class sqlite_engine final : public engine {
   // Counters of the files when the open explicit transaction began (its snapshot is no
   // older): a read in it may use the cache only while they have not moved.
   bool tx_snapshot_taken_ = false;
+  // While an explicit transaction is open its reads see its snapshot, which a memo hit
+  // (the latest state) may not equal: memo hits are refused on this thread meanwhile.
+  qcache::detail::memo_snapshot_hold memo_snapshot_;
+  // The memo scope the explicit transaction began in: a function that leaves it open, or
+  // ends one begun outside it, is not stored (a hit would skip the BEGIN / COMMIT).
+  qcache::detail::memo_txn memo_txn_;
   std::vector<std::pair<std::string, std::uint64_t>> tx_snapshot_;  // schema, counter
 
   // The current transaction (an autocommit write is a transaction of one statement).
@@ -1741,6 +1748,9 @@ void sqlite_engine::schema_changed_under_write(plan& p, std::vector<auth_event>&
 void sqlite_engine::note_tx_start() {
   if (sq::sqlite3_get_autocommit(conn_) || tx_snapshot_taken_) return;
   tx_snapshot_taken_ = true;
+  memo_snapshot_.set(true);
+  memo_txn_ = qcache::detail::tl_memo ? qcache::detail::memo_txn_begun()
+                                      : qcache::detail::memo_txn{};
   tx_snapshot_.clear();
   for (auto& [name, s] : schemas_) {
     if (!s.file) continue;
@@ -2258,7 +2268,10 @@ void sqlite_engine::settle() {
   tx_commit_tags_.clear();
   tx_written_.clear();
   tx_flushed_ = false;
+  if (tx_snapshot_taken_ && (qcache::detail::tl_memo || memo_txn_.frame)) [[unlikely]]
+    qcache::detail::memo_txn_ended(std::exchange(memo_txn_, {}));
   tx_snapshot_taken_ = false;
+  memo_snapshot_.set(false);
   tx_snapshot_.clear();
 }
 

@@ -91,6 +91,7 @@ class memo_frame {
   std::vector<bool> settled;
   std::shared_ptr<memo_sink> sink;  // adopted on another thread: collected into the carry
   int carries = 0;                  // memo_carry objects open on this frame
+  int open_txns = 0;                // transactions begun in the function and not ended
 };
 
 // The current thread's innermost frame, or nullptr.

@@ -34,6 +34,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "memo.h"
 #include "pg/trigger_effects.h"
 
 namespace qcache::pg {
@@ -397,6 +398,8 @@ struct session::state {
     std::uint64_t ddl_epoch = 0;  // ddl_started when the transaction began
     std::uint64_t ddl_count = 0;  // DDL statements of this transaction (finished at its end)
     std::unordered_set<std::uint32_t> written;
+    detail::memo_txn memo;  // the memo scope it began in (memo.h)
+    detail::memo_snapshot_hold snapshot;  // while it does not read the shared state (memo.h)
     write_hold hold;
   } tx;
 };
@@ -430,6 +433,12 @@ void session::connection_reset() {
 }
 
 namespace {
+
+// Memo hits on the thread are refused while the transaction reads a snapshot (or failed):
+// recomputing there would not give the shared state's value (memo.h).
+void sync_memo_snapshot(session::state::txn& tx) noexcept {
+  tx.snapshot.set(tx.active && (tx.bypass || tx.failed));
+}
 
 // Settings PostgreSQL reports with the response of any command that changed them
 // (GUC_REPORT) and that the context key holds, directly or through the role
@@ -517,6 +526,7 @@ void ensure_context(session::state& st, const run_fn& run) {
     const std::string& iso = st.ctx.transaction_isolation;
     st.tx.isolation_pending = false;
     st.tx.bypass = !(iso == "read committed" || iso == "read uncommitted");
+    sync_memo_snapshot(st.tx);
   }
   if (!st.ctx.standard_conforming_strings) st.scs_off_seen = true;
 }
@@ -1271,6 +1281,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
     const std::string& iso = st.ctx.transaction_isolation;
     tx.isolation_pending = false;
     tx.bypass = !(iso == "read committed" || iso == "read uncommitted");
+    sync_memo_snapshot(tx);
   }
 
   std::shared_ptr<const plan> p;
@@ -1467,6 +1478,16 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
   }
 }
 
+namespace {
+// A statement that changed session state (SET, RESET, set_config(), SET TRANSACTION,
+// ROLLBACK TO) inside a memoized function: a hit would skip it, so the value is not stored.
+void memo_session_effects(const plan& p) noexcept {
+  if (p.dirties_context || p.act == action::session_change || p.act == action::txn_set ||
+      p.act == action::rollback_to)
+    detail::memo_spoil("the function changed session state");
+}
+}  // namespace
+
 void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
   state& st = *st_;
   cache& ch = *cache_;
@@ -1498,6 +1519,8 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
   if (!c.p) return;
   const plan& p = *c.p;
   state::txn& tx = st.tx;
+  if (detail::tl_memo) [[unlikely]]
+    memo_session_effects(p);
   switch (p.act) {
     case action::write:
     case action::ddl:
@@ -1614,6 +1637,7 @@ void session::transaction_begun(std::string_view isolation) {
   state::txn& tx = st.tx;
   if (tx.active) return;  // BEGIN inside a transaction is a warning in PostgreSQL
   tx.active = true;
+  tx.memo = detail::tl_memo ? detail::memo_txn_begun() : detail::memo_txn{};
   tx.failed = false;
   tx.wrote_unknown = tx.ddl = tx.flush_on_end = tx.context_changed = false;
   tx.written.clear();
@@ -1629,12 +1653,15 @@ void session::transaction_begun(std::string_view isolation) {
   }
   tx.ddl_epoch = st.db ? st.db->ddl_started.load(std::memory_order_acquire) : 0;
   tx.ddl_count = 0;
+  sync_memo_snapshot(tx);
 }
 
 namespace {
 void end_transaction(session::state& st, cache& ch, bool commit) noexcept {
   auto& tx = st.tx;
   if (!tx.active) return;
+  if (detail::tl_memo || tx.memo.frame) [[unlikely]]
+    detail::memo_txn_ended(std::exchange(tx.memo, {}));
   bool epoch_moved = st.db && !tx.hold.empty() &&
                      st.db->ddl_started.load(std::memory_order_acquire) !=
                          tx.ddl_epoch + tx.ddl_count;
@@ -1651,6 +1678,7 @@ void end_transaction(session::state& st, cache& ch, bool commit) noexcept {
   tx.failed = false;
   tx.bypass = false;
   tx.written.clear();
+  sync_memo_snapshot(tx);
 }
 
 // Brings the engine's idea of the transaction in line with the server's report after a
@@ -1660,6 +1688,7 @@ void end_transaction(session::state& st, cache& ch, bool commit) noexcept {
 // transaction ends; a transaction the engine did not see begin bypasses the shared cache
 // until the context (its isolation level) has been read inside it.
 void reconcile_transaction(session& s, session::state& st, cache& ch, call& c) {
+  sync_memo_snapshot(st.tx);
   if (!st.status) return;
   auto& tx = st.tx;
   char t = st.status->transaction();
@@ -1679,6 +1708,7 @@ void reconcile_transaction(session& s, session::state& st, cache& ch, call& c) {
   }
   if (t == 'E' && tx.active) tx.failed = true;
   if (t == 'I' && tx.active) end_transaction(st, ch, false);
+  sync_memo_snapshot(tx);
 }
 }  // namespace
 
