@@ -61,32 +61,34 @@ class MemoizeHunt : public ::testing::Test {
   std::unique_ptr<qcache::pqxx::connection> conn_;
 };
 
-// NOT FIXED (disabled): the memo key is the application's and holds no session context.
-// A page memoized under one role is served after SET ROLE to a role that may not read the
-// table, where recomputing fails with "permission denied": the hit hides the error. (The
-// same for search_path and any setting the statement keys hold.) memo_lookup does not know
-// which session the function would use; see the hunt report.
-TEST_F(MemoizeHunt, DISABLED_PageIsNotServedToARoleThatCannotReadIt) {
+// The memo key is the application's and holds no session context: a memo hit runs no
+// statement, so it checks no session (README: the key must name what the output depends on,
+// such as the role). A page keyed by the role is recomputed under another role, and the
+// permission error passes through instead of the other role's page.
+TEST_F(MemoizeHunt, PageKeyedByTheRoleIsRecomputedUnderAnotherRole) {
   std::string role = schema_ + "_r";
-  admin("DROP ROLE IF EXISTS " + role + "; CREATE ROLE " + role + " NOLOGIN");
-  auto memo = [&] {
-    return cache_->memoize("role_page", 1, [&] {
+  admin("DROP ROLE IF EXISTS " + role + "; CREATE ROLE " + role + " NOLOGIN; GRANT USAGE ON SCHEMA " +
+        schema_ + " TO " + role);
+  auto memo = [&](const std::string& as) {
+    return cache_->memoize("role_page", as, 1, [&] {
       qcache::pqxx::nontransaction tx(*conn_);
       return std::string(tx.exec("SELECT title FROM posts WHERE id = 1")[0][0].c_str());
     });
   };
-  EXPECT_EQ(memo(), "first");
+  EXPECT_EQ(memo("postgres"), "first");
+  EXPECT_EQ(memo("postgres"), "first");
+  EXPECT_EQ(cache_->stats().memo_hits, 1u);
   {
     qcache::pqxx::nontransaction tx(*conn_);
     tx.exec("SET ROLE " + role);
   }
-  EXPECT_THROW(memo(), std::exception) << "a memo hit hid permission denied";
+  EXPECT_THROW(memo(role), pqxx::insufficient_privilege);
   {
     pqxx::nontransaction tx(conn_->raw());
     tx.exec("RESET ROLE");
   }
   conn_.reset();
-  admin("DROP ROLE IF EXISTS " + role);
+  admin("DROP OWNED BY " + role + "; DROP ROLE IF EXISTS " + role);
 }
 
 // A SET inside the function is part of what the program computes: a hit skips the function,
@@ -251,17 +253,29 @@ TEST_F(MemoizeHunt, AbortedTransactionIsNotServedAPage) {
   EXPECT_EQ(memo(tx), "first");
 }
 
-// NOT FIXED (disabled): a function returning a handle to a mutable object (shared_ptr<T>,
-// T*) memoizes the handle: a caller that modifies the object changes every later hit,
-// where each recomputation would build a fresh one. Proposed: reject such value types at
-// compile time (static_assert in memoize_split) or document; see the hunt report.
-TEST(MemoizeHuntValues, DISABLED_MutableSharedValueIsNotChangedByACaller) {
+// A function returning a handle to a mutable object (shared_ptr<T>, T*) would memoize the
+// handle: a caller that modifies the object would change every later hit, where each
+// recomputation builds a fresh one. memoize() refuses such value types at compile time.
+static_assert(qcache::detail::memo_mutable_handle_v<std::shared_ptr<std::string>>);
+static_assert(qcache::detail::memo_mutable_handle_v<std::string*>);
+static_assert(qcache::detail::memo_mutable_handle_v<std::unique_ptr<std::string>>);
+static_assert(!qcache::detail::memo_mutable_handle_v<std::shared_ptr<const std::string>>);
+static_assert(!qcache::detail::memo_mutable_handle_v<const std::string*>);
+static_assert(!qcache::detail::memo_mutable_handle_v<std::string>);
+
+TEST(MemoizeHuntValues, HandleToConstIsSharedAndNeverChangedByACaller) {
   auto cache = std::make_shared<qcache::cache>(qcache::options{});
+  int runs = 0;
   auto page = [&] {
-    return cache->memoize("shared_page", 1, [] { return std::make_shared<std::string>("page"); });
+    return cache->memoize("shared_page", 1, [&] {
+      ++runs;
+      return std::make_shared<const std::string>("page");
+    });
   };
-  page()->append(" edited by one caller");
-  EXPECT_EQ(*page(), "page") << "a later hit returned another caller's modification";
+  std::string copy = *page();
+  copy.append(" edited by one caller");
+  EXPECT_EQ(*page(), "page");
+  EXPECT_EQ(runs, 1) << "the second call must be a hit";
 }
 
 // SQLite: a transaction reads the snapshot taken at its first read (WAL). A page memoized

@@ -239,11 +239,29 @@ std::shared_ptr<const T> memoize_run(cache& c, const key& k, F& fn) {
   return out;
 }
 
+// A value that is a handle to a mutable object (T*, shared_ptr<T>, unique_ptr<T>, T not
+// const): every hit would share the one object a caller may change, where each
+// recomputation would build a fresh one.
+template <class T>
+struct memo_mutable_handle : std::false_type {};
+template <class T>
+struct memo_mutable_handle<T*> : std::bool_constant<!std::is_const_v<T>> {};
+template <class T>
+struct memo_mutable_handle<std::shared_ptr<T>> : std::bool_constant<!std::is_const_v<T>> {};
+template <class T, class D>
+struct memo_mutable_handle<std::unique_ptr<T, D>> : std::bool_constant<!std::is_const_v<T>> {};
+template <class T>
+inline constexpr bool memo_mutable_handle_v = memo_mutable_handle<T>::value;
+
 template <class Tuple, std::size_t... I>
 auto memoize_split(cache& c, std::string_view name, Tuple args, std::index_sequence<I...>) {
   auto& fn = std::get<sizeof...(I)>(args);
   using T = std::decay_t<decltype(fn())>;
   static_assert(!std::is_void_v<T>, "qcache::memoize: the function must return a value");
+  static_assert(!memo_mutable_handle_v<T>,
+                "qcache::memoize: the value is a handle to a mutable object, which every hit "
+                "would share; return the object itself or a handle to const "
+                "(std::shared_ptr<const T>)");
   key k = memo_key<T>(name, std::get<I>(args)...);
   return memoize_run<T>(c, k, fn);
 }
