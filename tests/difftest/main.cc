@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -330,6 +331,9 @@ int main_impl(int argc, char** argv) {
 }  // namespace qcache::difftest
 
 int main(int argc, char** argv) {
+  // Line-buffered even into a file: a long run that is killed (a stall, a timeout) still
+  // leaves every reproducer and progress line it printed.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
     return qcache::difftest::main_impl(argc, argv);
   } catch (const std::exception& e) {
