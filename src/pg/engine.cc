@@ -794,7 +794,6 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
           p->flush = true;
           p->flush_reason = "volatile function " + f.name;
         }
-        if (lower(f.name) == "set_config") p->dirties_context = true;
       }
       return p;
     }
@@ -825,7 +824,6 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
     char v = cat.function_volatility(f, schemas);
     if (v == 'v') refuse(uncacheable_reason::volatile_function);
     else if (v == 's' && !opts.cache_stable_functions) refuse(uncacheable_reason::stable_function);
-    if (lower(f.name) == "set_config") p->dirties_context = true;
     if (may_write(f, v)) {
       // SELECT f() where f is a volatile user function: it may write anything.
       p->act = action::unknown;
