@@ -17,9 +17,11 @@
 #include <soci/soci.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 
 namespace qcache::soci {
@@ -401,6 +403,7 @@ class caching_statement final : public statement_backend {
 
   int prepare_for_describe() override;
   void describe_column(int col, ::soci::data_type& dt, std::string& name) override;
+  void describe_real(int col, ::soci::data_type& dt, std::string& name);
 
   ::soci::details::standard_into_type_backend* make_into_type_backend() override;
   ::soci::details::standard_use_type_backend* make_use_type_backend() override;
@@ -896,8 +899,25 @@ void caching_statement::describe_column(int col, ::soci::data_type& dt, std::str
     name = d.name;
     return;
   }
-  real_->describe_column(col, dt, name);
+  describe_real(col, dt, name);
   if (describing_ && building_) building_->description.push_back({dt, name});
+}
+
+// SOCI 4.0's SQLite backend fills a static type map on its first describe_column, with
+// no lock: two sessions describing their first row set at once race on it (ThreadSanitizer
+// caught it under SqliteHunt.ThreadsWritingAndReadingOneFile). The first describe of the
+// process goes through here alone, so that every session of a cache is safe.
+void caching_statement::describe_real(int col, ::soci::data_type& dt, std::string& name) {
+  static std::atomic<bool> first_done{false};
+  static std::mutex first_mu;
+  if (first_done.load(std::memory_order_acquire) ||
+      sess_.real().get_backend_name() != "sqlite3") {
+    real_->describe_column(col, dt, name);
+    return;
+  }
+  std::lock_guard lock(first_mu);
+  real_->describe_column(col, dt, name);
+  first_done.store(true, std::memory_order_release);
 }
 
 }  // namespace
