@@ -70,6 +70,10 @@ class connection {
   virtual void commit() = 0;
   // Runs SQL text as is (schema and bulk loading).
   virtual void exec_raw(const std::string& sql) = 0;
+  // Waits until this connection's cache reflects every commit visible on the server now,
+  // whoever made it (qcache's sync(), where the front end has one). Nothing to do for
+  // connections that see every write themselves (uncached, or one process).
+  virtual void sync() {}
 };
 
 enum class mode { uncached, cached };
@@ -211,6 +215,9 @@ class workload {
   virtual void run_one(session& s, std::mt19937_64& rng) = 0;
   // Short description of sizes and mix, for the report.
   virtual std::string describe() const = 0;
+  // Moves the counters new rows take their ids from by `offset`, so that processes
+  // running the workload side by side (--processes) never insert the same id.
+  virtual void offset_new_ids(std::int64_t offset) { (void)offset; }
 };
 
 std::unique_ptr<workload> make_workload(const std::string& name, const workload_config& c);

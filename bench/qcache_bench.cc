@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -30,6 +31,7 @@
 
 #include "bench.h"
 #include "machine.h"
+#include "processes.h"
 #include "report.h"
 
 namespace qb = qcache::bench;
@@ -80,6 +82,12 @@ Targets and modes:
 
 Run:
   --threads N         worker threads, one connection each (default 1)
+  --processes N       run each cell in N processes side by side (default 1), each with
+                      its own cache and --threads connections, all reading and writing
+                      the same database: a process sees the others' writes only through
+                      the database (PostgreSQL's change stream, SQLite's file). Throughput,
+                      counters and checks add up over the processes; --verify syncs the
+                      cache before each sampled read
   --duration S        measured seconds per repetition and cell (default 5)
   --warmup S          warm-up seconds before each (default 1)
   --reps N            repetitions (default 3)
@@ -112,7 +120,7 @@ struct options {
   std::vector<std::string> targets{"sqlite"};
   std::vector<qb::mode> modes{qb::mode::uncached, qb::mode::cached};
   qb::target_config tc;
-  int threads = 1, reps = 3;
+  int threads = 1, reps = 3, processes = 1;
   double duration = 5, warmup = 1;
   bool verify = false;
   double verify_rate = 0.01;
@@ -191,6 +199,7 @@ options parse(int argc, char** argv) {
     else if (a == "--sqlite-file") o.tc.sqlite_file = val();
     else if (a == "--cache-mb") o.tc.cache_options.max_bytes = std::size_t(num() * (1 << 20));
     else if (a == "--threads") o.threads = int(num());
+    else if (a == "--processes") o.processes = int(num());
     else if (a == "--duration") o.duration = num();
     else if (a == "--warmup") o.warmup = num();
     else if (a == "--reps") o.reps = int(num());
@@ -206,8 +215,8 @@ options parse(int argc, char** argv) {
     else if (a == "--allow-debug") o.allow_debug = true;
     else usage_error("unknown option " + a);
   }
-  if (o.threads < 1 || o.reps < 1 || o.duration <= 0 || o.warmup < 0)
-    usage_error("--threads and --reps must be >= 1, --duration > 0, --warmup >= 0");
+  if (o.threads < 1 || o.reps < 1 || o.processes < 1 || o.duration <= 0 || o.warmup < 0)
+    usage_error("--threads, --processes and --reps must be >= 1, --duration > 0, --warmup >= 0");
   if (o.oracle && o.verify) usage_error("--oracle and --verify cannot be combined");
   for (const auto& t : o.targets)
     if (t != "sqlite" && t != "postgresql" && t != "soci-pg" && t != "pgpool")
@@ -335,6 +344,7 @@ void check_freshness(qb::target& t, qb::mode m, const std::vector<qb::statement>
   }
   auto cached = t.connect(m);
   auto direct = t.connect_direct();
+  cached->sync();  // writes of other processes (--processes) reached the database only
   r.stale_checked = true;
   for (std::uint64_t key : keys) {
     int stmt = int(key >> 48);
@@ -351,15 +361,20 @@ void check_freshness(qb::target& t, qb::mode m, const std::vector<qb::statement>
   }
 }
 
+// Runs one repetition of cell `c` in this process. With --processes, `shared_writes` is
+// the writers' tracker shared by the processes and `all_stopped` waits for the other
+// processes' writers before the freshness check.
 void run_cell(cell& c, int rep, const options& o, qb::workload& wl,
               const std::vector<qb::statement>& stmts, progress& bar, double frac0,
-              double frac1) {
+              double frac1, qb::write_tracker* shared_writes = nullptr,
+              const std::function<void()>& all_stopped = {}) {
   qb::target& t = *c.t;
   bool cached = c.m == qb::mode::cached;
   std::string what = t.name() + " " + qb::to_string(c.m) + ", rep " + std::to_string(rep + 1) +
                      "/" + std::to_string(o.reps);
   t.reset_cache(c.m, wl.tables());
-  qb::write_tracker wt;
+  qb::write_tracker own_writes;
+  qb::write_tracker& wt = shared_writes ? *shared_writes : own_writes;
   double elapsed = 0;
   double fw = o.warmup / (o.warmup + o.duration);
   std::unique_ptr<qb::change_oracle> oracle;
@@ -429,10 +444,32 @@ void run_cell(cell& c, int rep, const options& o, qb::workload& wl,
   } else if (!cached) {
     r.db_statements = r.db_statements.value_or(0) + stmts_sent;
   }
+  if (all_stopped) all_stopped();
   if (cached) {
     bar.show(what + " (freshness check)", frac1);
     check_freshness(t, c.m, stmts, std::move(keys), o.stale_check_max, r);
   }
+}
+
+// One repetition of cell `c` run by o.processes processes, each with a target of its own
+// (its own cache): see processes.h. `serial` numbers the runs, so that every process of
+// every run takes the ids of its new rows from a block of its own.
+void run_cell_processes(cell& c, int rep, int serial, const options& o, qb::workload& wl,
+                        const std::vector<qb::statement>& stmts, progress& bar, double frac0) {
+  bar.show(c.t->name() + " " + qb::to_string(c.m) + ", rep " + std::to_string(rep + 1) + ", " +
+               std::to_string(o.processes) + " processes",
+           frac0);
+  auto parts = qb::run_processes(o.processes, [&](int k, qb::shared_cell& shared) {
+    auto t = make_target(c.t->name(), o.tc);
+    t->set_statements(stmts);
+    wl.offset_new_ids(std::int64_t(serial * o.processes + k + 1) * 1000000);
+    cell mine{t.get(), c.m, {}};
+    progress silent(false);
+    run_cell(mine, rep, o, wl, stmts, silent, 0, 1, &shared.writes,
+             [&] { qb::wait_all_stopped(shared, o.processes); });
+    return mine.r;
+  });
+  qb::merge_processes(parts, c.r);
 }
 
 std::string command_line(int argc, char** argv) {
@@ -483,6 +520,7 @@ int main(int argc, char** argv) {
     std::printf("qcache-bench: --allow-debug: running anyway; the figures are not meaningful\n");
   }
   info.command_line = command_line(argc, argv);
+  info.processes = o.processes;
   info.threads = o.threads;
   info.reps = o.reps;
   info.duration = o.duration;
@@ -544,7 +582,8 @@ int main(int argc, char** argv) {
       for (auto& c : cells) {
         if (!c.r.available) continue;
         double f0 = double(done) / (runnable * o.reps), f1 = double(done + 1) / (runnable * o.reps);
-        run_cell(c, rep, o, *wl, stmts, bar, f0, f1);
+        if (o.processes > 1) run_cell_processes(c, rep, done, o, *wl, stmts, bar, f0);
+        else run_cell(c, rep, o, *wl, stmts, bar, f0, f1);
         ++done;
       }
     }

@@ -186,9 +186,9 @@ std::string jopt(std::optional<double> v) { return v ? jnum(*v) : "null"; }
 
 void print_table(const run_info& r, const std::vector<cell_result>& cells) {
   std::printf("\nworkload %s: %s\n", r.workload.c_str(), r.workload_description.c_str());
-  std::printf("%d thread(s), %d repetition(s) of %.1f s after %.1f s warm-up each, "
-              "modes interleaved, seed %llu\n",
-              r.threads, r.reps, r.duration, r.warmup, (unsigned long long)r.seed);
+  std::printf("%d process(es) x %d thread(s), %d repetition(s) of %.1f s after %.1f s warm-up "
+              "each, modes interleaved, seed %llu\n",
+              r.processes, r.threads, r.reps, r.duration, r.warmup, (unsigned long long)r.seed);
   std::printf("%s\n\n", to_string(r.machine).c_str());
   std::printf("%-11s %-9s %10s %7s %8s %8s %8s %6s %8s %9s %8s %6s\n", "target", "mode",
               "ops/s", "spread", "p50 us", "p95 us", "p99 us", "hit %", "db/op", "invalid.",
@@ -276,7 +276,8 @@ bool write_json(const std::string& file, const run_info& r, const std::vector<ce
     << ", \"loadavg\": " << jnum(r.machine.loadavg) << "},\n";
   o << "  \"workload\": \"" << r.workload << "\",\n  \"workload_description\": \""
     << json_escape(r.workload_description) << "\",\n";
-  o << "  \"threads\": " << r.threads << ", \"reps\": " << r.reps
+  o << "  \"processes\": " << r.processes << ", \"threads\": " << r.threads
+    << ", \"reps\": " << r.reps
     << ", \"duration_s\": " << jnum(r.duration) << ", \"warmup_s\": " << jnum(r.warmup)
     << ", \"seed\": " << r.seed << ", \"verify\": " << (r.verify ? "true" : "false") << ",\n";
   o << "  \"results\": [";

@@ -61,7 +61,7 @@ struct run_info {
   machine_info machine;
   std::string command_line;
   std::string workload, workload_description;
-  int threads = 1, reps = 1;
+  int processes = 1, threads = 1, reps = 1;
   double duration = 0, warmup = 0;
   std::uint64_t seed = 0;
   bool verify = false;

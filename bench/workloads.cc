@@ -74,6 +74,10 @@ std::uint64_t session::read(int stmt, const params& p) {
     seq[t] = wt_.seq[t].load();
     quiet = quiet && wt_.in_flight[t].load() == 0;
   }
+  // Writes by other processes reach this cache through the change stream: the sampled
+  // read must reflect every commit visible before it (sync), not merely one within lag.
+  c_.sync();
+  auto synced = std::chrono::steady_clock::now();
   std::string cached, fresh;
   std::uint64_t sum = c_.read(stmt, p, &cached);
   auto t1 = std::chrono::steady_clock::now();
@@ -91,9 +95,8 @@ std::uint64_t session::read(int stmt, const params& p) {
     }
   }
   excluded_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
-                     std::chrono::steady_clock::now() - t1)
+                     std::chrono::steady_clock::now() - t1 + (synced - t0))
                      .count();
-  (void)t0;
   return sum;
 }
 
@@ -384,6 +387,10 @@ class blog final : public workload {
   }
   workload_config c_;
   std::int64_t users_, posts_, comments_;
+ public:
+  void offset_new_ids(std::int64_t offset) override { next_comment_ += offset; }
+
+ private:
   zipf post_pop_, user_pop_;
   std::vector<std::int64_t> post_perm_, user_perm_;
   std::vector<double> mix_;
@@ -541,6 +548,13 @@ class wiki final : public workload {
  private:
   workload_config c_;
   std::int64_t pages_;
+ public:
+  void offset_new_ids(std::int64_t offset) override {
+    next_rev_ += offset;
+    next_page_ += offset;
+  }
+
+ private:
   zipf pop_;
   std::vector<std::int64_t> perm_;
   std::vector<double> mix_;
