@@ -17,12 +17,6 @@
 
 #include "support/db_env.h"
 
-// LeakSanitizer (the ASan+UBSan stage): KNOWN DEFECT, not yet explained (issue 12's note):
-// a session whose reads were memoized leaves 256 bytes of SQLite-internal memory (allocated
-// by the session's first internal query) unreachable at exit, every session. Allocations
-// made inside libsqlite3 are not reported in this binary until it is found.
-extern "C" const char* __lsan_default_suppressions() { return "leak:libsqlite3\n"; }
-
 namespace {
 
 class MemoizeHunt : public ::testing::Test {

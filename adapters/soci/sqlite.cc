@@ -502,18 +502,20 @@ class file_memo_check final : public qcache::memo_check {
   }
   std::uint64_t counter() noexcept {
     if (!same_file()) return file_state::unknown;  // renamed or replaced
-    if (!conn_ && sq::sqlite3_open_v2(path_.c_str(), &conn_, SQLITE_OPEN_READONLY, nullptr) !=
-                      SQLITE_OK) {
-      sq::sqlite3_close_v2(conn_);
-      conn_ = nullptr;
-      return file_state::unknown;
+    if (!conn_) {
+      if (sq::sqlite3_open_v2(path_.c_str(), &conn_, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+        sq::sqlite3_close_v2(conn_);
+        conn_ = nullptr;
+        return file_state::unknown;
+      }
     }
+    // A read first, so that SQLite's pager has opened the WAL index itself (when the file
+    // is in WAL mode now) before change_counter maps it through this connection: a
+    // mapping we made first would never be released by the pager, which unmaps only what
+    // its WAL opened, leaking the index's descriptor and memory at close.
+    sq::sqlite3_exec(conn_, "PRAGMA main.data_version", nullptr, nullptr, nullptr);
     if (!fs_->header.load(std::memory_order_acquire)) map_header(*fs_, path_);
     std::uint64_t c = change_counter(conn_, "main", fs_);
-    if (c == file_state::unknown) {  // the WAL index is mapped by a first read
-      sq::sqlite3_exec(conn_, "PRAGMA main.data_version", nullptr, nullptr, nullptr);
-      c = change_counter(conn_, "main", fs_);
-    }
     if ((c >> 32) == 2 && !shm_.load(std::memory_order_acquire)) {
       sq::sqlite3_file* f = nullptr;
       void volatile* p = nullptr;
