@@ -5,6 +5,7 @@
 #pragma once
 
 #include <qcache/cache.h>
+#include <qcache/explain.h>
 #include <qcache/key.h>
 #include <qcache/soci.h>
 
@@ -155,6 +156,11 @@ class engine {
   virtual void tx_rolled_back(bool ok) = 0;
 
   virtual void invalidate_all() = 0;
+  // Manual invalidation by name and explain (qcache/soci.h's functions of those names).
+  virtual void invalidate_table(const std::string& table) = 0;
+  virtual void invalidate_row(const std::string& table, const std::string& column,
+                              const std::string& value) = 0;
+  virtual explanation explain_sql(const std::string& sql) = 0;
   // PostgreSQL: describing a statement executes it, and affected rows of a SELECT come
   // from its result; both are recorded with the result and replayed on a hit.
   virtual bool describe_executes() const noexcept { return false; }

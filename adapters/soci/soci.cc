@@ -930,4 +930,24 @@ void invalidate_all(::soci::session& sql) {
   if (s && s->eng()) s->eng()->invalidate_all();
 }
 
+void invalidate_table(::soci::session& sql, const std::string& table) {
+  auto* s = dynamic_cast<detail::caching_session*>(sql.get_backend());
+  if (s && s->eng()) s->eng()->invalidate_table(table);
+}
+
+void invalidate_row(::soci::session& sql, const std::string& table, const std::string& column,
+                    const std::string& value) {
+  auto* s = dynamic_cast<detail::caching_session*>(sql.get_backend());
+  if (s && s->eng()) s->eng()->invalidate_row(table, column, value);
+}
+
+qcache::explanation explain(::soci::session& sql, const std::string& query) {
+  auto* s = dynamic_cast<detail::caching_session*>(sql.get_backend());
+  if (s && s->eng()) return s->eng()->explain_sql(query);
+  qcache::explanation e;
+  e.reason = "not cached: the session was not opened through a qcache::soci::caching_factory"
+             " (or its backend has no qcache engine)";
+  return e;
+}
+
 }  // namespace qcache::soci
