@@ -224,12 +224,8 @@ class caching_session final : public ::soci::details::session_backend {
   caching_session(std::shared_ptr<cache> c, std::unique_ptr<session_backend> real,
                   std::shared_ptr<const factory_options> opts, std::string_view connect)
       : cache_(std::move(c)), real_(std::move(real)) {
-    if (real_->get_backend_name() == "sqlite3") {
-      engine_ = make_sqlite_engine(cache_, *real_, opts, connect);
-    } else if (real_->get_backend_name() == "postgresql") {
-      engine_ = make_postgresql_engine(cache_, *real_, opts);
-    }
-    // Any other backend: no engine, every statement is delegated and nothing is cached.
+    // A backend without an engine: every statement is delegated and nothing is cached.
+    engine_ = make_engine(cache_, *real_, opts, connect);
   }
   ~caching_session() override {
     engine_.reset();

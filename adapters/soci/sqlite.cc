@@ -597,8 +597,10 @@ struct vdbe_op {
 class sqlite_engine final : public engine {
  public:
   sqlite_engine(std::shared_ptr<cache> c, ::soci::details::session_backend& real,
-                std::shared_ptr<const factory_options> opts, std::string_view connect)
-      : cache_(std::move(c)), opts_(std::move(opts)), main_private_(private_memory(connect)) {
+                std::shared_ptr<const factory_options> opts, std::string_view connect,
+                statement_analyzer analyze)
+      : cache_(std::move(c)), opts_(std::move(opts)), analyze_(analyze),
+        main_private_(private_memory(connect)) {
     conn_ = static_cast<::soci::sqlite3_session_backend&>(real).conn_;
     uid_ = ++g_connection_ids;
     for (const auto& f : opts_->deterministic_functions) user_deterministic_.insert(lower(f));
@@ -909,6 +911,7 @@ class sqlite_engine final : public engine {
 
   std::shared_ptr<cache> cache_;
   std::shared_ptr<const factory_options> opts_;
+  statement_analyzer analyze_ = nullptr;  // null: no column predicates
   sq::sqlite3* conn_ = nullptr;
   std::uint64_t uid_ = 0;
   std::set<std::string> user_deterministic_;
@@ -1461,7 +1464,7 @@ void sqlite_engine::detect_column_predicates(plan& p, sq::sqlite3_stmt* stmt) {
   std::vector<std::string> names;
   auto converted = to_pg_placeholders(sql, stmt, names);
   if (!converted || has_cast(*converted)) return;
-  auto a = pg::analyze(*converted);
+  auto a = analyze_ ? analyze_(*converted) : nullptr;
   if (!a || !a->ok || a->statements.size() != 1) return;
   const pg::statement& st = a->statements[0];
   if (st.kind != pg::stmt_kind::read || st.reads.empty()) return;
@@ -2459,8 +2462,8 @@ void sqlite_engine::explain_tags(const plan& p, explanation& e) {
 std::unique_ptr<engine> make_sqlite_engine(std::shared_ptr<cache> c,
                                            ::soci::details::session_backend& real,
                                            std::shared_ptr<const factory_options> opts,
-                                           std::string_view connect) {
-  return std::make_unique<sqlite_engine>(std::move(c), real, std::move(opts), connect);
+                                           std::string_view connect, statement_analyzer analyze) {
+  return std::make_unique<sqlite_engine>(std::move(c), real, std::move(opts), connect, analyze);
 }
 
 }  // namespace qcache::soci::detail
