@@ -247,6 +247,13 @@ const planner_case cases[] = {
   {"INSERT INTO t VALUES ($1, $2, $3)",       "6 x b", "write",             "table:t epoch:t",                      "table:u col:t.id pred:t.id=1",    "t.id t.k", ""},
   {"DELETE FROM u",                           "",      "write",             "table:u",                              "table:t",                         "",         ""},
   {"DROP TABLE u",                            "",      "flush",             "table:t",                              "",                                "",         ""},
+  {"SELECT v FROM t WHERE id = $1 FOR UPDATE", "1",     "locking",           "",                                     "",                                "",         ""},
+  {"SELECT v FROM u WHERE n = $1",            "5",     "cacheable",         "pred:u.n=5 epoch:u col:u.n",           "pred:u.n=6 table:u table:t",      "",         ""},
+  {"SELECT v FROM t WHERE id = $1",           "01",    "cacheable",         "pred:t.id=1",                          "pred:t.id=01 pred:t.id=2",        "",         ""},
+  {"DELETE FROM t WHERE id = $1",             "2",     "write",             "table:t pred:t.id=2 pred:t.k=b",       "pred:t.id=1 pred:t.k=a epoch:t",  "t.id t.k", "b"},
+  {"UPDATE t SET id = $1 WHERE id = $2",      "7 1",   "write",             "table:t pred:t.id=7 pred:t.id=1",      "pred:t.id=2 epoch:t",             "t.id",     ""},
+  // No WHERE to read old values through: the registered column's epoch moves.
+  {"UPDATE t SET v = lower(v)",               "",      "write",             "table:t col:t.k",                      "table:u pred:t.id=1",             "t.k",      ""},
 };
 // clang-format on
 
