@@ -193,6 +193,38 @@ TEST_F(SociManualSqlite, UnknownTableIsNotAnErrorAndInvalidatesNothing) {
   EXPECT_TRUE(by_id(4).hit);
 }
 
+TEST_F(SociManualSqlite, InvalidateTableOfAViewInvalidatesReadsThroughIt) {
+  *sql_ << "CREATE VIEW tv AS SELECT id, v FROM t WHERE k = 'a'";
+  auto through_view = [&] {
+    return observe([&](soci::session& s) { return texts(s, "SELECT v FROM tv ORDER BY id", ""); });
+  };
+  cache_it(through_view);
+  qcache::soci::invalidate_table(*sql_, "tv");
+  EXPECT_FALSE(through_view().hit);
+}
+
+TEST_F(SociManualSqlite, InvalidateRowResolvesTablesOfAttachedDatabases) {
+  const std::string aux = (dir_ / "aux.db").string();
+  *sql_ << "ATTACH DATABASE '" + aux + "' AS aux";
+  *sql_ << "CREATE TABLE aux.t2(id INTEGER PRIMARY KEY, v TEXT)";
+  *sql_ << "INSERT INTO aux.t2 VALUES (1, 'a1'), (2, 'a2')";
+  auto by_id2 = [&](int id) {
+    auto before = cache_->stats().hits;
+    outcome o;
+    *sql_ << "SELECT v FROM aux.t2 WHERE id = :id", soci::use(id, "id"), soci::into(o.value);
+    o.hit = cache_->stats().hits == before + 1;
+    return o;
+  };
+  cache_it([&] { return by_id2(1); });
+  cache_it([&] { return by_id2(2); });
+  qcache::soci::invalidate_row(*sql_, "aux.t2", "id", "1");
+  EXPECT_FALSE(by_id2(1).hit);
+  EXPECT_TRUE(by_id2(2).hit);
+  qcache::soci::invalidate_row(*sql_, "t2", "id", "2");  // unqualified: SQLite finds it in aux
+  EXPECT_FALSE(by_id2(2).hit);
+  EXPECT_EQ(by_id2(2).value, "a2");
+}
+
 TEST_F(SociManualSqlite, ExplainPointReadIsCacheableWithRowidPredicate) {
   qcache::explanation e = qcache::soci::explain(*sql_, "SELECT v FROM t WHERE id = :id");
   EXPECT_TRUE(e.cacheable) << e.to_string();
