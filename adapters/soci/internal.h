@@ -5,6 +5,7 @@
 #pragma once
 
 #include <qcache/cache.h>
+#include <qcache/explain.h>
 #include <qcache/key.h>
 #include <qcache/soci.h>
 
@@ -17,6 +18,10 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace qcache::pg {
+struct analysis;
+}
 
 namespace qcache::soci::detail {
 
@@ -155,6 +160,11 @@ class engine {
   virtual void tx_rolled_back(bool ok) = 0;
 
   virtual void invalidate_all() = 0;
+  // Manual invalidation by name and explain (qcache/soci.h's functions of those names).
+  virtual void invalidate_table(const std::string& table) = 0;
+  virtual void invalidate_row(const std::string& table, const std::string& column,
+                              const std::string& value) = 0;
+  virtual explanation explain_sql(const std::string& sql) = 0;
   // PostgreSQL: describing a statement executes it, and affected rows of a SELECT come
   // from its result; both are recorded with the result and replayed on a hit.
   virtual bool describe_executes() const noexcept { return false; }
@@ -166,14 +176,28 @@ class engine {
   virtual void statement_released() noexcept {}
 };
 
+// Reads a statement for column-equality predicates (qcache's PostgreSQL analyzer,
+// pg::analyze), or nullptr in a build without it (qcache::soci_sqlite links no
+// libpg_query): the SQLite engine's reads then depend on rowid predicates and table tags.
+using statement_analyzer = std::shared_ptr<const pg::analysis> (*)(std::string_view sql);
+
 // `connect` is SOCI's connect string: it tells a plain ":memory:" database (private to the
 // connection) from a memory database other connections may share.
 std::unique_ptr<engine> make_sqlite_engine(std::shared_ptr<cache> c,
                                            ::soci::details::session_backend& real,
                                            std::shared_ptr<const factory_options> opts,
-                                           std::string_view connect);
+                                           std::string_view connect,
+                                           statement_analyzer analyze);
 std::unique_ptr<engine> make_postgresql_engine(std::shared_ptr<cache> c,
                                                ::soci::details::session_backend& real,
                                                std::shared_ptr<const factory_options> opts);
+
+// The engine for `real`'s backend, or nullptr (every statement delegated, nothing cached)
+// for a backend this build of the adapter has none for. Defined once per library:
+// engines.cc (qcache::soci: sqlite3 and postgresql), engines_sqlite.cc (qcache::soci_sqlite).
+std::unique_ptr<engine> make_engine(std::shared_ptr<cache> c,
+                                    ::soci::details::session_backend& real,
+                                    std::shared_ptr<const factory_options> opts,
+                                    std::string_view connect);
 
 }  // namespace qcache::soci::detail

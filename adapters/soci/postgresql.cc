@@ -44,6 +44,7 @@ class postgresql_engine final : public engine {
  public:
   postgresql_engine(std::shared_ptr<cache> c, ::soci::details::session_backend& real)
       : cache_(c),
+        real_(real),
         session_(std::move(c)),
         conn_(static_cast<::soci::postgresql_session_backend&>(real).conn_),
         status_(pgconn_of{&static_cast<::soci::postgresql_session_backend&>(real)}) {
@@ -143,6 +144,27 @@ class postgresql_engine final : public engine {
   void tx_rolled_back(bool) override { session_.transaction_rolled_back(); }
   void invalidate_all() override { cache_->flush(invalidation_cause::manual); }
 
+  // As qcache::pqxx::connection's, but in the session's current transaction; when the
+  // catalog cannot be read there, the invalidation is not lost: the cache is flushed.
+  void invalidate_table(const std::string& table) override {
+    try {
+      session_.invalidate_table(table, runner());
+    } catch (...) {
+      cache_->flush(invalidation_cause::manual);
+    }
+  }
+  void invalidate_row(const std::string& table, const std::string& column,
+                      const std::string& value) override {
+    try {
+      session_.invalidate_row(table, column, value, runner());
+    } catch (...) {
+      cache_->flush(invalidation_cause::manual);
+    }
+  }
+  explanation explain_sql(const std::string& sql) override {
+    return session_.explain(as_sent(sql), runner());
+  }
+
  private:
   // Whether the server still has `p`'s prepared statement with the SQL it was prepared
   // with (SOCI prepares eagerly: absent means executing it fails), another statement of
@@ -164,6 +186,17 @@ class postgresql_engine final : public engine {
     } catch (...) {
     }
     return prepared_state::other;
+  }
+
+  // `sql` as SOCI's postgresql backend sends it: its own rewrite of `:name` placeholders
+  // into $n, made by preparing a one-time statement (which contacts no server).
+  std::string as_sent(const std::string& sql) {
+    std::unique_ptr<::soci::details::statement_backend> st(real_.make_statement_backend());
+    st->alloc();
+    st->prepare(sql, ::soci::details::st_one_time_query);
+    std::string sent = static_cast<::soci::postgresql_statement_backend&>(*st).query_;
+    st->clean_up();
+    return sent;
   }
 
   // Bookkeeping queries run on the same connection, in its current transaction.
@@ -195,6 +228,7 @@ class postgresql_engine final : public engine {
   }
 
   std::shared_ptr<cache> cache_;
+  ::soci::details::session_backend& real_;
   pg::session session_;
   PGconn* conn_;
   pg::libpq_status<pgconn_of> status_;  // what libpq reports after each statement

@@ -226,12 +226,8 @@ class caching_session final : public ::soci::details::session_backend {
   caching_session(std::shared_ptr<cache> c, std::unique_ptr<session_backend> real,
                   std::shared_ptr<const factory_options> opts, std::string_view connect)
       : cache_(std::move(c)), real_(std::move(real)) {
-    if (real_->get_backend_name() == "sqlite3") {
-      engine_ = make_sqlite_engine(cache_, *real_, opts, connect);
-    } else if (real_->get_backend_name() == "postgresql") {
-      engine_ = make_postgresql_engine(cache_, *real_, opts);
-    }
-    // Any other backend: no engine, every statement is delegated and nothing is cached.
+    // A backend without an engine: every statement is delegated and nothing is cached.
+    engine_ = make_engine(cache_, *real_, opts, connect);
   }
   ~caching_session() override {
     engine_.reset();
@@ -948,6 +944,26 @@ bool is_caching(::soci::session& sql) noexcept {
 void invalidate_all(::soci::session& sql) {
   auto* s = dynamic_cast<detail::caching_session*>(sql.get_backend());
   if (s && s->eng()) s->eng()->invalidate_all();
+}
+
+void invalidate_table(::soci::session& sql, const std::string& table) {
+  auto* s = dynamic_cast<detail::caching_session*>(sql.get_backend());
+  if (s && s->eng()) s->eng()->invalidate_table(table);
+}
+
+void invalidate_row(::soci::session& sql, const std::string& table, const std::string& column,
+                    const std::string& value) {
+  auto* s = dynamic_cast<detail::caching_session*>(sql.get_backend());
+  if (s && s->eng()) s->eng()->invalidate_row(table, column, value);
+}
+
+qcache::explanation explain(::soci::session& sql, const std::string& query) {
+  auto* s = dynamic_cast<detail::caching_session*>(sql.get_backend());
+  if (s && s->eng()) return s->eng()->explain_sql(query);
+  qcache::explanation e;
+  e.reason = "not cached: the session was not opened through a qcache::soci::caching_factory"
+             " (or its backend has no qcache engine)";
+  return e;
 }
 
 }  // namespace qcache::soci

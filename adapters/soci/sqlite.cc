@@ -599,8 +599,10 @@ struct vdbe_op {
 class sqlite_engine final : public engine {
  public:
   sqlite_engine(std::shared_ptr<cache> c, ::soci::details::session_backend& real,
-                std::shared_ptr<const factory_options> opts, std::string_view connect)
-      : cache_(std::move(c)), opts_(std::move(opts)), main_private_(private_memory(connect)) {
+                std::shared_ptr<const factory_options> opts, std::string_view connect,
+                statement_analyzer analyze)
+      : cache_(std::move(c)), opts_(std::move(opts)), analyze_(analyze),
+        main_private_(private_memory(connect)) {
     conn_ = static_cast<::soci::sqlite3_session_backend&>(real).conn_;
     uid_ = ++g_connection_ids;
     for (const auto& f : opts_->deterministic_functions) user_deterministic_.insert(lower(f));
@@ -685,6 +687,10 @@ class sqlite_engine final : public engine {
     } catch (...) {
     }
   }
+  void invalidate_table(const std::string& table) override;
+  void invalidate_row(const std::string& table, const std::string& column,
+                      const std::string& value) override;
+  explanation explain_sql(const std::string& sql) override;
   bool steps_in_fetch() const noexcept override { return true; }
   void statement_released() noexcept override {
     try {
@@ -894,6 +900,11 @@ class sqlite_engine final : public engine {
     tx_active_ = true;
   }
   void process_hook_rows(const plan* p);
+  std::vector<std::pair<std::string, std::string>> tables_named(const std::string& name);
+  void explain_tags(const plan& p, explanation& e);
+  std::string shown(const std::string& schema, const std::string& t) const {
+    return schema + "." + t;
+  }
   bool hook_pending() const {
     return !hook_rows_.empty() || !pred_tags_.empty() || pred_failed_ || !hook_tables_.empty();
   }
@@ -902,6 +913,7 @@ class sqlite_engine final : public engine {
 
   std::shared_ptr<cache> cache_;
   std::shared_ptr<const factory_options> opts_;
+  statement_analyzer analyze_ = nullptr;  // null: no column predicates
   sq::sqlite3* conn_ = nullptr;
   std::uint64_t uid_ = 0;
   std::set<std::string> user_deterministic_;
@@ -1454,7 +1466,7 @@ void sqlite_engine::detect_column_predicates(plan& p, sq::sqlite3_stmt* stmt) {
   std::vector<std::string> names;
   auto converted = to_pg_placeholders(sql, stmt, names);
   if (!converted || has_cast(*converted)) return;
-  auto a = pg::analyze(*converted);
+  auto a = analyze_ ? analyze_(*converted) : nullptr;
   if (!a || !a->ok || a->statements.size() != 1) return;
   const pg::statement& st = a->statements[0];
   if (st.kind != pg::stmt_kind::read || st.reads.empty()) return;
@@ -2277,13 +2289,183 @@ void sqlite_engine::settle() {
   tx_snapshot_.clear();
 }
 
+// ---- Manual invalidation by name and explain ------------------------------------------
+
+// `name` ("t", "schema.t", parts optionally quoted "..", `..` or [..]) as (schema, table);
+// the schema is empty when not given.
+std::pair<std::string, std::string> split_sqlite_name(std::string_view name) {
+  std::vector<std::string> parts(1);
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    char close = c == '"' ? '"' : c == '`' ? '`' : c == '[' ? ']' : 0;
+    if (close && parts.back().empty()) {
+      std::size_t j = i + 1;
+      for (; j < name.size(); ++j) {
+        if (name[j] != close) parts.back() += name[j];
+        else if (close != ']' && j + 1 < name.size() && name[j + 1] == close)
+          parts.back() += name[++j];
+        else break;
+      }
+      i = j;
+    } else if (c == '.' && parts.size() == 1) {
+      parts.emplace_back();
+    } else {
+      parts.back() += c;
+    }
+  }
+  if (parts.size() == 1) return {std::string(), parts[0]};
+  return {parts[0], parts[1]};
+}
+
+// The tables (schema, name as declared) `name` may mean on this connection: with a schema,
+// that schema's table; without, the table of every database that has one (SQLite picks the
+// first of temp, main, attached; invalidating them all is never less safe). Views included.
+std::vector<std::pair<std::string, std::string>> sqlite_engine::tables_named(
+    const std::string& name) {
+  auto [schema, table] = split_sqlite_name(name);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& s : schema_order_) {
+    if (!schema.empty() && lower(s) != lower(schema)) continue;
+    query("SELECT name FROM pragma_table_list(" + quote(table) + ") WHERE schema = " + quote(s),
+          [&](sq::sqlite3_stmt* st) { out.emplace_back(s, text(st, 0)); });
+  }
+  return out;
+}
+
+// Every read of the table: the table tag (reads of the whole table) and its epoch (the
+// rowid and column predicate reads). A view's reads depend on its base tables, which a view
+// name does not give: the database is invalidated.
+void sqlite_engine::invalidate_table(const std::string& name) {
+  sync_table_facts();
+  std::vector<tags::tag> t;
+  for (const auto& [schema, table] : tables_named(name)) {
+    const std::string& id = identity(schema);
+    if (this->table(schema, table).view) t.push_back(tags::database(id));
+    t.push_back(tags::table(id, table));
+    t.push_back(tags::table_epoch(id, table));
+  }
+  if (!t.empty()) cache_->invalidate(t, invalidation_cause::manual);
+}
+
+// The tags a write of that row moves (on_preupdate, process_hook_rows): the table tag, the
+// column predicate of `value` canonicalised for the column's class (its column epoch when
+// no predicate can name it) and, for the rowid or its alias, the rowid predicate (the rowid
+// epoch when `value` is not an integer's canonical text).
+void sqlite_engine::invalidate_row(const std::string& name, const std::string& column,
+                                   const std::string& value) {
+  sync_table_facts();
+  const std::string c = lower(column);
+  std::vector<tags::tag> t;
+  for (const auto& [schema, table] : tables_named(name)) {
+    const std::string& id = identity(schema);
+    const table_info& ti = this->table(schema, table);
+    const std::string lt = lower(table);
+    if (ti.view) t.push_back(tags::database(id));
+    t.push_back(tags::table(id, table));
+    auto col = std::find(ti.cols.begin(), ti.cols.end(), c);
+    char cls = col == ti.cols.end()
+                   ? class_none
+                   : ti.classes[static_cast<std::size_t>(col - ti.cols.begin())];
+    std::optional<std::string> v;
+    if (cls == class_int) v = strict_int(value);
+    else if (cls == class_text) v = value;
+    if (v) t.push_back(tags::predicate(id, lt, c, *v));
+    else t.push_back(tags::column_epoch(id, lt, c));
+    if (c == "rowid" || c == "oid" || c == "_rowid_" || (!c.empty() && c == ti.rowid_alias)) {
+      if (auto r = strict_int(value)) t.push_back(tags::predicate(id, table, "rowid", *r));
+      else t.push_back(rowid_epoch(id, table));
+    }
+  }
+  if (!t.empty()) cache_->invalidate(t, invalidation_cause::manual);
+}
+
+// Prepares `sql` (the authorizer collecting, as prepare() does), never steps it, and
+// describes the analysis begin() would act on.
+explanation sqlite_engine::explain_sql(const std::string& sql) {
+  explanation e;
+  std::vector<auth_event> events;
+  auto* saved = collecting_;
+  collecting_ = &events;
+  sq::sqlite3_stmt* stmt = nullptr;
+  int rc = sq::sqlite3_prepare_v2(conn_, sql.c_str(), -1, &stmt, nullptr);
+  collecting_ = saved;
+  if (rc != SQLITE_OK) {
+    e.kind = "error";
+    e.error = sq::sqlite3_errmsg(conn_);
+    e.reason = "parse_error: SQLite cannot prepare it (running it raises this error)";
+    return e;
+  }
+  if (!stmt) {
+    e.kind = "empty";
+    e.reason = "not_a_read";
+    return e;
+  }
+  plan p;
+  p.sql = sql;
+  p.epoch = schema_epoch();
+  try {
+    classify(p, events, stmt);
+    resolve(p);
+  } catch (...) {
+    sq::sqlite3_finalize(stmt);
+    throw;
+  }
+  sq::sqlite3_finalize(stmt);
+  explain_tags(p, e);
+  return e;
+}
+
+void sqlite_engine::explain_tags(const plan& p, explanation& e) {
+  static const char* const kinds[] = {"read", "read", "write", "ddl", "attach",
+                                      "transaction", "pragma", "unknown"};
+  e.kind = kinds[static_cast<int>(p.k)];
+  e.cacheable = p.k == kind::read && !p.unidentified;
+  if (p.k == kind::read && p.unidentified)
+    e.reason = "other: a database file read cannot be identified";
+  else if (p.k == kind::uncacheable_read || p.k == kind::pragma)
+    e.reason = to_string(p.reason);
+  else if (p.k == kind::ddl || p.k == kind::attach)
+    e.reason = "not_a_read; flushes: the databases' schema changes";
+  else if (p.k == kind::unknown)
+    e.reason = "not_a_read; flushes: SQLite does not name what it may write";
+  else if (p.k != kind::read)
+    e.reason = "not_a_read";
+  for (const auto& [schema, t] : p.reads) e.reads.push_back(shown(schema, t));
+  for (const auto& w : p.writes) e.writes.push_back(shown(w.schema, w.table));
+  if (p.k == kind::read && p.rowid_param > 0) {
+    std::string param = p.rowid_param_name.empty() ? "?" + std::to_string(p.rowid_param)
+                                                   : ":" + p.rowid_param_name;
+    e.tags.push_back("predicate " + shown(p.reads[0].first, p.reads[0].second) +
+                     ".rowid = " + param);
+  } else if (p.k == kind::read) {
+    for (const auto& c : p.preds) {
+      std::string vals;
+      for (const auto& v : c.values) {
+        if (!vals.empty()) vals += ",";
+        const std::string* name =
+            v.k == pg::eq_value::kind::param ? &p.param_names[static_cast<std::size_t>(v.param)]
+                                             : nullptr;
+        if (!name) vals += v.text;
+        else if (name->empty()) vals += "?" + std::to_string(v.param);  // a bare ?
+        else vals += *name;
+      }
+      const auto& [schema, t] = p.reads[c.read];
+      e.tags.push_back("predicate " + shown(schema, t) + "." + c.column + " = " + vals);
+    }
+  }
+  for (const auto& r : e.reads) e.tags.push_back("reads " + r);
+  if (p.k == kind::ddl || p.k == kind::attach || p.k == kind::unknown)
+    e.tags.push_back("flush (every database of the connection)");
+  for (const auto& w : e.writes) e.tags.push_back("invalidates " + w);
+}
+
 }  // namespace
 
 std::unique_ptr<engine> make_sqlite_engine(std::shared_ptr<cache> c,
                                            ::soci::details::session_backend& real,
                                            std::shared_ptr<const factory_options> opts,
-                                           std::string_view connect) {
-  return std::make_unique<sqlite_engine>(std::move(c), real, std::move(opts), connect);
+                                           std::string_view connect, statement_analyzer analyze) {
+  return std::make_unique<sqlite_engine>(std::move(c), real, std::move(opts), connect, analyze);
 }
 
 }  // namespace qcache::soci::detail

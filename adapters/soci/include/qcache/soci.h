@@ -22,6 +22,7 @@
 #pragma once
 
 #include <qcache/cache.h>
+#include <qcache/explain.h>
 
 #include <soci/soci-backend.h>
 #include <soci/connection-parameters.h>
@@ -66,6 +67,29 @@ class caching_factory : public ::soci::backend_factory {
 // Invalidates every cached result of the databases this session is connected to (call it
 // after writing through a native handle). No-op for other sessions.
 void invalidate_all(::soci::session& sql);
+
+// Manual invalidation by name, for writes qcache cannot see (other programs, a native
+// handle), as qcache::pqxx::connection's. `table` is resolved as the database resolves it
+// on this session (PostgreSQL: the search_path, case folding and quotes; SQLite: temp, main,
+// then attached databases, case-insensitively; "schema.table" is accepted). A name that
+// resolves to no table is not an error (nothing cached can depend on it).
+// invalidate_row invalidates the reads that may include rows of `table` whose `column`
+// equals `value` (the value's text as the database prints it), and every read of the whole
+// table. PostgreSQL: the catalog is read when needed, in the session's current transaction;
+// when it cannot be (a failed transaction, a lost connection) the cache is flushed
+// instead. No-ops for sessions not opened through a caching_factory.
+void invalidate_table(::soci::session& sql, const std::string& table);
+void invalidate_row(::soci::session& sql, const std::string& table, const std::string& column,
+                    const std::string& value);
+
+// What qcache does with `query` on this session: cacheable or not and why, the tables read
+// and written, the dependencies and invalidations (qcache/explain.h). Nothing is executed.
+// `query` is written as for SOCI (`:name` placeholders). PostgreSQL: SOCI's rewrite of
+// placeholders into $n is applied, and catalog queries run when needed in the session's
+// current transaction (their error is thrown as std::runtime_error, e.g. in a failed
+// transaction). SQLite: the statement is prepared, not run; SQL SQLite cannot prepare gives
+// kind "error". A session not opened through a caching_factory gets an explanation saying so.
+qcache::explanation explain(::soci::session& sql, const std::string& query);
 
 // True when `sql` was opened through a caching_factory.
 bool is_caching(::soci::session& sql) noexcept;
