@@ -1,0 +1,241 @@
+// qcache::soci on SQLite: what qcache holds per database file stays bounded by the files the
+// process has open through it, without giving up what pinning every file for the life of
+// the process protected: another connection's POSIX locks (closing any descriptor of a file
+// drops them all) and the file's identity (an inode reused by a new file at the same path
+// must be a new database). Every read through the cache is compared with the same read on a
+// plain session opened on the file at that moment, so a stale hit fails whatever the
+// counters say.
+#include <gtest/gtest.h>
+#include <qcache/memoize.h>
+#include <qcache/soci.h>
+#include <soci/soci.h>
+#include <soci/sqlite3/soci-sqlite3.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "support/sqlite_file_fixture.h"
+
+// The ASan+UBSan stage: SQLite-internal memory of sessions whose reads were memoized (see
+// memoize_sqlite_test.cc).
+extern "C" const char* __lsan_default_suppressions() { return "leak:libsqlite3\n"; }
+
+namespace {
+
+namespace fs = std::filesystem;
+
+class SqliteFiles : public qcache_test::sqlite_file_fixture {
+ protected:
+  SqliteFiles() : sqlite_file_fixture("qcache_sqlite_files_") {}
+
+  // A database at `path` made by a plain session: t(id, v) with two rows named from `v`.
+  // The same statements for every `v` of one length: the files' change counters agree.
+  void make_db(const std::string& path, const std::string& v, bool wal = false) {
+    auto p = plain(path);
+    *p << "PRAGMA synchronous = OFF";
+    if (wal) *p << "PRAGMA journal_mode = WAL";
+    *p << "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)";
+    *p << "INSERT INTO t VALUES(1, '" + v + "'), (2, '" + v + "2')";
+  }
+  std::string memo_page(soci::session& s, int key, const std::string& q) {
+    return cache_->memoize("page", key, [&] { return rows(s, q); });
+  }
+};
+
+const char* kOne = "SELECT v FROM t WHERE id = 1";
+const char* kAll = "SELECT id, v FROM t ORDER BY id";
+
+std::size_t open_descriptors() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+std::size_t mappings() {
+  std::ifstream in("/proc/self/maps");
+  std::size_t n = 0;
+  for (std::string line; std::getline(in, line);) ++n;
+  return n;
+}
+
+ino_t inode_of(const std::string& path) {
+  struct stat sb {};
+  return ::stat(path.c_str(), &sb) == 0 ? sb.st_ino : 0;
+}
+
+// True when another process sees a lock held on SQLite's lock bytes of `path` (the pending,
+// reserved and shared bytes at 1 GiB): POSIX locks are per process, so only a child can ask.
+bool locked_for_another_process(const std::string& path) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open(path.c_str(), O_RDWR);
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0x40000000;
+    fl.l_len = 512;
+    bool locked = fd >= 0 && ::fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+    ::_exit(locked ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// Open, read (the second read a hit), memoize a page (the second call a hit, which runs the
+// file's memo check), close and delete 2000 distinct files, half of them in WAL mode: the
+// process's descriptors and mappings must not grow with the number of files. (qcache kept a
+// descriptor and a mapping per file, and a memo check's connection per WAL file, for the
+// life of the process: the differential tester died of it.)
+TEST_F(SqliteFiles, DescriptorsAndMappingsStayBoundedOverTwoThousandFiles) {
+  auto cycle = [&](int i) {
+    std::string f = file("f" + std::to_string(i) + ".db");
+    make_db(f, "v" + std::to_string(i), i % 2 == 1);
+    {
+      auto s = open(f);
+      EXPECT_FALSE(fresh(*s, kOne, f));
+      EXPECT_TRUE(fresh(*s, kOne, f)) << "an unchanged file's read must be a hit";
+      auto before = cache_->stats().memo_hits;
+      EXPECT_EQ(memo_page(*s, i, kAll), rows(*plain(f), kAll));
+      EXPECT_EQ(memo_page(*s, i, kAll), rows(*plain(f), kAll));
+      EXPECT_EQ(cache_->stats().memo_hits, before + 1) << "a page of an open file is a hit";
+    }
+    fs::remove(f);
+    fs::remove(f + "-wal");
+    fs::remove(f + "-shm");
+  };
+  for (int i = 0; i < 100; ++i) cycle(i);
+  std::size_t fds = open_descriptors(), maps = mappings();
+  for (int i = 100; i < 2100 && !HasFailure(); ++i) cycle(i);
+  EXPECT_LE(open_descriptors(), fds + 2) << "descriptors grow with the files opened";
+  EXPECT_LE(mappings(), maps + 16) << "mappings grow with the files opened";
+}
+
+// A file read through the cache is deleted once no connection has it open, and a new file
+// made by the same statements (the same change counter) at the same path; ext4 commonly
+// gives it the freed inode: the new file is another database.
+TEST_F(SqliteFiles, InodeReusedByANewFileAtTheSamePathIsANewDatabase) {
+  int reused = 0;
+  for (int i = 0; i < 300 && reused < 20 && !HasFailure(); ++i) {
+    make_db(path_, "A" + std::to_string(1000 + i));
+    ino_t a = inode_of(path_);
+    {
+      auto s = open();
+      EXPECT_TRUE(twice(*s, kOne));
+      EXPECT_TRUE(twice(*s, kAll));
+    }
+    fs::remove(path_);
+    make_db(path_, "B" + std::to_string(1000 + i));
+    if (inode_of(path_) == a) ++reused;
+    auto s = open();
+    fresh(*s, kOne);
+    fresh(*s, kAll);
+    s.reset();
+    fs::remove(path_);
+  }
+  struct statfs sf {};
+  ASSERT_EQ(::statfs(dir_.c_str(), &sf), 0);
+  if (sf.f_type == 0xEF53)  // ext2/3/4 reuse a freed inode at once; tmpfs never does
+    EXPECT_GT(reused, 0) << "no inode was reused: qcache still holds the files' inodes";
+}
+
+// The same while a memoized page of the old file is in the cache: its check must not take
+// the new file for the old one.
+TEST_F(SqliteFiles, MemoizedPageOfADeletedFileIsNotServedForTheNewFile) {
+  for (int i = 0; i < 50 && !HasFailure(); ++i) {
+    make_db(path_, "A" + std::to_string(1000 + i), i % 2 == 1);
+    {
+      auto s = open();
+      EXPECT_EQ(memo_page(*s, 1, kAll), rows(*plain(), kAll));
+      EXPECT_EQ(memo_page(*s, 1, kAll), rows(*plain(), kAll));
+    }
+    fs::remove(path_);
+    fs::remove(path_ + "-wal");
+    fs::remove(path_ + "-shm");
+    make_db(path_, "B" + std::to_string(1000 + i), i % 2 == 1);
+    {
+      auto s = open();
+      EXPECT_EQ(memo_page(*s, 1, kAll), rows(*plain(), kAll));
+    }
+    fs::remove(path_);
+    fs::remove(path_ + "-wal");
+    fs::remove(path_ + "-shm");
+  }
+}
+
+// A plain connection of the process holds an exclusive lock while qcache connections to
+// the same file open, read, fail busy and close: another process still sees the lock.
+TEST_F(SqliteFiles, LockOfAPlainConnectionSurvivesQcacheConnectionsClosing) {
+  make_db(path_, "x");
+  EXPECT_FALSE(locked_for_another_process(path_));
+  auto early = open();
+  EXPECT_TRUE(twice(*early, kOne));
+  auto holder = plain();
+  *holder << "BEGIN EXCLUSIVE";
+  *holder << "UPDATE t SET v = 'held' WHERE id = 1";
+  ASSERT_TRUE(locked_for_another_process(path_));
+  early.reset();  // the last qcache connection that read the file before the lock
+  EXPECT_TRUE(locked_for_another_process(path_));
+  for (int i = 0; i < 5; ++i) {
+    soci::session s(*factory_, "db=" + path_ + " timeout=0");
+    EXPECT_THROW(rows(s, kOne), soci::soci_error) << "the file is locked exclusively";
+  }
+  EXPECT_TRUE(locked_for_another_process(path_)) << "a qcache connection dropped the lock";
+  *holder << "COMMIT";
+  EXPECT_FALSE(locked_for_another_process(path_));
+  auto s = open();
+  fresh(*s, kOne);
+}
+
+// A memoized page over a file whose qcache connections all closed: the file changed
+// through another connection meanwhile, so the page must not be served as it was; in
+// either journal mode.
+TEST_F(SqliteFiles, MemoizedPageAfterItsConnectionsClosedIsNotStale) {
+  for (bool wal : {false, true}) {
+    SCOPED_TRACE(wal ? "WAL" : "rollback journal");
+    std::string f = file(wal ? "wal.db" : "rollback.db");
+    make_db(f, "one", wal);
+    auto page = [&] {
+      auto s = open(f);
+      return memo_page(*s, wal, kAll);
+    };
+    {
+      auto s = open(f);
+      EXPECT_EQ(memo_page(*s, wal, kAll), rows(*plain(f), kAll));
+      auto before = cache_->stats().memo_hits;
+      EXPECT_EQ(memo_page(*s, wal, kAll), rows(*plain(f), kAll));
+      EXPECT_EQ(cache_->stats().memo_hits, before + 1);
+    }
+    *plain(f) << "UPDATE t SET v = 'two' WHERE id = 1";
+    EXPECT_EQ(page(), rows(*plain(f), kAll));
+    *plain(f) << "INSERT INTO t VALUES(3, 'three')";
+    EXPECT_EQ(page(), rows(*plain(f), kAll));
+  }
+}
+
+// Connections that come and go while another connection of the process keeps the file
+// open (a pool) share the file's identity: their reads stay hits.
+TEST_F(SqliteFiles, ConnectionsWhileAnotherKeepsTheFileOpenShareItsEntries) {
+  make_db(path_, "x");
+  auto keeper = open();
+  {
+    auto s = open();
+    EXPECT_FALSE(fresh(*s, kOne));
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto s = open();
+    EXPECT_TRUE(fresh(*s, kOne)) << "a read of an unchanged file is a hit";
+  }
+  *plain() << "UPDATE t SET v = 'y' WHERE id = 1";
+  auto s = open();
+  EXPECT_FALSE(fresh(*s, kOne));
+  EXPECT_TRUE(fresh(*s, kOne));
+}
+
+}  // namespace
