@@ -141,8 +141,9 @@ TEST_F(SqliteFiles, InodeReusedByANewFileAtTheSamePathIsANewDatabase) {
   }
   struct statfs sf {};
   ASSERT_EQ(::statfs(dir_.c_str(), &sf), 0);
-  if (sf.f_type == 0xEF53)  // ext2/3/4 reuse a freed inode at once; tmpfs never does
+  if (sf.f_type == 0xEF53) {  // ext2/3/4 reuse a freed inode at once; tmpfs never does
     EXPECT_GT(reused, 0) << "no inode was reused: qcache still holds the files' inodes";
+  }
 }
 
 // The same while a memoized page of the old file is in the cache: its check must not take
