@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -113,6 +114,8 @@ TEST_F(SqliteFiles, DescriptorsAndMappingsStayBoundedOverTwoThousandFiles) {
   for (int i = 0; i < 100; ++i) cycle(i);
   std::size_t fds = open_descriptors(), maps = mappings();
   for (int i = 100; i < 2100 && !HasFailure(); ++i) cycle(i);
+  std::printf("after 100 files: %zu descriptors, %zu mappings; after 2100: %zu, %zu\n", fds,
+              maps, open_descriptors(), mappings());
   EXPECT_LE(open_descriptors(), fds + 2) << "descriptors grow with the files opened";
   EXPECT_LE(mappings(), maps + 16) << "mappings grow with the files opened";
 }
@@ -218,6 +221,32 @@ TEST_F(SqliteFiles, MemoizedPageAfterItsConnectionsClosedIsNotStale) {
     *plain(f) << "INSERT INTO t VALUES(3, 'three')";
     EXPECT_EQ(page(), rows(*plain(f), kAll));
   }
+}
+
+std::size_t mappings_of(const std::string& path) {
+  std::ifstream in("/proc/self/maps");
+  std::size_t n = 0;
+  for (std::string line; std::getline(in, line);)
+    if (line.find(path) != std::string::npos) ++n;
+  return n;
+}
+
+// The header is mapped (through SQLite's own descriptor, proven to be the file's) while a
+// qcache connection has the file open, so that a hit reads the change counter without a
+// system call, and unmapped when the last one closes.
+TEST_F(SqliteFiles, HeaderIsMappedWhileAConnectionIsOpenAndUnmappedAfter) {
+  make_db(path_, "x");
+  ASSERT_EQ(mappings_of(path_), 0u);
+  {
+    auto a = open();
+    EXPECT_EQ(mappings_of(path_), 1u);
+    auto b = open();
+    EXPECT_TRUE(twice(*b, kOne));
+    EXPECT_EQ(mappings_of(path_), 1u) << "one mapping per file, not per connection";
+    a.reset();
+    EXPECT_EQ(mappings_of(path_), 1u);
+  }
+  EXPECT_EQ(mappings_of(path_), 0u);
 }
 
 // Connections that come and go while another connection of the process keeps the file
