@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 
 #include "support/sqlite_file_fixture.h"
@@ -122,12 +123,14 @@ TEST_F(SqliteFiles, DescriptorsAndMappingsStayBoundedOverTwoThousandFiles) {
 
 // A file read through the cache is deleted once no connection has it open, and a new file
 // made by the same statements (the same change counter) at the same path; ext4 commonly
-// gives it the freed inode: the new file is another database.
+// gives it a freed inode (an idle file's inode stays held until 16 newer idle files push it
+// out): the new file is another database.
 TEST_F(SqliteFiles, InodeReusedByANewFileAtTheSamePathIsANewDatabase) {
   int reused = 0;
+  std::set<ino_t> seen;
   for (int i = 0; i < 300 && reused < 20 && !HasFailure(); ++i) {
     make_db(path_, "A" + std::to_string(1000 + i));
-    ino_t a = inode_of(path_);
+    seen.insert(inode_of(path_));
     {
       auto s = open();
       EXPECT_TRUE(twice(*s, kOne));
@@ -135,7 +138,8 @@ TEST_F(SqliteFiles, InodeReusedByANewFileAtTheSamePathIsANewDatabase) {
     }
     fs::remove(path_);
     make_db(path_, "B" + std::to_string(1000 + i));
-    if (inode_of(path_) == a) ++reused;
+    if (seen.count(inode_of(path_))) ++reused;
+    seen.insert(inode_of(path_));
     auto s = open();
     fresh(*s, kOne);
     fresh(*s, kAll);
@@ -226,16 +230,26 @@ TEST_F(SqliteFiles, MemoizedPageAfterItsConnectionsClosedIsNotStale) {
 std::size_t mappings_of(const std::string& path) {
   std::ifstream in("/proc/self/maps");
   std::size_t n = 0;
-  for (std::string line; std::getline(in, line);)
-    if (line.find(path) != std::string::npos) ++n;
+  for (std::string line; std::getline(in, line);)  // the file itself, not its -wal or -shm
+    if (line.size() >= path.size() && line.compare(line.size() - path.size(), path.size(), path) == 0)
+      ++n;
+  return n;
+}
+
+std::size_t descriptors_of(const std::string& path) {
+  std::size_t n = 0;
+  for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (fs::read_symlink(e.path(), ec).string() == path) ++n;
+  }
   return n;
 }
 
 // The header is mapped (through SQLite's own descriptor, proven to be the file's) while a
 // qcache connection has the file open, so that a hit reads the change counter without a
-// system call, and unmapped when the last one closes.
+// system call; a WAL file's is unmapped when the last one closes.
 TEST_F(SqliteFiles, HeaderIsMappedWhileAConnectionIsOpenAndUnmappedAfter) {
-  make_db(path_, "x");
+  make_db(path_, "x", true);
   ASSERT_EQ(mappings_of(path_), 0u);
   {
     auto a = open();
@@ -247,6 +261,41 @@ TEST_F(SqliteFiles, HeaderIsMappedWhileAConnectionIsOpenAndUnmappedAfter) {
     EXPECT_EQ(mappings_of(path_), 1u);
   }
   EXPECT_EQ(mappings_of(path_), 0u);
+  EXPECT_EQ(descriptors_of(path_), 0u);
+}
+
+// A rollback-journal file whose connections all closed stays idle: only its header mapping
+// is kept (no descriptor), which holds its inode, so its identity and entries stay valid
+// for the next connection (an application that opens a connection per request keeps its
+// hits); a change made meanwhile is seen. The 16 most recently idle files are kept.
+TEST_F(SqliteFiles, IdleRollbackFileKeepsItsEntriesWithOnlyItsHeaderMapped) {
+  make_db(path_, "x");
+  {
+    auto s = open();
+    EXPECT_FALSE(fresh(*s, kOne));
+    EXPECT_TRUE(fresh(*s, kOne));
+  }
+  EXPECT_EQ(mappings_of(path_), 1u);
+  EXPECT_EQ(descriptors_of(path_), 0u);
+  {
+    auto s = open();
+    EXPECT_TRUE(fresh(*s, kOne)) << "an idle file's entries are kept";
+  }
+  *plain() << "UPDATE t SET v = 'changed' WHERE id = 1";
+  {
+    auto s = open();
+    EXPECT_FALSE(fresh(*s, kOne)) << "a change made while idle is seen";
+    EXPECT_TRUE(fresh(*s, kOne));
+  }
+  for (int i = 0; i < 16; ++i) {
+    std::string f = file("other" + std::to_string(i) + ".db");
+    make_db(f, "o");
+    auto s = open(f);
+    fresh(*s, kOne, f);
+  }
+  EXPECT_EQ(mappings_of(path_), 0u) << "16 newer idle files retire the oldest";
+  auto s = open();
+  EXPECT_FALSE(fresh(*s, kOne)) << "a retired identity is not met again";
 }
 
 // Connections that come and go while another connection of the process keeps the file

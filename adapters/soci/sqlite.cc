@@ -92,6 +92,7 @@ int sqlite3_preupdate_new(sqlite3*, int, sqlite3_value**);
 #include <atomic>
 #include <charconv>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <shared_mutex>
 #include <filesystem>
@@ -121,34 +122,50 @@ bool contains_ci(std::string_view hay, std::string_view needle) {
 
 // ---- Process-wide state per database file -------------------------------------------
 
+// The file's first 100 bytes mapped read-only, unmapped with the last pin sharing them. A
+// mapping holds the inode as an open descriptor does (it cannot be reused by another file),
+// and unmapping it, unlike closing a descriptor, drops no POSIX lock.
+struct header_map {
+  const volatile unsigned char* p = nullptr;
+  explicit header_map(const volatile unsigned char* m) : p(m) {}
+  header_map(const header_map&) = delete;
+  header_map& operator=(const header_map&) = delete;
+  ~header_map() { ::munmap(const_cast<unsigned char*>(p), 100); }
+};
+
 // What keeps a database file's inode from being reused while qcache relies on its identity,
-// and lets it read the file without a lock: the file's first 100 bytes mapped read-only
-// through SQLite's own descriptor (a mapping holds the inode as an open descriptor does, and
-// unmapping it, unlike closing a descriptor, drops no POSIX lock), and the private read-only
-// connection memo checks read a WAL index through. Shared by the connections attached to the
-// file and, for the length of one check, by memo checks: unmapped and closed when the last
-// of them lets go.
+// and lets it read the file without a lock: the header mapped through SQLite's own
+// descriptor, and the private read-only connection memo checks read a WAL index through.
+// Shared by the connections attached to the file and, for the length of one check, by memo
+// checks: closed and unmapped when the last of them lets go.
 struct file_pin {
-  std::atomic<const volatile unsigned char*> header{nullptr};  // set once, under mu
-  std::mutex mu;  // guards header's mapping and watch
+  std::atomic<const volatile unsigned char*> header{nullptr};  // map->p, set once under mu
+  std::mutex mu;  // guards map and watch
+  std::shared_ptr<const header_map> map;
+  const bool may_watch = true;  // false for an idle file's pin: no descriptor is opened
   sq::sqlite3* watch = nullptr;  // memo checks' connection: its WAL index mapping is shm
   std::atomic<const volatile char*> shm{nullptr};
   file_pin() = default;
+  // A pin sharing `other`'s header mapping, with no watch connection of its own yet.
+  file_pin(file_pin& other, bool watch_allowed) : may_watch(watch_allowed) {
+    std::lock_guard lock(other.mu);
+    map = other.map;
+    header.store(other.header.load(std::memory_order_acquire), std::memory_order_release);
+  }
   file_pin(const file_pin&) = delete;
   file_pin& operator=(const file_pin&) = delete;
   ~file_pin() {
     if (watch) sq::sqlite3_close_v2(watch);  // SQLite keeps its descriptor while locks need it
-    if (auto* h = header.load(std::memory_order_acquire))
-      ::munmap(const_cast<unsigned char*>(h), 100);
   }
 };
 
 // The last change counter seen for a file, shared by every connection of the process that
 // has it attached. One file_state lives while at least one connection of the process has the
-// file attached through qcache (`attached`): its identity carries a generation that is never
-// given again, so once the last connection detaches and the inode may be reused by another
-// file, nothing cached under the old identity can be reached by a new connection, and a
-// memo check still holding the old state refuses its hits (file_memo_check).
+// file attached through qcache (`attached`), or while it is idle (detach_file): its pin holds
+// the inode meanwhile. Its identity carries a generation that is never given again, so once
+// it is retired and the inode may be reused by another file, nothing cached under the old
+// identity can be reached by a new connection, and a memo check still holding the old state
+// refuses its hits (file_memo_check).
 struct file_state {
   static constexpr std::uint64_t unknown = ~std::uint64_t{0};
   std::atomic<std::uint64_t> last{unknown};
@@ -161,12 +178,13 @@ struct file_state {
   // statement analysis taken under another value is not reused.
   std::atomic<std::uint64_t> schema_epoch{0};
   // Guarded by mu (changed under g_files_mu too): connections of this process that have
-  // the file attached, and the pin while there is one (null once the state is retired).
+  // the file attached, and the pin while there is one (null once the state is retired; an
+  // idle state's pin only maps the header).
   mutable std::mutex mu;
   int attached = 0;
   std::shared_ptr<file_pin> pin;
 
-  // The pin while the file is attached by a connection, else null (the state is retired).
+  // The pin while the state is attached or idle, else null (the state is retired).
   std::shared_ptr<file_pin> current_pin() const;
 };
 
@@ -176,6 +194,13 @@ std::unordered_map<std::string, std::shared_ptr<file_state>>& g_files() {
   return *files;  // never destroyed: engines may detach during static destruction
 }
 std::atomic<std::uint64_t> g_file_generations{0};
+// Files no connection has attached any more whose entries stay valid (detach_file), oldest
+// first; guarded by g_files_mu. Bounded: what they hold is one mapping each.
+constexpr std::size_t idle_files = 16;
+std::deque<std::shared_ptr<file_state>>& g_idle() {
+  static auto* idle = new std::deque<std::shared_ptr<file_state>>;
+  return *idle;
+}
 
 std::shared_ptr<file_pin> file_state::current_pin() const {
   std::lock_guard lock(mu);
@@ -199,7 +224,10 @@ std::shared_ptr<file_state> attach_state(const std::string& key, dev_t dev, ino_
     p->pin = std::make_shared<file_pin>();
   }
   std::lock_guard state_lock(p->mu);
-  ++p->attached;
+  if (p->attached++ == 0 && !p->pin->may_watch) {  // idle: attached again
+    std::erase(g_idle(), p);
+    p->pin = std::make_shared<file_pin>(*p->pin, true);
+  }
   return p;
 }
 
@@ -210,21 +238,50 @@ void attach_file(file_state& fs) {
   ++fs.attached;
 }
 
-// A connection detaches `fs` (refresh_schemas, close). The last one retires it: the inode
-// is no longer held once the pin's last user lets go, so its identity must never be met
-// again (the next connection to the path gets a new state). Its predicate registry goes
-// with it: no connection can write under that identity any more.
+// Retires `fs`: the inode is no longer held once its pin's last user lets go, so its
+// identity must never be met again (the next connection to the path gets a new state).
+// Returns the pin, to be released after the locks. REQUIRES: g_files_mu and fs.mu held.
+std::shared_ptr<file_pin> retire_locked(file_state& fs) {
+  auto it = g_files().find(fs.key);
+  if (it != g_files().end() && it->second.get() == &fs) g_files().erase(it);
+  return std::move(fs.pin);
+}
+
+// A connection detaches `fs` (refresh_schemas, close). When the last one does, a file in
+// rollback-journal mode whose header is mapped goes idle: the mapping (no descriptor) keeps
+// the inode, so the identity and the last counter (in the file itself) stay valid and a
+// later connection finds its entries; the oldest idle file beyond `idle_files` is retired.
+// Any other file is retired at once (a WAL index is rebuilt, its counter from zero, when
+// no connection has the file open). A retired identity's predicate registry goes with it:
+// no connection can write under it any more.
 void detach_file(file_state& fs) {
-  std::shared_ptr<file_pin> pin;  // released after the locks
+  std::vector<std::shared_ptr<file_pin>> released;  // after the locks
+  std::vector<std::string> dropped;
   {
     std::lock_guard lock(g_files_mu);
-    std::lock_guard state_lock(fs.mu);
+    std::unique_lock state_lock(fs.mu);
     if (--fs.attached > 0) return;
-    pin = std::move(fs.pin);
+    std::uint64_t last = fs.last.load(std::memory_order_acquire);
     auto it = g_files().find(fs.key);
-    if (it != g_files().end() && it->second.get() == &fs) g_files().erase(it);
+    if (it == g_files().end() || it->second.get() != &fs || !fs.pin ||
+        !fs.pin->header.load(std::memory_order_acquire) || last == file_state::unknown ||
+        (last >> 32) != 1) {
+      released.push_back(retire_locked(fs));
+      dropped.push_back(fs.identity);
+    } else {
+      released.push_back(std::exchange(fs.pin, std::make_shared<file_pin>(*fs.pin, false)));
+      g_idle().push_back(it->second);
+      state_lock.unlock();
+      while (g_idle().size() > idle_files) {
+        std::shared_ptr<file_state> old = std::move(g_idle().front());
+        g_idle().pop_front();
+        std::lock_guard old_lock(old->mu);
+        released.push_back(retire_locked(*old));
+        dropped.push_back(old->identity);
+      }
+    }
   }
-  drop_registry(fs.identity);
+  for (const auto& id : dropped) drop_registry(id);
 }
 
 // The unix VFS's file object begins with these members (os_unix.c, struct unixFile, the
@@ -265,7 +322,8 @@ void map_header_locked(const file_state& fs, file_pin& pin, sq::sqlite3* conn, c
   if (h < 0 || ::fstat(h, &sb) != 0 || sb.st_size < 100) return;
   void* p = ::mmap(nullptr, 100, PROT_READ, MAP_SHARED, h, 0);
   if (p == MAP_FAILED) return;
-  pin.header.store(static_cast<const volatile unsigned char*>(p), std::memory_order_release);
+  pin.map = std::make_shared<const header_map>(static_cast<const volatile unsigned char*>(p));
+  pin.header.store(pin.map->p, std::memory_order_release);
 }
 void map_header(const file_state& fs, file_pin& pin, sq::sqlite3* conn, const char* db) {
   std::lock_guard lock(pin.mu);
@@ -555,8 +613,8 @@ std::uint64_t change_counter(sq::sqlite3* conn, const char* db, const file_pin* 
 // process saw (check_external). This does it through the file's pin (the header mapped,
 // and a private read-only connection for the WAL index, under the pin's mutex), held for
 // the length of the check; the file must still be the one the reads identified, else the
-// database is invalidated. Once no connection of the process has the file attached the
-// state is retired (its inode may be reused by another file): every hit is refused.
+// database is invalidated. Once the state is retired (its inode may be reused by another
+// file) every hit is refused; an idle state's pin opens no connection (a WAL file: refused).
 class file_memo_check final : public qcache::memo_check {
  public:
   file_memo_check(qcache::cache* c, std::string path, std::shared_ptr<file_state> fs)
@@ -601,7 +659,7 @@ class file_memo_check final : public qcache::memo_check {
   }
   // REQUIRES: pin.mu held.
   std::uint64_t counter(file_pin& pin) noexcept {
-    if (!same_file()) return file_state::unknown;  // renamed or replaced
+    if (!same_file() || !pin.may_watch) return file_state::unknown;  // renamed or replaced
     if (!pin.watch && sq::sqlite3_open_v2(path_.c_str(), &pin.watch, SQLITE_OPEN_READONLY,
                                           nullptr) != SQLITE_OK) {
       sq::sqlite3_close_v2(pin.watch);
