@@ -5,12 +5,12 @@
 // must be a new database). Every read through the cache is compared with the same read on a
 // plain session opened on the file at that moment, so a stale hit fails whatever the
 // counters say.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <qcache/memoize.h>
 #include <qcache/soci.h>
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -115,8 +115,8 @@ TEST_F(SqliteFiles, DescriptorsAndMappingsStayBoundedOverTwoThousandFiles) {
   for (int i = 0; i < 100; ++i) cycle(i);
   std::size_t fds = open_descriptors(), maps = mappings();
   for (int i = 100; i < 2100 && !HasFailure(); ++i) cycle(i);
-  std::printf("after 100 files: %zu descriptors, %zu mappings; after 2100: %zu, %zu\n", fds,
-              maps, open_descriptors(), mappings());
+  std::printf("after 100 files: %zu descriptors, %zu mappings; after 2100: %zu, %zu\n", fds, maps,
+              open_descriptors(), mappings());
   EXPECT_LE(open_descriptors(), fds + 2) << "descriptors grow with the files opened";
   EXPECT_LE(mappings(), maps + 16) << "mappings grow with the files opened";
 }
@@ -231,7 +231,8 @@ std::size_t mappings_of(const std::string& path) {
   std::ifstream in("/proc/self/maps");
   std::size_t n = 0;
   for (std::string line; std::getline(in, line);)  // the file itself, not its -wal or -shm
-    if (line.size() >= path.size() && line.compare(line.size() - path.size(), path.size(), path) == 0)
+    if (line.size() >= path.size() &&
+        line.compare(line.size() - path.size(), path.size(), path) == 0)
       ++n;
   return n;
 }

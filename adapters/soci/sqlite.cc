@@ -140,9 +140,9 @@ struct header_map {
 // checks: closed and unmapped when the last of them lets go.
 struct file_pin {
   std::atomic<const volatile unsigned char*> header{nullptr};  // map->p, set once under mu
-  std::mutex mu;  // guards map and watch
+  std::mutex mu;                                               // guards map and watch
   std::shared_ptr<const header_map> map;
-  const bool may_watch = true;  // false for an idle file's pin: no descriptor is opened
+  const bool may_watch = true;   // false for an idle file's pin: no descriptor is opened
   sq::sqlite3* watch = nullptr;  // memo checks' connection: its WAL index mapping is shm
   std::atomic<const volatile char*> shm{nullptr};
   file_pin() = default;
@@ -570,7 +570,8 @@ bool wal_open(sq::sqlite3* conn, const char* db) {
 // Returns file_state::unknown when it cannot be read.
 std::uint64_t change_counter(sq::sqlite3* conn, const char* db, const file_pin* pin) {
   unsigned char hdr[28] = {};
-  const volatile unsigned char* mapped = pin ? pin->header.load(std::memory_order_acquire) : nullptr;
+  const volatile unsigned char* mapped =
+      pin ? pin->header.load(std::memory_order_acquire) : nullptr;
   sq::sqlite3_file* f = nullptr;
   if (mapped) {
     for (int i = 18; i < 28; ++i) hdr[i] = mapped[i];
@@ -678,12 +679,10 @@ class file_memo_check final : public qcache::memo_check {
     if (!wal_open(pin.watch, "main"))
       sq::sqlite3_exec(pin.watch, "PRAGMA main.data_version", nullptr, nullptr, nullptr);
     std::uint64_t c = change_counter(pin.watch, "main", &pin);
-    if ((c >> 32) == 2 && !pin.shm.load(std::memory_order_acquire) &&
-        wal_open(pin.watch, "main")) {
+    if ((c >> 32) == 2 && !pin.shm.load(std::memory_order_acquire) && wal_open(pin.watch, "main")) {
       sq::sqlite3_file* f = nullptr;
       void volatile* p = nullptr;
-      if (sq::sqlite3_file_control(pin.watch, "main", SQLITE_FCNTL_FILE_POINTER, &f) ==
-              SQLITE_OK &&
+      if (sq::sqlite3_file_control(pin.watch, "main", SQLITE_FCNTL_FILE_POINTER, &f) == SQLITE_OK &&
           f && f->pMethods && f->pMethods->iVersion >= 2 && f->pMethods->xShmMap &&
           f->pMethods->xShmMap(f, 0, 32768, 0, &p) == SQLITE_OK && p)
         pin.shm.store(static_cast<const volatile char*>(p), std::memory_order_release);
@@ -861,7 +860,7 @@ class sqlite_engine final : public engine {
     std::string path;
     bool file = false;
     std::shared_ptr<file_state> fs;  // attached by this connection
-    std::shared_ptr<file_pin> pin;    // fs's, while attached
+    std::shared_ptr<file_pin> pin;   // fs's, while attached
     sq::sqlite3_stmt* dv = nullptr;  // PRAGMA data_version, when the counter is unreadable
     std::int64_t dv_last = -1;
     predicate_registry* reg = nullptr;
@@ -1123,8 +1122,9 @@ class sqlite_engine final : public engine {
 
 // A database file is its device and inode, not its path (P21): a file renamed over the
 // path (a restore, a deploy) is another database. `id` names (path, dev, ino) of the file
-// SQLite has open for `schema` (attach_state adds the generation), proven by SQLite (SQLITE_FCNTL_HAS_MOVED: the path still names that inode)
-// between two stats that agree; false when it cannot be proven.
+// SQLite has open for `schema` (attach_state adds the generation), proven by SQLite
+// (SQLITE_FCNTL_HAS_MOVED: the path still names that inode) between two stats that agree; false
+// when it cannot be proven.
 bool sqlite_engine::file_identity(const std::string& schema, const std::string& path,
                                   std::string& id, dev_t& dev, ino_t& ino) {
   struct stat a, b;
