@@ -16,11 +16,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "support/sqlite_file_fixture.h"
 
@@ -119,6 +123,78 @@ TEST_F(SqliteFiles, DescriptorsAndMappingsStayBoundedOverTwoThousandFiles) {
               open_descriptors(), mappings());
   EXPECT_LE(open_descriptors(), fds + 2) << "descriptors grow with the files opened";
   EXPECT_LE(mappings(), maps + 16) << "mappings grow with the files opened";
+}
+
+// The same for files one connection attaches, reads and detaches: what a file holds is
+// released when it is detached, not when the connection closes.
+TEST_F(SqliteFiles, AttachedFilesAreReleasedWhenDetached) {
+  make_db(path_, "main");
+  auto s = open();
+  auto cycle = [&](int i) {
+    std::string f = file("a" + std::to_string(i) + ".db");
+    make_db(f, "v" + std::to_string(i), i % 2 == 1);
+    const std::string attach = "ATTACH DATABASE '" + f + "' AS aux";
+    *s << attach;
+    const std::string q = "SELECT v FROM aux.t WHERE id = 1";
+    EXPECT_FALSE(fresh(*s, q, {}, {attach}));
+    EXPECT_TRUE(fresh(*s, q, {}, {attach})) << "an unchanged attached file's read must be a hit";
+    *s << "DETACH DATABASE aux";
+    fs::remove(f);
+    fs::remove(f + "-wal");
+    fs::remove(f + "-shm");
+  };
+  for (int i = 0; i < 50; ++i) cycle(i);
+  std::size_t fds = open_descriptors(), maps = mappings();
+  for (int i = 50; i < 550 && !HasFailure(); ++i) cycle(i);
+  EXPECT_LE(open_descriptors(), fds + 2) << "descriptors grow with the files attached";
+  EXPECT_LE(mappings(), maps + 16) << "mappings grow with the files attached";
+}
+
+// Connections open and close on two threads (the file's state attached, idle or retired
+// in turn) while two others serve memoized pages of the file (each check takes the pin of
+// the moment): no check reads a mapping or connection released under it, and no page is
+// stale once the writer's change is made.
+TEST_F(SqliteFiles, MemoChecksRaceConnectionsClosing) {
+  for (bool wal : {false, true}) {
+    SCOPED_TRACE(wal ? "WAL" : "rollback journal");
+    std::string f = file(wal ? "wal.db" : "rollback.db");
+    make_db(f, "one", wal);
+    std::atomic<bool> stop{false};
+    std::atomic<int> errors{0};
+    auto churn = [&] {
+      while (!stop) {
+        try {
+          auto s = open(f);
+          rows(*s, kOne);
+        } catch (...) {
+          ++errors;
+        }
+      }
+    };
+    auto pages = [&] {
+      while (!stop) {
+        try {
+          cache_->memoize("race", wal, [&] {
+            auto s = open(f);
+            return rows(*s, kAll);
+          });
+        } catch (...) {
+          ++errors;
+        }
+      }
+    };
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 2; ++i) threads.emplace_back(churn);
+    for (int i = 0; i < 2; ++i) threads.emplace_back(pages);
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    *plain(f) << "UPDATE t SET v = 'two' WHERE id = 1";
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    stop = true;
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(errors, 0);
+    auto s = open(f);
+    EXPECT_EQ(cache_->memoize("race", wal, [&] { return rows(*s, kAll); }), rows(*plain(f), kAll));
+  }
 }
 
 // A file read through the cache is deleted once no connection has it open, and a new file
