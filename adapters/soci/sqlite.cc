@@ -39,9 +39,16 @@
 //    it runs means the schema changed (a read stores nothing, a write flushes);
 //  * every read depends on its databases' tags; DDL, ATTACH/DETACH and external writes
 //    bump them. Database identity is the file's device and inode (a file renamed over the
-//    path is another database), proven at every schema refresh; a file that cannot be
-//    identified is not cached. temp and a plain :memory: main get an identity private to
-//    the connection; other memory databases (shared cache) too, watched by data_version;
+//    path is another database), proven at every schema refresh, plus a generation: it
+//    lives while a connection of the process has the file attached (its inode cannot be
+//    reused meanwhile) and is never given again, so an inode reused by a new file is a new
+//    database. A file that cannot be identified is not cached. temp and a plain :memory:
+//    main get an identity private to the connection; other memory databases (shared
+//    cache) too, watched by data_version;
+//  * qcache never opens a descriptor of a database file (closing it would drop the
+//    process's POSIX locks on the file, SQLite's included): the header is mapped through
+//    SQLite's own descriptor, and what is held per file (file_pin) is released with the
+//    last connection attaching it;
 //  * inside an explicit transaction a read uses the cache only while the files it reads
 //    have not changed since the transaction began (its snapshot is current), and no miss
 //    is stored while another statement holds a WAL snapshot;
@@ -85,6 +92,7 @@ int sqlite3_preupdate_new(sqlite3*, int, sqlite3_value**);
 #include <atomic>
 #include <charconv>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <shared_mutex>
 #include <filesystem>
@@ -93,7 +101,6 @@ int sqlite3_preupdate_new(sqlite3*, int, sqlite3_value**);
 #include <set>
 #include <unordered_map>
 
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -115,80 +122,212 @@ bool contains_ci(std::string_view hay, std::string_view needle) {
 
 // ---- Process-wide state per database file -------------------------------------------
 
-// The last change counter seen for a file, shared by every connection of the process, and
-// the file's first bytes mapped read-only so that reading the counter costs no system call.
+// The file's first 100 bytes mapped read-only, unmapped with the last pin sharing them. A
+// mapping holds the inode as an open descriptor does (it cannot be reused by another file),
+// and unmapping it, unlike closing a descriptor, drops no POSIX lock.
+struct header_map {
+  const volatile unsigned char* p = nullptr;
+  explicit header_map(const volatile unsigned char* m) : p(m) {}
+  header_map(const header_map&) = delete;
+  header_map& operator=(const header_map&) = delete;
+  ~header_map() { ::munmap(const_cast<unsigned char*>(p), 100); }
+};
+
+// What keeps a database file's inode from being reused while qcache relies on its identity,
+// and lets it read the file without a lock: the header mapped through SQLite's own
+// descriptor, and the private read-only connection memo checks read a WAL index through.
+// Shared by the connections attached to the file and, for the length of one check, by memo
+// checks: closed and unmapped when the last of them lets go.
+struct file_pin {
+  std::atomic<const volatile unsigned char*> header{nullptr};  // map->p, set once under mu
+  std::mutex mu;                                               // guards map and watch
+  std::shared_ptr<const header_map> map;
+  const bool may_watch = true;   // false for an idle file's pin: no descriptor is opened
+  sq::sqlite3* watch = nullptr;  // memo checks' connection: its WAL index mapping is shm
+  std::atomic<const volatile char*> shm{nullptr};
+  file_pin() = default;
+  // A pin sharing `other`'s header mapping, with no watch connection of its own yet.
+  file_pin(file_pin& other, bool watch_allowed) : may_watch(watch_allowed) {
+    std::lock_guard lock(other.mu);
+    map = other.map;
+    header.store(other.header.load(std::memory_order_acquire), std::memory_order_release);
+  }
+  file_pin(const file_pin&) = delete;
+  file_pin& operator=(const file_pin&) = delete;
+  ~file_pin() {
+    if (watch) sq::sqlite3_close_v2(watch);  // SQLite keeps its descriptor while locks need it
+  }
+};
+
+// The last change counter seen for a file, shared by every connection of the process that
+// has it attached. One file_state lives while at least one connection of the process has the
+// file attached through qcache (`attached`), or while it is idle (detach_file): its pin holds
+// the inode meanwhile. Its identity carries a generation that is never given again, so once
+// it is retired and the inode may be reused by another file, nothing cached under the old
+// identity can be reached by a new connection, and a memo check still holding the old state
+// refuses its hits (file_memo_check).
 struct file_state {
   static constexpr std::uint64_t unknown = ~std::uint64_t{0};
   std::atomic<std::uint64_t> last{unknown};
-  std::mutex mu;  // guards (re)mapping
-  std::atomic<const volatile unsigned char*> header{nullptr};
-  dev_t dev = 0;  // the file's identity (fixed at creation)
+  dev_t dev = 0;  // the file (fixed at creation)
   ino_t ino = 0;
-  int fd = -1;  // opened on (dev, ino), never closed: see map_header
+  std::string key;       // path@dev:ino, its entry in the process's table while attached
+  std::string identity;  // key#generation: what tags and contexts name
   // Moved by every schema change made through qcache and every change to the file that
   // this process did not prove to be its own commit (which may have been DDL): a memoized
   // statement analysis taken under another value is not reused.
   std::atomic<std::uint64_t> schema_epoch{0};
-  // Connections of this process that have the file attached (guarded by mu). A WAL index
-  // is rebuilt, its change counter from zero, when a connection opens a database no
-  // connection has open: once the last of ours detaches, `last` means nothing any more.
+  // Guarded by mu (changed under g_files_mu too): connections of this process that have
+  // the file attached, and the pin while there is one (null once the state is retired; an
+  // idle state's pin only maps the header).
+  mutable std::mutex mu;
   int attached = 0;
+  std::shared_ptr<file_pin> pin;
+
+  // The pin while the state is attached or idle, else null (the state is retired).
+  std::shared_ptr<file_pin> current_pin() const;
 };
 
-// A connection attaches `fs` (refresh_schemas) or detaches it (refresh_schemas, close).
-void attach_file(file_state& fs) {
-  std::lock_guard lock(fs.mu);
-  ++fs.attached;
+std::mutex g_files_mu;
+std::unordered_map<std::string, std::shared_ptr<file_state>>& g_files() {
+  static auto* files = new std::unordered_map<std::string, std::shared_ptr<file_state>>;
+  return *files;  // never destroyed: engines may detach during static destruction
 }
-void detach_file(file_state& fs) {
-  std::lock_guard lock(fs.mu);
-  if (--fs.attached > 0) return;
-  // The WAL index may be deleted and rebuilt before another of our connections opens it,
-  // its counter then meeting `last` again after as many commits by others: forget it, so
-  // that the next check invalidates the database. A rollback journal's counter is in the
-  // file itself and survives.
-  std::uint64_t last = fs.last.load(std::memory_order_acquire);
-  if (last == file_state::unknown || (last >> 32) != 1) {
-    fs.last.store(file_state::unknown, std::memory_order_release);
-    fs.schema_epoch.fetch_add(1, std::memory_order_acq_rel);
-  }
+std::atomic<std::uint64_t> g_file_generations{0};
+// Files no connection has attached any more whose entries stay valid (detach_file), oldest
+// first; guarded by g_files_mu. Bounded: what they hold is one mapping each.
+constexpr std::size_t idle_files = 16;
+std::deque<std::shared_ptr<file_state>>& g_idle() {
+  static auto* idle = new std::deque<std::shared_ptr<file_state>>;
+  return *idle;
 }
 
-// `identity` names (dev, ino): see sqlite_engine::file_identity.
-file_state& state_for(const std::string& identity, dev_t dev, ino_t ino) {
-  static std::mutex mu;
-  static std::unordered_map<std::string, std::unique_ptr<file_state>> files;
+std::shared_ptr<file_pin> file_state::current_pin() const {
   std::lock_guard lock(mu);
-  auto& p = files[identity];
+  return pin;
+}
+
+void drop_registry(const std::string& identity);
+
+// Attaches the file (dev, ino) for one connection: the state of the process's
+// connections that have it attached, or a new one with a new identity when none has.
+// `key` names (path, dev, ino): see sqlite_engine::file_identity.
+std::shared_ptr<file_state> attach_state(const std::string& key, dev_t dev, ino_t ino) {
+  std::lock_guard lock(g_files_mu);
+  auto& p = g_files()[key];
   if (!p) {
-    p = std::make_unique<file_state>();
+    p = std::make_shared<file_state>();
     p->dev = dev;
     p->ino = ino;
+    p->key = key;
+    p->identity = key + "#" + std::to_string(++g_file_generations);
+    p->pin = std::make_shared<file_pin>();
   }
-  return *p;
+  std::lock_guard state_lock(p->mu);
+  if (p->attached++ == 0 && !p->pin->may_watch) {  // idle: attached again
+    std::erase(g_idle(), p);
+    p->pin = std::make_shared<file_pin>(*p->pin, true);
+  }
+  return p;
 }
 
-// Maps the first 100 bytes of the database file at `path` once it has them, provided the
-// path still names the file of `fs` (its device and inode). The descriptor is opened once
-// and kept, with the mapping, for the life of the process on purpose: closing any
-// descriptor of a file drops every POSIX lock the process holds on it, SQLite's included
-// (so a descriptor opened on another file by a rename race is kept too, unused); and while
-// it is open the inode cannot be reused by another file, so an identity is never reborn.
-void map_header(file_state& fs, const std::string& path) {
-  std::lock_guard lock(fs.mu);
-  if (fs.header.load(std::memory_order_acquire)) return;
-  if (fs.fd < 0) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    struct stat fb;
-    if (::fstat(fd, &fb) != 0 || fb.st_dev != fs.dev || fb.st_ino != fs.ino) return;  // kept
-    fs.fd = fd;
+// A connection attaches a state it already has attached again (a file renamed since).
+void attach_file(file_state& fs) {
+  std::lock_guard lock(g_files_mu);
+  std::lock_guard state_lock(fs.mu);
+  ++fs.attached;
+}
+
+// Retires `fs`: the inode is no longer held once its pin's last user lets go, so its
+// identity must never be met again (the next connection to the path gets a new state).
+// Returns the pin, to be released after the locks. REQUIRES: g_files_mu and fs.mu held.
+std::shared_ptr<file_pin> retire_locked(file_state& fs) {
+  auto it = g_files().find(fs.key);
+  if (it != g_files().end() && it->second.get() == &fs) g_files().erase(it);
+  return std::move(fs.pin);
+}
+
+// A connection detaches `fs` (refresh_schemas, close). When the last one does, a file in
+// rollback-journal mode whose header is mapped goes idle: the mapping (no descriptor) keeps
+// the inode, so the identity and the last counter (in the file itself) stay valid and a
+// later connection finds its entries; the oldest idle file beyond `idle_files` is retired.
+// Any other file is retired at once (a WAL index is rebuilt, its counter from zero, when
+// no connection has the file open). A retired identity's predicate registry goes with it:
+// no connection can write under it any more.
+void detach_file(file_state& fs) {
+  std::vector<std::shared_ptr<file_pin>> released;  // after the locks
+  std::vector<std::string> dropped;
+  {
+    std::lock_guard lock(g_files_mu);
+    std::unique_lock state_lock(fs.mu);
+    if (--fs.attached > 0) return;
+    std::uint64_t last = fs.last.load(std::memory_order_acquire);
+    auto it = g_files().find(fs.key);
+    if (it == g_files().end() || it->second.get() != &fs || !fs.pin ||
+        !fs.pin->header.load(std::memory_order_acquire) || last == file_state::unknown ||
+        (last >> 32) != 1) {
+      released.push_back(retire_locked(fs));
+      dropped.push_back(fs.identity);
+    } else {
+      released.push_back(std::exchange(fs.pin, std::make_shared<file_pin>(*fs.pin, false)));
+      g_idle().push_back(it->second);
+      state_lock.unlock();
+      while (g_idle().size() > idle_files) {
+        std::shared_ptr<file_state> old = std::move(g_idle().front());
+        g_idle().pop_front();
+        std::lock_guard old_lock(old->mu);
+        released.push_back(retire_locked(*old));
+        dropped.push_back(old->identity);
+      }
+    }
   }
-  struct stat fb;
-  if (::fstat(fs.fd, &fb) != 0 || fb.st_size < 100) return;
-  void* p = ::mmap(nullptr, 100, PROT_READ, MAP_SHARED, fs.fd, 0);
+  for (const auto& id : dropped) drop_registry(id);
+}
+
+// The unix VFS's file object begins with these members (os_unix.c, struct unixFile, the
+// same from SQLite 3.7 through Debian 12's 3.40): its descriptor is `h`.
+struct unix_file_head {
+  const sq::sqlite3_io_methods* pMethod;
+  sq::sqlite3_vfs* pVfs;
+  void* pInode;
+  int h;
+};
+
+// SQLite's descriptor of schema `db`'s file, when its VFS is one of the unix VFSes and the
+// descriptor is open on (dev, ino); else -1. Never closed by us: it is SQLite's.
+int sqlite_descriptor(sq::sqlite3* conn, const char* db, dev_t dev, ino_t ino) {
+  sq::sqlite3_vfs* vfs = nullptr;
+  sq::sqlite3_file* f = nullptr;
+  if (sq::sqlite3_file_control(conn, db, SQLITE_FCNTL_VFS_POINTER, &vfs) != SQLITE_OK || !vfs ||
+      !vfs->zName || std::strncmp(vfs->zName, "unix", 4) != 0)
+    return -1;
+  if (sq::sqlite3_file_control(conn, db, SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f ||
+      !f->pMethods)
+    return -1;
+  int h = reinterpret_cast<const unix_file_head*>(f)->h;
+  struct stat sb;
+  if (h < 0 || ::fstat(h, &sb) != 0 || sb.st_dev != dev || sb.st_ino != ino) return -1;
+  return h;
+}
+
+// Maps the first 100 bytes of the file of `fs` into `pin` once the file has them, through
+// the descriptor SQLite has open for schema `db` of `conn` (proven to be that file). No
+// descriptor of our own is ever opened: closing one would drop every POSIX lock the process
+// holds on the file, SQLite's included.
+// REQUIRES: pin.mu held.
+void map_header_locked(const file_state& fs, file_pin& pin, sq::sqlite3* conn, const char* db) {
+  if (pin.header.load(std::memory_order_acquire)) return;
+  int h = sqlite_descriptor(conn, db, fs.dev, fs.ino);
+  struct stat sb;
+  if (h < 0 || ::fstat(h, &sb) != 0 || sb.st_size < 100) return;
+  void* p = ::mmap(nullptr, 100, PROT_READ, MAP_SHARED, h, 0);
   if (p == MAP_FAILED) return;
-  fs.header.store(static_cast<const volatile unsigned char*>(p), std::memory_order_release);
+  pin.map = std::make_shared<const header_map>(static_cast<const volatile unsigned char*>(p));
+  pin.header.store(pin.map->p, std::memory_order_release);
+}
+void map_header(const file_state& fs, file_pin& pin, sq::sqlite3* conn, const char* db) {
+  std::lock_guard lock(pin.mu);
+  map_header_locked(fs, pin, conn, db);
 }
 
 std::atomic<std::uint64_t> g_connection_ids{0};
@@ -240,7 +379,8 @@ predicate_registry& registry_for(const std::string& identity) {
   return *r;
 }
 
-// A :memory: or temp database dies with its connection: so can its registry.
+// A :memory: or temp database dies with its connection, a file's identity with the last
+// connection attaching it (detach_file): so can its registry.
 void drop_registry(const std::string& identity) {
   std::lock_guard lock(g_registries_mu);
   g_registries.erase(identity);
@@ -417,12 +557,21 @@ bool has_cast(std::string_view sql) {
   return false;
 }
 
+// True when `conn` has the WAL of schema `db` open (SQLITE_FCNTL_JOURNAL_POINTER names the
+// WAL file once the pager opened it, else the rollback journal, open only in a write).
+bool wal_open(sq::sqlite3* conn, const char* db) {
+  sq::sqlite3_file* j = nullptr;
+  return sq::sqlite3_file_control(conn, db, SQLITE_FCNTL_JOURNAL_POINTER, &j) == SQLITE_OK && j &&
+         j->pMethods;
+}
+
 // Reads the change counter of schema `db` without a lock: (source << 32) | counter, where
 // source 1 is the rollback-journal header counter and 2 the WAL index's change counter.
 // Returns file_state::unknown when it cannot be read.
-std::uint64_t change_counter(sq::sqlite3* conn, const char* db, const file_state* fs) {
+std::uint64_t change_counter(sq::sqlite3* conn, const char* db, const file_pin* pin) {
   unsigned char hdr[28] = {};
-  const volatile unsigned char* mapped = fs ? fs->header.load(std::memory_order_acquire) : nullptr;
+  const volatile unsigned char* mapped =
+      pin ? pin->header.load(std::memory_order_acquire) : nullptr;
   sq::sqlite3_file* f = nullptr;
   if (mapped) {
     for (int i = 18; i < 28; ++i) hdr[i] = mapped[i];
@@ -438,13 +587,22 @@ std::uint64_t change_counter(sq::sqlite3* conn, const char* db, const file_state
     if (!f && (sq::sqlite3_file_control(conn, db, SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK ||
                !f || !f->pMethods))
       return file_state::unknown;
-    if (f->pMethods->iVersion < 2 || !f->pMethods->xShmMap) return file_state::unknown;
+    if (f->pMethods->iVersion < 2 || !f->pMethods->xShmMap || !f->pMethods->xShmUnmap)
+      return file_state::unknown;
+    // SQLite unmaps the WAL index when it closes the WAL; a connection that has not opened
+    // its WAL yet would never unmap it (the index's descriptor and mapping would outlive the
+    // connection): it is then only borrowed for this read.
+    bool borrowed = !wal_open(conn, db);
     void volatile* p = nullptr;
-    if (f->pMethods->xShmMap(f, 0, 32768, 0, &p) != SQLITE_OK || !p) return file_state::unknown;
-    std::uint32_t ichange;
-    std::memcpy(&ichange, const_cast<const char*>(static_cast<volatile char*>(p)) + 8, 4);
-    std::atomic_thread_fence(std::memory_order_acquire);
-    return (std::uint64_t{2} << 32) | ichange;
+    std::uint64_t c = file_state::unknown;
+    if (f->pMethods->xShmMap(f, 0, 32768, 0, &p) == SQLITE_OK && p) {
+      std::uint32_t ichange;
+      std::memcpy(&ichange, const_cast<const char*>(static_cast<volatile char*>(p)) + 8, 4);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      c = (std::uint64_t{2} << 32) | ichange;
+    }
+    if (borrowed) f->pMethods->xShmUnmap(f, 0);
+    return c;
   }
   std::uint32_t c = (std::uint32_t{hdr[24]} << 24) | (std::uint32_t{hdr[25]} << 16) |
                     (std::uint32_t{hdr[26]} << 8) | std::uint32_t{hdr[27]};
@@ -453,26 +611,26 @@ std::uint64_t change_counter(sq::sqlite3* conn, const char* db, const file_state
 
 // A memoized value's check of one database file (cache.h, memo_check): a memo hit runs no
 // statement, so nothing would compare the file's change counter with the last one this
-// process saw (check_external). This does it, with a private read-only connection of its
-// own (the WAL index is reached through a connection), under its mutex; the file must
-// still be the one the reads identified, else the database is invalidated.
+// process saw (check_external). This does it through the file's pin (the header mapped,
+// and a private read-only connection for the WAL index, under the pin's mutex), held for
+// the length of the check; the file must still be the one the reads identified, else the
+// database is invalidated. Once the state is retired (its inode may be reused by another
+// file) every hit is refused; an idle state's pin opens no connection (a WAL file: refused).
 class file_memo_check final : public qcache::memo_check {
  public:
-  file_memo_check(qcache::cache* c, std::string identity, std::string path, file_state* fs)
-      : cache_(c), identity_(std::move(identity)), path_(std::move(path)), fs_(fs) {}
-  ~file_memo_check() override {
-    if (conn_) sq::sqlite3_close_v2(conn_);
-  }
+  file_memo_check(qcache::cache* c, std::string path, std::shared_ptr<file_state> fs)
+      : cache_(c), path_(std::move(path)), fs_(std::move(fs)) {}
   void run() noexcept override {
-    std::uint64_t c = fast_counter();
-    if (c == file_state::unknown) {
-      std::lock_guard lock(mu_);
-      c = counter();
+    std::shared_ptr<file_pin> pin = fs_->current_pin();
+    std::uint64_t c = pin ? fast_counter(*pin) : file_state::unknown;
+    if (pin && c == file_state::unknown) {
+      std::lock_guard lock(pin->mu);
+      c = counter(*pin);
     }
     std::uint64_t last = fs_->last.load(std::memory_order_acquire);
     if (c == file_state::unknown || c != last) {
       fs_->schema_epoch.fetch_add(1, std::memory_order_acq_rel);
-      cache_->invalidate(std::array{tags::database(identity_)}, invalidation_cause::external);
+      cache_->invalidate(std::array{tags::database(fs_->identity)}, invalidation_cause::external);
       if (c != file_state::unknown) fs_->last.store(c, std::memory_order_release);
     }
   }
@@ -483,13 +641,13 @@ class file_memo_check final : public qcache::memo_check {
     return ::stat(path_.c_str(), &sb) == 0 && sb.st_dev == fs_->dev && sb.st_ino == fs_->ino;
   }
   // change_counter() without a system call beyond the identity check: the file header
-  // mapped by the process (file_state) and the WAL index this check's connection mapped
-  // (it stays mapped while the connection is open). Unknown until both are there.
-  std::uint64_t fast_counter() const noexcept {
-    const volatile unsigned char* hdr = fs_->header.load(std::memory_order_acquire);
+  // mapped by the pin and the WAL index its connection mapped (it stays mapped while the
+  // connection is open). Unknown until both are there.
+  std::uint64_t fast_counter(const file_pin& pin) const noexcept {
+    const volatile unsigned char* hdr = pin.header.load(std::memory_order_acquire);
     if (!hdr || !same_file()) return file_state::unknown;
     if (hdr[18] == 2) {
-      const volatile char* shm = shm_.load(std::memory_order_acquire);
+      const volatile char* shm = pin.shm.load(std::memory_order_acquire);
       if (!shm) return file_state::unknown;
       std::uint32_t ichange;
       std::memcpy(&ichange, const_cast<const char*>(shm) + 8, 4);
@@ -500,39 +658,41 @@ class file_memo_check final : public qcache::memo_check {
                       (std::uint32_t{hdr[26]} << 8) | std::uint32_t{hdr[27]};
     return (std::uint64_t{1} << 32) | c;
   }
-  std::uint64_t counter() noexcept {
-    if (!same_file()) return file_state::unknown;  // renamed or replaced
-    if (!conn_) {
-      if (sq::sqlite3_open_v2(path_.c_str(), &conn_, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
-        sq::sqlite3_close_v2(conn_);
-        conn_ = nullptr;
-        return file_state::unknown;
-      }
+  // REQUIRES: pin.mu held.
+  std::uint64_t counter(file_pin& pin) noexcept {
+    if (!same_file() || !pin.may_watch) return file_state::unknown;  // renamed or replaced
+    if (!pin.watch && sq::sqlite3_open_v2(path_.c_str(), &pin.watch, SQLITE_OPEN_READONLY,
+                                          nullptr) != SQLITE_OK) {
+      sq::sqlite3_close_v2(pin.watch);
+      pin.watch = nullptr;
+      return file_state::unknown;
     }
-    // A read first, so that SQLite's pager has opened the WAL index itself (when the file
-    // is in WAL mode now) before change_counter maps it through this connection: a
-    // mapping we made first would never be released by the pager, which unmaps only what
-    // its WAL opened, leaking the index's descriptor and memory at close.
-    sq::sqlite3_exec(conn_, "PRAGMA main.data_version", nullptr, nullptr, nullptr);
-    if (!fs_->header.load(std::memory_order_acquire)) map_header(*fs_, path_);
-    std::uint64_t c = change_counter(conn_, "main", fs_);
-    if ((c >> 32) == 2 && !shm_.load(std::memory_order_acquire)) {
+    // The watch connection opened the path after the check above: it must have opened the
+    // pinned file, else it is of no use (and is closed: it is SQLite's to close).
+    if (sqlite_descriptor(pin.watch, "main", fs_->dev, fs_->ino) < 0) {
+      sq::sqlite3_close_v2(pin.watch);
+      pin.watch = nullptr;
+      return file_state::unknown;
+    }
+    map_header_locked(*fs_, pin, pin.watch, "main");
+    // A first read opens the WAL (which maps its index, and unmaps it at close).
+    if (!wal_open(pin.watch, "main"))
+      sq::sqlite3_exec(pin.watch, "PRAGMA main.data_version", nullptr, nullptr, nullptr);
+    std::uint64_t c = change_counter(pin.watch, "main", &pin);
+    if ((c >> 32) == 2 && !pin.shm.load(std::memory_order_acquire) && wal_open(pin.watch, "main")) {
       sq::sqlite3_file* f = nullptr;
       void volatile* p = nullptr;
-      if (sq::sqlite3_file_control(conn_, "main", SQLITE_FCNTL_FILE_POINTER, &f) == SQLITE_OK &&
+      if (sq::sqlite3_file_control(pin.watch, "main", SQLITE_FCNTL_FILE_POINTER, &f) == SQLITE_OK &&
           f && f->pMethods && f->pMethods->iVersion >= 2 && f->pMethods->xShmMap &&
           f->pMethods->xShmMap(f, 0, 32768, 0, &p) == SQLITE_OK && p)
-        shm_.store(static_cast<const volatile char*>(p), std::memory_order_release);
+        pin.shm.store(static_cast<const volatile char*>(p), std::memory_order_release);
     }
     return c;
   }
 
   qcache::cache* cache_;  // owns the entries holding this check
-  std::string identity_, path_;
-  file_state* fs_;  // process lifetime
-  std::mutex mu_;
-  sq::sqlite3* conn_ = nullptr;  // opened once, kept: its WAL index mapping is shm_
-  std::atomic<const volatile char*> shm_{nullptr};
+  std::string path_;
+  std::shared_ptr<file_state> fs_;  // its identity retired once no connection attaches it
 };
 
 // ---- Analysis -------------------------------------------------------------------------
@@ -705,7 +865,8 @@ class sqlite_engine final : public engine {
     std::string identity;
     std::string path;
     bool file = false;
-    file_state* fs = nullptr;
+    std::shared_ptr<file_state> fs;  // attached by this connection
+    std::shared_ptr<file_pin> pin;   // fs's, while attached
     sq::sqlite3_stmt* dv = nullptr;  // PRAGMA data_version, when the counter is unreadable
     std::int64_t dv_last = -1;
     predicate_registry* reg = nullptr;
@@ -788,7 +949,7 @@ class sqlite_engine final : public engine {
     e->pre_commit_.clear();
     for (auto& [name, s] : e->schemas_) {
       if (!s.file) continue;
-      e->pre_commit_.emplace_back(s.identity, change_counter(e->conn_, name.c_str(), s.fs));
+      e->pre_commit_.emplace_back(s.identity, change_counter(e->conn_, name.c_str(), s.pin.get()));
     }
     return 0;
   }
@@ -972,9 +1133,10 @@ class sqlite_engine final : public engine {
 };
 
 // A database file is its device and inode, not its path (P21): a file renamed over the
-// path (a restore, a deploy) is another database. `id` names the file SQLite has open for
-// `schema`, proven by SQLite (SQLITE_FCNTL_HAS_MOVED: the path still names that inode)
-// between two stats that agree; false when it cannot be proven.
+// path (a restore, a deploy) is another database. `id` names (path, dev, ino) of the file
+// SQLite has open for `schema` (attach_state adds the generation), proven by SQLite
+// (SQLITE_FCNTL_HAS_MOVED: the path still names that inode) between two stats that agree; false
+// when it cannot be proven.
 bool sqlite_engine::file_identity(const std::string& schema, const std::string& path,
                                   std::string& id, dev_t& dev, ino_t& ino) {
   struct stat a, b;
@@ -1033,15 +1195,20 @@ void sqlite_engine::refresh_schemas() {
       dev_t dev = 0;
       ino_t ino = 0;
       auto prev = schemas_.find(name);
-      if (file_identity(name, s.path, s.identity, dev, ino)) {
+      std::string key;
+      if (file_identity(name, s.path, key, dev, ino)) {
         s.file = true;
-        s.fs = &state_for(s.identity, dev, ino);
-        map_header(*s.fs, s.path);
+        s.fs = attach_state(key, dev, ino);
+        s.pin = s.fs->current_pin();
+        s.identity = s.fs->identity;
+        map_header(*s.fs, *s.pin, conn_, name.c_str());
       } else if (prev != schemas_.end() && prev->second.file && prev->second.path == s.path) {
         // Renamed since we identified it: SQLite still has that file open.
         s.identity = prev->second.identity;
         s.file = true;
         s.fs = prev->second.fs;
+        s.pin = prev->second.pin;
+        attach_file(*s.fs);
       } else {
         s.identity = "sqlite-moved:" + std::to_string(uid_) + ":" + name;
         s.identified = false;
@@ -1060,8 +1227,6 @@ void sqlite_engine::refresh_schemas() {
   query("PRAGMA encoding", [&](sq::sqlite3_stmt* st) { utf8_ = text(st, 0) == "UTF-8"; });
   for (auto& [name, s] : schemas_)
     if (s.dv) sq::sqlite3_finalize(s.dv);
-  for (auto& [name, s] : next)
-    if (s.fs) attach_file(*s.fs);
   for (auto& [name, s] : schemas_)
     if (s.fs) detach_file(*s.fs);
   schemas_ = std::move(next);
@@ -1768,8 +1933,9 @@ void sqlite_engine::note_tx_start() {
   tx_snapshot_.clear();
   for (auto& [name, s] : schemas_) {
     if (!s.file) continue;
-    if (!s.fs->header.load(std::memory_order_relaxed)) map_header(*s.fs, s.path);
-    tx_snapshot_.emplace_back(name, change_counter(conn_, name.c_str(), s.fs));
+    if (!s.pin->header.load(std::memory_order_relaxed))
+      map_header(*s.fs, *s.pin, conn_, name.c_str());
+    tx_snapshot_.emplace_back(name, change_counter(conn_, name.c_str(), s.pin.get()));
   }
 }
 
@@ -1842,7 +2008,7 @@ void sqlite_engine::memo_checks(const plan& p) {
       cache_->memo_refuse("a shared memory database");
     } else if (s.file && s.fs) {
       if (!s.memo_checker)
-        s.memo_checker = std::make_shared<file_memo_check>(cache_.get(), s.identity, s.path, s.fs);
+        s.memo_checker = std::make_shared<file_memo_check>(cache_.get(), s.path, s.fs);
       cache_->memo_add_check(s.memo_checker);
     }
   }
@@ -1853,13 +2019,14 @@ std::uint64_t sqlite_engine::check_external(const std::string& schema) {
   if (it == schemas_.end()) return 0;
   schema_info& s = it->second;
   if (!s.file) return s.watch ? static_cast<std::uint64_t>(check_data_version(schema, s)) : 0;
-  if (!s.fs->header.load(std::memory_order_relaxed)) map_header(*s.fs, s.path);
-  std::uint64_t c = change_counter(conn_, schema.c_str(), s.fs);
+  if (!s.pin->header.load(std::memory_order_relaxed))
+    map_header(*s.fs, *s.pin, conn_, schema.c_str());
+  std::uint64_t c = change_counter(conn_, schema.c_str(), s.pin.get());
   if (c == file_state::unknown) {
     // Not readable (WAL index not mapped yet, another VFS): ask SQLite itself, which also
     // maps the WAL index for next time.
     check_data_version(schema, s);
-    c = change_counter(conn_, schema.c_str(), s.fs);
+    c = change_counter(conn_, schema.c_str(), s.pin.get());
     if (c != file_state::unknown) s.fs->last.store(c, std::memory_order_release);
     return c;
   }
@@ -2256,7 +2423,7 @@ void sqlite_engine::settle() {
       for (auto& [name, s] : schemas_) {
         if (s.identity != id) continue;
         file_state& fs = *s.fs;
-        std::uint64_t now = change_counter(conn_, name.c_str(), s.fs);
+        std::uint64_t now = change_counter(conn_, name.c_str(), s.pin.get());
         std::uint64_t expected = before;
         // Only a file this transaction wrote can have been moved by its commit: a file it
         // did not write moved by one is another connection's commit (P23).
