@@ -155,6 +155,9 @@ class engine {
   virtual void tx_rolled_back(bool ok) = 0;
 
   virtual void invalidate_all() = 0;
+  // PostgreSQL with options::follow_changes: waits for the change stream (pg::session::
+  // sync). Other engines: nothing to wait for.
+  virtual bool sync() { return true; }
   // PostgreSQL: describing a statement executes it, and affected rows of a SELECT come
   // from its result; both are recorded with the result and replayed on a hit.
   virtual bool describe_executes() const noexcept { return false; }

@@ -67,6 +67,12 @@ class caching_factory : public ::soci::backend_factory {
 // after writing through a native handle). No-op for other sessions.
 void invalidate_all(::soci::session& sql);
 
+// PostgreSQL with options::follow_changes (the default): waits until every commit visible
+// on the server when called (by anyone) has reached the cache (see qcache::pqxx::
+// connection::sync). Call it outside a transaction. False when the stream is down or did
+// not catch up within options::sync_timeout. Other sessions: true at once.
+bool sync(::soci::session& sql);
+
 // True when `sql` was opened through a caching_factory.
 bool is_caching(::soci::session& sql) noexcept;
 
