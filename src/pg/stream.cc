@@ -592,10 +592,13 @@ void follower::confirm_visibility() {
   }
   std::uint64_t upto = 0;
   for (const auto& [seq, xid32] : pending) {
-    // Widen the 32-bit xid with xmax's epoch: the commit precedes the snapshot, so its
-    // full xid is below xmax.
+    // Widen the 32-bit xid with xmax's epoch. The commit is recent: its full xid is
+    // within 2^31 of xmax, below it or (not yet completed in the proc array) at or above.
     std::uint64_t xid = (xmax & ~std::uint64_t{0xffffffff}) | xid32;
-    if (xid >= xmax && xid >= (std::uint64_t{1} << 32)) xid -= std::uint64_t{1} << 32;
+    if (xid > xmax + (std::uint64_t{1} << 31) && xid >= (std::uint64_t{1} << 32))
+      xid -= std::uint64_t{1} << 32;
+    else if (xid + (std::uint64_t{1} << 31) < xmax)
+      xid += std::uint64_t{1} << 32;
     bool visible = xid32 == 0 || xid < xmin ||
                    (xid < xmax && std::find(xip.begin(), xip.end(), xid) == xip.end());
     if (!visible) break;
