@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <qcache/memoize.h>
 
+#include <signal.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <thread>
@@ -142,6 +144,81 @@ TEST_F(StreamSerial, ServerRestartServesNothingStaleThenResumes) {
   admin("UPDATE " + schema_ + ".kv SET v = 2021 WHERE id = 2");
   ASSERT_TRUE(c.sync());
   expect_fresh_on(c, read, dump(direct(read)));
+}
+
+// A silent network cut (the walsender stops answering; SIGSTOP stands for a dead link):
+// declared down within stream.h's silence_limit, reads then go to the database, and
+// caching resumes on a new slot.
+TEST_F(StreamSerial, SilentCutIsDetectedByTimeout) {
+  const std::string read = "SELECT v FROM kv WHERE id = 1";
+  cache_it(read);
+  std::string pid = one("SELECT active_pid FROM pg_replication_slots WHERE slot_name LIKE 'qcache\\_" +
+                        std::to_string(getpid()) + "\\_%' AND active_pid IS NOT NULL");
+  ASSERT_FALSE(pid.empty());
+  const pid_t sender = std::atoi(pid.c_str());
+  ASSERT_EQ(::kill(sender, SIGSTOP), 0);
+  struct cont {
+    pid_t p;
+    ~cont() { ::kill(p, SIGCONT); }
+  } resume{sender};
+  admin("UPDATE " + schema_ + ".kv SET v = 111 WHERE id = 1");
+  auto t0 = std::chrono::steady_clock::now();
+  while (dump(exec(read)) != "'111',\n") {
+    ASSERT_LT(std::chrono::steady_clock::now(), t0 + 8s) << "the silent stream was never declared lost";
+    std::this_thread::sleep_for(20ms);
+  }
+  auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GT(cache_->stats().not_cached(qcache::uncacheable_reason::stream_down) +
+                cache_->stats().invalidated(qcache::invalidation_cause::stream), 0u);
+  std::printf("silent cut detected after %lld ms\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()));
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (true) {  // caching resumes on a new slot (the stopped walsender keeps the old one)
+    auto hits = cache_->stats().hits;
+    EXPECT_EQ(dump(exec(read)), "'111',\n");
+    if (cache_->stats().hits > hits) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "caching did not resume";
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+// wal_level below logical: connecting fails and says how to fix it (a second cluster).
+TEST_F(StreamSerial, WalLevelReplicaIsRefusedWithTheFix) {
+  const char* base = std::getenv("QCACHE_PG_DIR");
+  ASSERT_TRUE(base);
+  std::string dir = std::string(base) + "_replica";
+  std::string pg = std::string(QCACHE_SOURCE_DIR) + "/scripts/pg ";
+  struct stop {
+    std::string cmd;
+    ~stop() { std::system(cmd.c_str()); }
+  } stopper{pg + "stop " + dir + " >/dev/null 2>&1"};
+  ASSERT_EQ(std::system((pg + "start " + dir + " >/dev/null 2>&1").c_str()), 0);
+  std::string ci = "host=" + dir + "/sock user=postgres dbname=postgres port=" +
+                   [&] {
+                     std::string env = dir + "/env", port;
+                     FILE* f = std::fopen(env.c_str(), "r");
+                     char line[512];
+                     while (f && std::fgets(line, sizeof line, f))
+                       if (std::string(line).rfind("export QCACHE_PG_PORT=", 0) == 0)
+                         port = std::string(line).substr(22);
+                     if (f) std::fclose(f);
+                     while (!port.empty() && (port.back() == '\n')) port.pop_back();
+                     return port;
+                   }();
+  {
+    pqxx::connection c(ci);
+    pqxx::nontransaction tx(c);
+    tx.exec("ALTER SYSTEM SET wal_level = replica");
+  }
+  ASSERT_EQ(std::system((pg + "restart " + dir + " >/dev/null 2>&1").c_str()), 0);
+  std::string msg;
+  try {
+    qcache::pqxx::connection c(ci, std::make_shared<qcache::cache>());
+  } catch (const std::exception& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("wal_level = logical"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("restart"), std::string::npos) << msg;
 }
 
 }  // namespace
