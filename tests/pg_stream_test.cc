@@ -120,6 +120,19 @@ TEST_F(Stream, WithoutSyncFreshWithinLag) {
   check_eventually("SELECT count(*) FROM kv", "INSERT INTO kv VALUES (8, 80, 'even')");
 }
 
+TEST_F(Stream, UnloggedTablesAreNotInTheStreamSoNotCached) {
+  admin("CREATE UNLOGGED TABLE " + schema_ + ".u (id int PRIMARY KEY, v int);"
+        "INSERT INTO " + schema_ + ".u VALUES (1, 1)");
+  const std::string read = "SELECT v FROM u WHERE id = 1";
+  exec(read);
+  auto before = cache_->stats().hits;
+  exec(read);
+  EXPECT_EQ(cache_->stats().hits, before) << "an unlogged table was cached";
+  plain("UPDATE u SET v = 2 WHERE id = 1");
+  ASSERT_TRUE(conn_->sync());
+  expect_fresh(read);
+}
+
 TEST_F(Stream, RollbackInvalidatesNothing) {
   const std::string read = "SELECT v FROM kv WHERE id = 4";
   cache_it(read);

@@ -645,6 +645,14 @@ void apply_trigger_effects(plan& p, const trigger_effects& fx, const snapshot& c
 }
 }  // namespace
 
+// With options::follow_changes, other clients' writes to an unlogged table never reach
+// the cache (the change stream carries none): it is read uncached (as system relations
+// are) rather than served stale. (Materialized views are not in the stream either: a
+// REFRESH by another client is not seen; see doc/design.md.)
+static bool unseen_by_stream(const relation& r, const qcache::options& opts) {
+  return opts.follow_changes && r.persistence == 'u';
+}
+
 // Builds the plan for `a` under the current catalog snapshot and context (the session
 // effects are added by build_plan).
 std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const analysis> a,
@@ -919,7 +927,7 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
     }
     p->read_names.push_back(rel_name(*r));
     if (r->system || r->kind == 'S' || r->kind == 'f' || r->kind == 'c' ||
-        r->persistence == 't') {
+        r->persistence == 't' || unseen_by_stream(*r, opts)) {
       refuse(uncacheable_reason::system_relation);
       continue;
     }
@@ -931,7 +939,8 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
       }
       for (std::uint32_t b : r->base_tables) {
         const relation* x = cat.by_oid(b);
-        if (!x || x->system || x->kind == 'S' || x->kind == 'f' || x->persistence == 't') {
+        if (!x || x->system || x->kind == 'S' || x->kind == 'f' || x->persistence == 't' ||
+            unseen_by_stream(*x, opts)) {
           refuse(uncacheable_reason::system_relation);
           continue;
         }
