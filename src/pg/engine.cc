@@ -313,6 +313,11 @@ class engine_schema final : public stream_schema {
   void mark_catalog_stale() override {
     current()->catalog_stale.store(true, std::memory_order_release);
   }
+  void refresh(const query_fn& run) override {
+    auto db = current();
+    std::lock_guard lock(db->refresh_mu);
+    db->cat->refresh(run);
+  }
 
  private:
   std::shared_ptr<database> current() const {

@@ -18,6 +18,8 @@
 
 #include <qcache/cache.h>
 
+#include "pg/catalog.h"
+
 #include <atomic>
 #include <condition_variable>
 #include <chrono>
@@ -53,6 +55,9 @@ class stream_schema {
   virtual std::optional<std::string> canonical(char cls, std::string_view text) const = 0;
   // The catalog may be out of date (a relation it does not know changed).
   virtual void mark_catalog_stale() = 0;
+  // Reads the catalog again through `run` (a relation created by another client, or
+  // another process, is then known). May throw what `run` throws.
+  virtual void refresh(const query_fn& run) = 0;
 };
 
 struct stream_mark {

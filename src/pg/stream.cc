@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace qcache::pg {
 namespace {
@@ -69,6 +70,24 @@ struct pg_result {
     return s ? s : "";
   }
 };
+
+// Runs catalog queries on a plain connection (catalog.h's query_fn).
+query_fn runner_on(PGconn* c) {
+  return [c](const std::string& q) {
+    pg_result r(PQexec(c, q.c_str()));
+    if (!r.ok() && !r.ok(PGRES_COMMAND_OK)) throw std::runtime_error("qcache: stream catalog query: " + r.error());
+    std::vector<row> rows;
+    for (int i = 0; i < PQntuples(r.r); ++i) {
+      row x;
+      for (int j = 0; j < PQnfields(r.r); ++j) {
+        if (PQgetisnull(r.r, i, j)) x.emplace_back(std::nullopt);
+        else x.emplace_back(std::string(PQgetvalue(r.r, i, j), static_cast<std::size_t>(PQgetlength(r.r, i, j))));
+      }
+      rows.push_back(std::move(x));
+    }
+    return rows;
+  };
+}
 
 [[noreturn]] void fail(const std::string& what) {
   throw std::runtime_error("qcache: follow_changes: " + what +
@@ -271,6 +290,7 @@ class follower final : public feed {
   void stream();                   // until loss or stop
   bool handle(std::string_view b); // one CopyData; false: loss
   void on_message(const message& m);
+  void learn(std::uint32_t relid);  // refreshes the catalog once for an unknown relation
   void confirm_visibility();
   bool send_status(bool reply);
   void lost(const std::string& why);
@@ -292,6 +312,7 @@ class follower final : public feed {
   std::uint32_t xid_ = 0;
   std::vector<tags::tag> txn_tags_;
   std::unordered_map<std::uint32_t, message> relations_;
+  std::unordered_set<std::uint32_t> refreshed_for_;
   std::uint64_t confirmed_lsn_ = 0;  // what status updates report
   clock_type::time_point last_received_, last_status_;
   std::mutex start_mu_;
@@ -366,6 +387,7 @@ std::optional<PGresult*> follower::exec_interruptible(PGconn* c, const std::stri
 bool follower::connect() {
   error_.clear();
   relations_.clear();
+  refreshed_for_.clear();
   in_txn_ = false;
   txn_tags_.clear();
   plain_.c = PQconnectdb(conninfo_with(conninfo_, "application_name=qcache_confirm").c_str());
@@ -535,12 +557,14 @@ void follower::on_message(const message& m) {
     case kind::insert:
     case kind::update:
     case kind::del: {
+      learn(m.relid);
       auto it = relations_.find(m.relid);
       change_tags(m, it == relations_.end() ? nullptr : &it->second, s, txn_tags_);
       return;
     }
     case kind::truncate:
       for (std::uint32_t r : m.relids) {
+        learn(r);
         if (!s.knows(r)) {
           txn_tags_.push_back(tags::database(ts));
           s.mark_catalog_stale();
@@ -566,6 +590,18 @@ void follower::on_message(const message& m) {
         apply(0, {tags::database(ts)});
       }
       return;
+  }
+}
+
+// A relation the catalog does not know (created by another client or process since it
+// was read): read the catalog again, once per relation and connection, rather than flush
+// the database at each of its commits. Still unknown afterwards: change_tags flushes.
+void follower::learn(std::uint32_t relid) {
+  stream_schema& s = schema();
+  if (s.knows(relid) || !plain_.c || !refreshed_for_.insert(relid).second) return;
+  try {
+    s.refresh(runner_on(plain_.c));
+  } catch (...) {  // unknown it stays: its changes flush the database
   }
 }
 

@@ -113,6 +113,7 @@ class fake_schema final : public stream_schema {
     return std::string(t);
   }
   void mark_catalog_stale() override { stale = true; }
+  void refresh(const query_fn&) override {}
   bool stale = false;
   std::string ts_ = "db";
 };
