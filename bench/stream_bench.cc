@@ -38,8 +38,9 @@ int main(int argc, char** argv) {
   {
     pqxx::connection a(ci);
     pqxx::nontransaction tx(a);
-    tx.exec("DROP TABLE IF EXISTS qb_stream; CREATE TABLE qb_stream (id int PRIMARY KEY, v int);"
-            "INSERT INTO qb_stream VALUES (1, 0)");
+    tx.exec(
+        "DROP TABLE IF EXISTS qb_stream; CREATE TABLE qb_stream (id int PRIMARY KEY, v int);"
+        "INSERT INTO qb_stream VALUES (1, 0)");
   }
   auto cache = std::make_shared<qcache::cache>();
   qcache::pqxx::connection reader(ci, cache);

@@ -7,7 +7,6 @@
 //   * server restart: nothing stale served, then caching resumes.
 #include <gtest/gtest.h>
 #include <qcache/memoize.h>
-
 #include <signal.h>
 
 #include <chrono>
@@ -73,13 +72,13 @@ TEST_F(StreamSerial, DecodedBeforeVisibleIsNotStored) {
       if (t.joinable()) t.join();
     }
   } join{writer, [&] {
-    try {
-      admin("ALTER SYSTEM RESET synchronous_standby_names");
-      admin("SELECT pg_reload_conf()");
-      admin("SELECT pg_cancel_backend(" + std::to_string(pid) + ")");
-    } catch (...) {
-    }
-  }};
+           try {
+             admin("ALTER SYSTEM RESET synchronous_standby_names");
+             admin("SELECT pg_reload_conf()");
+             admin("SELECT pg_cancel_backend(" + std::to_string(pid) + ")");
+           } catch (...) {
+           }
+         }};
   auto deadline = std::chrono::steady_clock::now() + 5s;
   while (one("SELECT wait_event FROM pg_stat_activity WHERE pid = " + std::to_string(pid)) !=
          "SyncRep") {
@@ -128,7 +127,8 @@ TEST_F(StreamSerial, ServerRestartServesNothingStaleThenResumes) {
   ASSERT_TRUE(dir) << "QCACHE_PG_DIR (scripts/pg's env) is needed to restart the server";
   const std::string read = "SELECT v FROM kv WHERE id = 2";
   cache_it(read);
-  std::string cmd = std::string(QCACHE_SOURCE_DIR) + "/scripts/pg restart " + dir + " >/dev/null 2>&1";
+  std::string cmd =
+      std::string(QCACHE_SOURCE_DIR) + "/scripts/pg restart " + dir + " >/dev/null 2>&1";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   admin("UPDATE " + schema_ + ".kv SET v = 2020 WHERE id = 2");
   auto& c = another();  // conn_ lost its server session with the restart
@@ -152,8 +152,9 @@ TEST_F(StreamSerial, ServerRestartServesNothingStaleThenResumes) {
 TEST_F(StreamSerial, SilentCutIsDetectedByTimeout) {
   const std::string read = "SELECT v FROM kv WHERE id = 1";
   cache_it(read);
-  std::string pid = one("SELECT active_pid FROM pg_replication_slots WHERE slot_name LIKE 'qcache\\_" +
-                        std::to_string(getpid()) + "\\_%' AND active_pid IS NOT NULL");
+  std::string pid =
+      one("SELECT active_pid FROM pg_replication_slots WHERE slot_name LIKE 'qcache\\_" +
+          std::to_string(getpid()) + "\\_%' AND active_pid IS NOT NULL");
   ASSERT_FALSE(pid.empty());
   const pid_t sender = std::atoi(pid.c_str());
   ASSERT_EQ(::kill(sender, SIGSTOP), 0);
@@ -164,14 +165,17 @@ TEST_F(StreamSerial, SilentCutIsDetectedByTimeout) {
   admin("UPDATE " + schema_ + ".kv SET v = 111 WHERE id = 1");
   auto t0 = std::chrono::steady_clock::now();
   while (dump(exec(read)) != "'111',\n") {
-    ASSERT_LT(std::chrono::steady_clock::now(), t0 + 8s) << "the silent stream was never declared lost";
+    ASSERT_LT(std::chrono::steady_clock::now(), t0 + 8s)
+        << "the silent stream was never declared lost";
     std::this_thread::sleep_for(20ms);
   }
   auto waited = std::chrono::steady_clock::now() - t0;
   EXPECT_GT(cache_->stats().not_cached(qcache::uncacheable_reason::stream_down) +
-                cache_->stats().invalidated(qcache::invalidation_cause::stream), 0u);
+                cache_->stats().invalidated(qcache::invalidation_cause::stream),
+            0u);
   std::printf("silent cut detected after %lld ms\n",
-              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()));
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()));
   auto deadline = std::chrono::steady_clock::now() + 10s;
   while (true) {  // caching resumes on a new slot (the stopped walsender keeps the old one)
     auto hits = cache_->stats().hits;
@@ -193,18 +197,17 @@ TEST_F(StreamSerial, WalLevelReplicaIsRefusedWithTheFix) {
     ~stop() { std::system(cmd.c_str()); }
   } stopper{pg + "stop " + dir + " >/dev/null 2>&1"};
   ASSERT_EQ(std::system((pg + "start " + dir + " >/dev/null 2>&1").c_str()), 0);
-  std::string ci = "host=" + dir + "/sock user=postgres dbname=postgres port=" +
-                   [&] {
-                     std::string env = dir + "/env", port;
-                     FILE* f = std::fopen(env.c_str(), "r");
-                     char line[512];
-                     while (f && std::fgets(line, sizeof line, f))
-                       if (std::string(line).rfind("export QCACHE_PG_PORT=", 0) == 0)
-                         port = std::string(line).substr(22);
-                     if (f) std::fclose(f);
-                     while (!port.empty() && (port.back() == '\n')) port.pop_back();
-                     return port;
-                   }();
+  std::string ci = "host=" + dir + "/sock user=postgres dbname=postgres port=" + [&] {
+    std::string env = dir + "/env", port;
+    FILE* f = std::fopen(env.c_str(), "r");
+    char line[512];
+    while (f && std::fgets(line, sizeof line, f))
+      if (std::string(line).rfind("export QCACHE_PG_PORT=", 0) == 0)
+        port = std::string(line).substr(22);
+    if (f) std::fclose(f);
+    while (!port.empty() && (port.back() == '\n')) port.pop_back();
+    return port;
+  }();
   {
     pqxx::connection c(ci);
     pqxx::nontransaction tx(c);

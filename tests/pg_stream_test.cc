@@ -121,8 +121,10 @@ TEST_F(Stream, WithoutSyncFreshWithinLag) {
 }
 
 TEST_F(Stream, UnloggedTablesAreNotInTheStreamSoNotCached) {
-  admin("CREATE UNLOGGED TABLE " + schema_ + ".u (id int PRIMARY KEY, v int);"
-        "INSERT INTO " + schema_ + ".u VALUES (1, 1)");
+  admin("CREATE UNLOGGED TABLE " + schema_ +
+        ".u (id int PRIMARY KEY, v int);"
+        "INSERT INTO " +
+        schema_ + ".u VALUES (1, 1)");
   const std::string read = "SELECT v FROM u WHERE id = 1";
   exec(read);
   auto before = cache_->stats().hits;
@@ -137,8 +139,9 @@ TEST_F(Stream, RollbackInvalidatesNothing) {
   const std::string read = "SELECT v FROM kv WHERE id = 4";
   cache_it(read);
   plain("BEGIN; UPDATE kv SET v = -1 WHERE id = 4; ROLLBACK");
-  plain("BEGIN; UPDATE kv SET v = -2 WHERE id = 4; SAVEPOINT s; UPDATE kv SET v = -3 WHERE id = 4;"
-        " ROLLBACK TO s; ROLLBACK");
+  plain(
+      "BEGIN; UPDATE kv SET v = -2 WHERE id = 4; SAVEPOINT s; UPDATE kv SET v = -3 WHERE id = 4;"
+      " ROLLBACK TO s; ROLLBACK");
   ASSERT_TRUE(conn_->sync());
   expect_hit(read);
 }
@@ -171,8 +174,10 @@ TEST_F(Stream, OwnWritesStayImmediate) {
 TEST_F(Stream, WalsenderTerminated) {
   const std::string read = "SELECT v FROM kv WHERE id = 3";
   cache_it(read);
-  admin("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name LIKE "
-        "'qcache\\_" + std::to_string(getpid()) + "\\_%' AND active_pid IS NOT NULL");
+  admin(
+      "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name LIKE "
+      "'qcache\\_" +
+      std::to_string(getpid()) + "\\_%' AND active_pid IS NOT NULL");
   plain("UPDATE kv SET v = 3030 WHERE id = 3");
   conn_->sync();  // false while the stream is down: reads then go to the database
   expect_fresh(read);
@@ -233,8 +238,10 @@ TEST_F(Stream, PublicationNotCreatedOverTablesWithoutKey) {
   qcache::options o;
   o.publication = "qcs_pub2_" + std::to_string(getpid());
   // (scripts/pg's event trigger gives new keyless tables REPLICA IDENTITY FULL: undo it.)
-  admin("CREATE TABLE " + schema_ + ".nokey (a int);"
-        "ALTER TABLE " + schema_ + ".nokey REPLICA IDENTITY DEFAULT");
+  admin("CREATE TABLE " + schema_ +
+        ".nokey (a int);"
+        "ALTER TABLE " +
+        schema_ + ".nokey REPLICA IDENTITY DEFAULT");
   std::string msg;
   try {
     qcache::pqxx::connection c(conninfo_, std::make_shared<qcache::cache>(o));

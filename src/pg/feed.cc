@@ -104,7 +104,8 @@ bool feed::wait_processed(std::uint64_t lsn, std::chrono::milliseconds timeout) 
     reply_wanted.store(true, std::memory_order_release);
     if (wake) wake();
     std::unique_lock lock(wait_mu_);
-    auto step = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(20));
+    auto step =
+        std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(20));
     wait_cv_.wait_until(lock, step, [&] { return done() || !serving(); });
     if (!done() && std::chrono::steady_clock::now() >= deadline) {
       lost_wanted.store(true, std::memory_order_release);

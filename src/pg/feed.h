@@ -18,20 +18,20 @@
 
 #include <qcache/cache.h>
 
-#include "pg/catalog.h"
-
 #include <atomic>
-#include <condition_variable>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "pg/catalog.h"
 
 namespace qcache::pg {
 

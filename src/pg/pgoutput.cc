@@ -201,7 +201,8 @@ std::string status_update(std::uint64_t lsn, std::int64_t now_pg_us, bool reply_
   std::string b(34, '\0');
   b[0] = 'r';
   auto put = [&b](std::size_t at, std::uint64_t v) {
-    for (int i = 7; i >= 0; --i, v >>= 8) b[at + static_cast<std::size_t>(i)] = static_cast<char>(v & 0xff);
+    for (int i = 7; i >= 0; --i, v >>= 8)
+      b[at + static_cast<std::size_t>(i)] = static_cast<char>(v & 0xff);
   };
   put(1, lsn);
   put(9, lsn);

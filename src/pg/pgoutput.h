@@ -35,8 +35,8 @@ struct column {
 };
 
 enum class kind : std::uint8_t {
-  bad,       // malformed: truncated, wrong lengths, trailing bytes
-  unknown,   // a message type this decoder does not know
+  bad,      // malformed: truncated, wrong lengths, trailing bytes
+  unknown,  // a message type this decoder does not know
   begin,
   commit,
   relation,

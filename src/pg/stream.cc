@@ -75,13 +75,17 @@ struct pg_result {
 query_fn runner_on(PGconn* c) {
   return [c](const std::string& q) {
     pg_result r(PQexec(c, q.c_str()));
-    if (!r.ok() && !r.ok(PGRES_COMMAND_OK)) throw std::runtime_error("qcache: stream catalog query: " + r.error());
+    if (!r.ok() && !r.ok(PGRES_COMMAND_OK))
+      throw std::runtime_error("qcache: stream catalog query: " + r.error());
     std::vector<row> rows;
     for (int i = 0; i < PQntuples(r.r); ++i) {
       row x;
       for (int j = 0; j < PQnfields(r.r); ++j) {
-        if (PQgetisnull(r.r, i, j)) x.emplace_back(std::nullopt);
-        else x.emplace_back(std::string(PQgetvalue(r.r, i, j), static_cast<std::size_t>(PQgetlength(r.r, i, j))));
+        if (PQgetisnull(r.r, i, j))
+          x.emplace_back(std::nullopt);
+        else
+          x.emplace_back(
+              std::string(PQgetvalue(r.r, i, j), static_cast<std::size_t>(PQgetlength(r.r, i, j))));
       }
       rows.push_back(std::move(x));
     }
@@ -98,7 +102,8 @@ query_fn runner_on(PGconn* c) {
 
 // Tables a FOR ALL TABLES publication would make UPDATE/DELETE fail on.
 std::vector<std::string> tables_without_identity(PGconn* c) {
-  pg_result r(PQexec(c,
+  pg_result r(PQexec(
+      c,
       "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
       "WHERE c.relkind IN ('r','p') AND c.relpersistence = 'p' "
       "AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%' "
@@ -111,15 +116,19 @@ std::vector<std::string> tables_without_identity(PGconn* c) {
   return out;
 }
 
-void ensure_publication(PGconn* c, const std::string& pub, bool superuser, const std::string& role) {
+void ensure_publication(PGconn* c, const std::string& pub, bool superuser,
+                        const std::string& role) {
   const char* params[1] = {pub.c_str()};
-  pg_result r(PQexecParams(c,
-      "SELECT puballtables AND pubinsert AND pubupdate AND pubdelete AND pubtruncate "
-      "FROM pg_publication WHERE pubname = $1", 1, nullptr, params, nullptr, nullptr, 0));
+  pg_result r(
+      PQexecParams(c,
+                   "SELECT puballtables AND pubinsert AND pubupdate AND pubdelete AND pubtruncate "
+                   "FROM pg_publication WHERE pubname = $1",
+                   1, nullptr, params, nullptr, nullptr, 0));
   if (!r.ok()) fail("could not read pg_publication: " + r.error());
   if (PQntuples(r.r) == 1) {
     if (r.text(0, 0) != "t")
-      fail("publication \"" + pub + "\" must be FOR ALL TABLES and publish insert, update, "
+      fail("publication \"" + pub +
+           "\" must be FOR ALL TABLES and publish insert, update, "
            "delete and truncate (writes to tables it leaves out would never invalidate); "
            "drop it or name another with qcache::options::publication");
     return;
@@ -132,7 +141,8 @@ void ensure_publication(PGconn* c, const std::string& pub, bool superuser, const
   if (!bad.empty()) {
     std::string list;
     for (const auto& t : bad) list += (list.empty() ? "" : ", ") + t;
-    fail("publication \"" + pub + "\" does not exist, and creating it FOR ALL TABLES would make "
+    fail("publication \"" + pub +
+         "\" does not exist, and creating it FOR ALL TABLES would make "
          "UPDATE and DELETE fail on these tables, which have no primary key or replica identity: " +
          list + ". Give them a primary key or REPLICA IDENTITY FULL, then reconnect (or run " +
          create + " yourself)");
@@ -143,27 +153,32 @@ void ensure_publication(PGconn* c, const std::string& pub, bool superuser, const
 }
 
 void check_server(PGconn* c, const std::string& pub) {
-  pg_result r(PQexec(c,
+  pg_result r(PQexec(
+      c,
       "SELECT current_setting('wal_level'), "
       "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), "
       "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user), current_user, "
       "current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication), "
-      "current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)"));
+      "current_setting('max_replication_slots')::int - (SELECT count(*) FROM "
+      "pg_replication_slots)"));
   if (!r.ok() || PQntuples(r.r) != 1) fail("could not read the server's settings: " + r.error());
   std::string wal_level = r.text(0, 0), role = r.text(0, 3);
   if (wal_level != "logical")
-    fail("wal_level is '" + wal_level + "', not 'logical': set wal_level = logical in "
+    fail("wal_level is '" + wal_level +
+         "', not 'logical': set wal_level = logical in "
          "postgresql.conf and restart PostgreSQL");
   if (r.text(0, 1) != "t")
     fail("role \"" + role + "\" has no REPLICATION privilege: as a superuser run ALTER ROLE " +
          quote_ident(role) + " REPLICATION");
   if (std::atoi(r.text(0, 4).c_str()) <= 0)
-    fail("no free wal sender (max_wal_senders is used up): raise max_wal_senders in "
-         "postgresql.conf and restart (each cache following a database takes one)");
+    fail(
+        "no free wal sender (max_wal_senders is used up): raise max_wal_senders in "
+        "postgresql.conf and restart (each cache following a database takes one)");
   if (std::atoi(r.text(0, 5).c_str()) <= 0)
-    fail("no free replication slot (max_replication_slots is used up): raise "
-         "max_replication_slots in postgresql.conf and restart (each cache following a "
-         "database takes one)");
+    fail(
+        "no free replication slot (max_replication_slots is used up): raise "
+        "max_replication_slots in postgresql.conf and restart (each cache following a "
+        "database takes one)");
   ensure_publication(c, pub, r.text(0, 2) == "t", role);
 }
 
@@ -232,10 +247,11 @@ void change_tags(const message& m, const message* rel, stream_schema& s,
                            [&](const pgoutput::column& x) { return x.name == c; });
     char cls = s.column_class(m.relid, c);
     std::vector<std::string> values;
-    bool known = it != rel->columns.end() &&
-                 change_values(m, *rel, static_cast<std::size_t>(it - rel->columns.begin()), cls,
-                               s, values);
-    if (!known) out.push_back(tags::column_epoch(ts, id, c));
+    bool known =
+        it != rel->columns.end() &&
+        change_values(m, *rel, static_cast<std::size_t>(it - rel->columns.begin()), cls, s, values);
+    if (!known)
+      out.push_back(tags::column_epoch(ts, id, c));
     else
       for (const std::string& v : values) out.push_back(tags::predicate(ts, id, c, v));
   }
@@ -262,7 +278,9 @@ class follower final : public feed {
     ::close(wake_fd_[1]);
   }
 
-  void start() { thread_ = std::thread([this] { run(); }); }
+  void start() {
+    thread_ = std::thread([this] { run(); });
+  }
 
   std::optional<std::uint64_t> current_lsn() noexcept override {
     std::lock_guard lock(lsn_mu_);
@@ -286,9 +304,9 @@ class follower final : public feed {
 
  private:
   void run();
-  bool connect();                  // slot + START_REPLICATION; false (with error_) on failure
-  void stream();                   // until loss or stop
-  bool handle(std::string_view b); // one CopyData; false: loss
+  bool connect();                   // slot + START_REPLICATION; false (with error_) on failure
+  void stream();                    // until loss or stop
+  bool handle(std::string_view b);  // one CopyData; false: loss
   void on_message(const message& m);
   void learn(std::uint32_t relid);  // refreshes the catalog once for an unknown relation
   void confirm_visibility();
@@ -326,8 +344,10 @@ void follower::report_start(const std::string& error) {
   if (first_done_) return;
   first_done_ = true;
   std::lock_guard lock(start_mu_);
-  if (error.empty()) started_ = true;
-  else first_error_ = error;
+  if (error.empty())
+    started_ = true;
+  else
+    first_error_ = error;
   start_cv_.notify_all();
 }
 
@@ -348,7 +368,8 @@ void follower::run() {
     pollfd p{wake_fd_[0], POLLIN, 0};
     ::poll(&p, 1, static_cast<int>(backoff.count()));
     char buf[64];
-    if (p.revents & POLLIN) [[maybe_unused]] auto n = ::read(wake_fd_[0], buf, sizeof buf);
+    if (p.revents & POLLIN) [[maybe_unused]]
+      auto n = ::read(wake_fd_[0], buf, sizeof buf);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
   }
   go_down();
@@ -395,8 +416,10 @@ bool follower::connect() {
     error_ = std::string("could not connect: ") + PQerrorMessage(plain_.c);
     return false;
   }
-  repl_.c = PQconnectdb(conninfo_with(conninfo_,
-      "replication=database client_encoding=UTF8 application_name=qcache_stream").c_str());
+  repl_.c = PQconnectdb(
+      conninfo_with(conninfo_,
+                    "replication=database client_encoding=UTF8 application_name=qcache_stream")
+          .c_str());
   if (PQstatus(repl_.c) != CONNECTION_OK) {
     error_ = std::string("could not open the replication connection: ") + PQerrorMessage(repl_.c);
     return false;
@@ -486,7 +509,8 @@ void follower::stream() {
     bool reply = reply_wanted.exchange(false);
     if (now - last_received_ > silence_limit) return lost("no reply from the server");
     if (reply || now - last_status_ > seconds(1)) {
-      if (!send_status(true)) return lost(std::string("status update failed: ") + PQerrorMessage(repl_.c));
+      if (!send_status(true))
+        return lost(std::string("status update failed: ") + PQerrorMessage(repl_.c));
     }
     int wait_ms = unconfirmed().empty() ? 200 : 1;
     pollfd p[2] = {{PQsocket(repl_.c), POLLIN, 0}, {wake_fd_[0], POLLIN, 0}};
@@ -495,7 +519,8 @@ void follower::stream() {
       char b[64];
       [[maybe_unused]] auto n = ::read(wake_fd_[0], b, sizeof b);
     }
-    if (!PQconsumeInput(repl_.c)) return lost(std::string("stream lost: ") + PQerrorMessage(repl_.c));
+    if (!PQconsumeInput(repl_.c))
+      return lost(std::string("stream lost: ") + PQerrorMessage(repl_.c));
   }
 }
 

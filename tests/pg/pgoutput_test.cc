@@ -1,11 +1,12 @@
 // pgoutput v1 decoding, database-free: messages built byte by byte as PostgreSQL 15
 // sends them (layouts in ../shared/STREAM.md §2.2-2.3), plus the tags a change maps to.
 #include "pg/pgoutput.h"
-#include "pg/stream.h"
 
 #include <gtest/gtest.h>
 
 #include <map>
+
+#include "pg/stream.h"
 
 namespace qcache::pg {
 namespace {
@@ -14,13 +15,25 @@ using namespace pgoutput;
 
 struct bytes {
   std::string b;
-  bytes& c(char x) { b += x; return *this; }
+  bytes& c(char x) {
+    b += x;
+    return *this;
+  }
   bytes& u(std::uint64_t v, int n) {
     for (int i = n - 1; i >= 0; --i) b += static_cast<char>((v >> (8 * i)) & 0xff);
     return *this;
   }
-  bytes& s(std::string_view x) { b += x; b += '\0'; return *this; }
-  bytes& t(std::string_view x) { c('t'); u(x.size(), 4); b += x; return *this; }
+  bytes& s(std::string_view x) {
+    b += x;
+    b += '\0';
+    return *this;
+  }
+  bytes& t(std::string_view x) {
+    c('t');
+    u(x.size(), 4);
+    b += x;
+    return *this;
+  }
 };
 
 TEST(Pgoutput, BeginCommit) {
@@ -35,10 +48,26 @@ TEST(Pgoutput, BeginCommit) {
 }
 
 TEST(Pgoutput, RelationAndChanges) {
-  auto r = parse(bytes().c('R').u(16418, 4).s("public").s("kv").c('d').u(3, 2)
-                     .c(1).s("id").u(23, 4).u(0xffffffff, 4)
-                     .c(0).s("v").u(23, 4).u(0xffffffff, 4)
-                     .c(0).s("cat").u(25, 4).u(0xffffffff, 4).b);
+  auto r = parse(bytes()
+                     .c('R')
+                     .u(16418, 4)
+                     .s("public")
+                     .s("kv")
+                     .c('d')
+                     .u(3, 2)
+                     .c(1)
+                     .s("id")
+                     .u(23, 4)
+                     .u(0xffffffff, 4)
+                     .c(0)
+                     .s("v")
+                     .u(23, 4)
+                     .u(0xffffffff, 4)
+                     .c(0)
+                     .s("cat")
+                     .u(25, 4)
+                     .u(0xffffffff, 4)
+                     .b);
   ASSERT_EQ(r.k, kind::relation);
   EXPECT_EQ(r.relname, "kv");
   ASSERT_EQ(r.columns.size(), 3u);
@@ -46,8 +75,20 @@ TEST(Pgoutput, RelationAndChanges) {
   EXPECT_FALSE(r.columns[2].key);
   EXPECT_EQ(r.columns[2].type, 25u);
   // UPDATE with the old key (PK changed): K then N.
-  auto u = parse(bytes().c('U').u(16418, 4).c('K').u(3, 2).t("2").c('n').c('n')
-                     .c('N').u(3, 2).t("100").t("20").c('u').b);
+  auto u = parse(bytes()
+                     .c('U')
+                     .u(16418, 4)
+                     .c('K')
+                     .u(3, 2)
+                     .t("2")
+                     .c('n')
+                     .c('n')
+                     .c('N')
+                     .u(3, 2)
+                     .t("100")
+                     .t("20")
+                     .c('u')
+                     .b);
   ASSERT_EQ(u.k, kind::update);
   EXPECT_EQ(u.old_kind, 'K');
   EXPECT_EQ(u.old_row[0].value, "2");
@@ -66,7 +107,7 @@ TEST(Pgoutput, RelationAndChanges) {
 }
 
 TEST(Pgoutput, MalformedIsBadAndUnknownIsUnknown) {
-  EXPECT_EQ(parse(bytes().c('B').u(1, 8).b).k, kind::bad);                 // truncated
+  EXPECT_EQ(parse(bytes().c('B').u(1, 8).b).k, kind::bad);  // truncated
   EXPECT_EQ(parse(bytes().c('I').u(1, 4).c('N').u(1, 2).t("1").c('x').b).k, kind::bad);  // trailing
   EXPECT_EQ(parse(bytes().c('I').u(1, 4).c('N').u(1, 2).c('z').b).k, kind::bad);  // column kind
   EXPECT_EQ(parse(bytes().c('D').u(1, 4).c('N').u(1, 2).t("1").b).k, kind::bad);  // no old key
@@ -139,8 +180,20 @@ TEST(PgoutputTags, UpdateWithoutOldTupleFallsBackToColumnEpochs) {
 TEST(PgoutputTags, FullIdentityNamesOldAndNewValues) {
   fake_schema s;
   message r = rel('f');
-  auto u = parse(bytes().c('U').u(16418, 4).c('O').u(3, 2).t("1").t("10").t("odd")
-                     .c('N').u(3, 2).t("1").t("10").t("changed").b);
+  auto u = parse(bytes()
+                     .c('U')
+                     .u(16418, 4)
+                     .c('O')
+                     .u(3, 2)
+                     .t("1")
+                     .t("10")
+                     .t("odd")
+                     .c('N')
+                     .u(3, 2)
+                     .t("1")
+                     .t("10")
+                     .t("changed")
+                     .b);
   std::vector<tags::tag> out;
   change_tags(u, &r, s, out);
   std::vector<tags::tag> want{tags::table("db", "16418"), tags::predicate("db", "16418", "v", "10"),
@@ -154,7 +207,8 @@ TEST(PgoutputTags, InsertDeleteUnknownRelationAndToast) {
   fake_schema s;
   message r = rel('d');
   std::vector<tags::tag> out;
-  change_tags(parse(bytes().c('I').u(16418, 4).c('N').u(3, 2).t("6").t("+60").c('n').b), &r, s, out);
+  change_tags(parse(bytes().c('I').u(16418, 4).c('N').u(3, 2).t("6").t("+60").c('n').b), &r, s,
+              out);
   EXPECT_EQ(out, (std::vector<tags::tag>{tags::table("db", "16418"),
                                          tags::predicate("db", "16418", "v", "60")}));
   out.clear();  // DELETE with only the key: non-key columns unknown
@@ -164,8 +218,21 @@ TEST(PgoutputTags, InsertDeleteUnknownRelationAndToast) {
                                          tags::column_epoch("db", "16418", "cat")}));
   out.clear();  // unchanged TOAST in FULL: the old value names it
   message rf = rel('f');
-  change_tags(parse(bytes().c('U').u(16418, 4).c('O').u(3, 2).t("1").t("1").t("big")
-                        .c('N').u(3, 2).t("1").t("2").c('u').b), &rf, s, out);
+  change_tags(parse(bytes()
+                        .c('U')
+                        .u(16418, 4)
+                        .c('O')
+                        .u(3, 2)
+                        .t("1")
+                        .t("1")
+                        .t("big")
+                        .c('N')
+                        .u(3, 2)
+                        .t("1")
+                        .t("2")
+                        .c('u')
+                        .b),
+              &rf, s, out);
   EXPECT_EQ(out, (std::vector<tags::tag>{tags::table("db", "16418"),
                                          tags::predicate("db", "16418", "v", "1"),
                                          tags::predicate("db", "16418", "v", "2"),
