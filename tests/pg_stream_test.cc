@@ -121,16 +121,23 @@ TEST_F(Stream, WithoutSyncFreshWithinLag) {
 }
 
 TEST_F(Stream, UnloggedTablesAreNotInTheStreamSoNotCached) {
-  admin("CREATE UNLOGGED TABLE " + schema_ +
-        ".u (id int PRIMARY KEY, v int);"
-        "INSERT INTO " +
-        schema_ + ".u VALUES (1, 1)");
+  exec("CREATE UNLOGGED TABLE u (id int PRIMARY KEY, v int); INSERT INTO u VALUES (1, 1)");
   const std::string read = "SELECT v FROM u WHERE id = 1";
   exec(read);
   auto before = cache_->stats().hits;
   exec(read);
   EXPECT_EQ(cache_->stats().hits, before) << "an unlogged table was cached";
   plain("UPDATE u SET v = 2 WHERE id = 1");
+  ASSERT_TRUE(conn_->sync());
+  expect_fresh(read);
+}
+
+TEST_F(Stream, MaterializedViewRefreshedByAnotherClientIsFresh) {
+  exec("CREATE MATERIALIZED VIEW mv AS SELECT count(*) AS n FROM kv");
+  const std::string read = "SELECT n FROM mv";
+  exec(read);
+  exec(read);
+  plain("INSERT INTO kv VALUES (9, 90, 'odd'); REFRESH MATERIALIZED VIEW mv");
   ASSERT_TRUE(conn_->sync());
   expect_fresh(read);
 }

@@ -650,12 +650,11 @@ void apply_trigger_effects(plan& p, const trigger_effects& fx, const snapshot& c
 }
 }  // namespace
 
-// With options::follow_changes, other clients' writes to an unlogged table never reach
-// the cache (the change stream carries none): it is read uncached (as system relations
-// are) rather than served stale. (Materialized views are not in the stream either: a
-// REFRESH by another client is not seen; see doc/design.md.)
+// With options::follow_changes, other clients' writes to an unlogged table or a
+// materialized view (REFRESH) never reach the cache (the change stream carries neither):
+// such relations are read uncached (as system relations are) rather than served stale.
 static bool unseen_by_stream(const relation& r, const qcache::options& opts) {
-  return opts.follow_changes && r.persistence == 'u';
+  return opts.follow_changes && (r.persistence == 'u' || r.kind == 'm');
 }
 
 // Builds the plan for `a` under the current catalog snapshot and context (the session
