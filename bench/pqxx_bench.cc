@@ -127,6 +127,20 @@ void BM_lookup_plain(benchmark::State& st) {
   });
 }
 
+// The same hit with options::follow_changes off (no change stream followed): what the
+// stream's up check costs on the hit path.
+void BM_hit_qcache_nostream(benchmark::State& st) {
+  qcache::options o;
+  o.follow_changes = false;
+  cached_fixture f(o);
+  qcache::pqxx::nontransaction tx(f.conn);
+  tx.exec_prepared("lookup", 42);
+  timed_loop(st, "hit/qcache_nostream", 256, [&](std::int64_t) {
+    pqxx::result r = tx.exec_prepared("lookup", 42);
+    benchmark::DoNotOptimize(r[0][0].c_str());
+  });
+}
+
 void BM_hit_qcache(benchmark::State& st) {
   cached_fixture f;
   qcache::pqxx::nontransaction tx(f.conn);
@@ -259,6 +273,7 @@ BENCHMARK(BM_pair_miss)->Name("pair/miss_plain_vs_qcache")->UseRealTime();
 BENCHMARK(BM_pair_write)->Name("pair/write_plain_vs_qcache")->UseRealTime();
 BENCHMARK(BM_lookup_plain)->Name("lookup/plain")->UseRealTime();
 BENCHMARK(BM_hit_qcache)->Name("hit/qcache")->UseRealTime();
+BENCHMARK(BM_hit_qcache_nostream)->Name("hit/qcache_nostream")->UseRealTime();
 BENCHMARK(BM_miss_plain)->Name("miss/plain")->UseRealTime();
 BENCHMARK(BM_miss_qcache)->Name("miss/qcache")->UseRealTime();
 BENCHMARK(BM_write_plain)->Name("write/plain")->UseRealTime();

@@ -40,6 +40,8 @@ const char* to_string(uncacheable_reason r) {
     case uncacheable_reason::annotated: return "annotated";
     case uncacheable_reason::too_large: return "too_large";
     case uncacheable_reason::in_flight_write: return "in_flight_write";
+    case uncacheable_reason::stream_down: return "stream_down";
+    case uncacheable_reason::stream_unconfirmed: return "stream_unconfirmed";
     case uncacheable_reason::other: return "other";
     case uncacheable_reason::count_: break;
   }
@@ -54,6 +56,7 @@ const char* to_string(invalidation_cause c) {
     case invalidation_cause::flush: return "flush";
     case invalidation_cause::manual: return "manual";
     case invalidation_cause::external: return "external";
+    case invalidation_cause::stream: return "stream";
     case invalidation_cause::count_: break;
   }
   return "?";
@@ -496,6 +499,16 @@ std::uint64_t cache::impl_vers_load(std::uint32_t slot) const noexcept {
 bool cache::impl_entries_insert(const key& k, std::shared_ptr<const cached_value> v,
                                 const detail::dep_versions& deps, std::size_t bytes) {
   return impl_->entries.insert(k, std::move(v), deps, bytes);
+}
+
+bool cache::shares_counter(const snapshot& s, std::span<const tags::tag> t) const noexcept {
+  for (tags::tag x : t) {
+    std::uint32_t slot = slot_of(x);
+    for (const auto* list : {&s.slots_, &s.fences_})
+      for (const auto& p : *list)
+        if (p.first == slot) return true;
+  }
+  return false;
 }
 
 void cache::count_miss() noexcept { impl_->st().misses.fetch_add(1, std::memory_order_relaxed); }

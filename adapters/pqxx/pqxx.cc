@@ -86,11 +86,6 @@ struct connection::impl {
   int backend_pid = 0;  // the server session the engine's state describes
 };
 
-connection::connection(const std::string& options, std::shared_ptr<qcache::cache> cache) {
-  if (!cache) throw std::invalid_argument("qcache::pqxx::connection: the cache is null");
-  impl_ = std::make_unique<impl>(options, std::move(cache));
-}
-
 connection::~connection() = default;
 
 const std::shared_ptr<qcache::cache>& connection::cache() const noexcept {
@@ -174,10 +169,28 @@ auto with_tx(::pqxx::connection& raw, F&& fn) {
 
 }  // namespace
 
+connection::connection(const std::string& options, std::shared_ptr<qcache::cache> cache) {
+  if (!cache) throw std::invalid_argument("qcache::pqxx::connection: the cache is null");
+  impl_ = std::make_unique<impl>(options, std::move(cache));
+  if (impl_->session.shared_cache()->settings().follow_changes) {
+    // The change stream starts (or is joined) now, so that a server that cannot stream
+    // fails the connection with a message saying what is missing.
+    with_tx(impl_->raw, [&](const pg::run_fn& run) {
+      impl_->session.connect(run);
+      return 0;
+    });
+    impl_->backend_pid = impl_->raw.backendpid();
+  }
+}
+
 explanation connection::explain(const std::string& sql) {
   return with_tx(impl_->raw, [&](const pg::run_fn& run) {
     return impl_->session.explain(sql, run);
   });
+}
+
+bool connection::sync() {
+  return with_tx(impl_->raw, [&](const pg::run_fn& run) { return impl_->session.sync(run); });
 }
 
 void connection::invalidate_table(const std::string& table) {

@@ -165,6 +165,9 @@ class engine {
   virtual void invalidate_row(const std::string& table, const std::string& column,
                               const std::string& value) = 0;
   virtual explanation explain_sql(const std::string& sql) = 0;
+  // PostgreSQL with options::follow_changes: waits for the change stream (pg::session::
+  // sync). Other engines: nothing to wait for.
+  virtual bool sync() { return true; }
   // PostgreSQL: describing a statement executes it, and affected rows of a SELECT come
   // from its result; both are recorded with the result and replayed on a hit.
   virtual bool describe_executes() const noexcept { return false; }

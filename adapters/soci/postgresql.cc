@@ -49,6 +49,9 @@ class postgresql_engine final : public engine {
         conn_(static_cast<::soci::postgresql_session_backend&>(real).conn_),
         status_(pgconn_of{&static_cast<::soci::postgresql_session_backend&>(real)}) {
     session_.attach(&status_);
+    // The change stream starts (or is joined) at connection: a server that cannot stream
+    // fails the connection with a message saying what is missing.
+    if (cache_->settings().follow_changes) session_.connect(runner());
   }
 
   std::shared_ptr<void> prepare(const std::string&, const std::function<void()>& real_prepare,
@@ -143,6 +146,7 @@ class postgresql_engine final : public engine {
   void tx_committed(bool) override { session_.transaction_committed(); }
   void tx_rolled_back(bool) override { session_.transaction_rolled_back(); }
   void invalidate_all() override { cache_->flush(invalidation_cause::manual); }
+  bool sync() override { return session_.sync(runner()); }
 
   // As qcache::pqxx::connection's, but in the session's current transaction; when the
   // catalog cannot be read there, the invalidation is not lost: the cache is flushed.

@@ -937,6 +937,11 @@ caching_factory::caching_factory(std::shared_ptr<qcache::cache> c,
   return s ? &s->real() : nullptr;
 }
 
+bool sync(::soci::session& sql) {
+  auto* s = dynamic_cast<detail::caching_session*>(sql.get_backend());
+  return s && s->eng() ? s->eng()->sync() : true;
+}
+
 bool is_caching(::soci::session& sql) noexcept {
   return dynamic_cast<detail::caching_session*>(sql.get_backend()) != nullptr;
 }

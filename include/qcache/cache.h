@@ -68,6 +68,23 @@ struct options {
   // those values are invalidated. false, inside a transaction, or when that SELECT fails:
   // such a write invalidates every cached read filtering on the column.
   bool write_preimage = true;
+  // PostgreSQL: follow each database's change stream (logical replication, pgoutput) so
+  // that commits made by anyone (other processes, psql, raw() connections) invalidate
+  // what they change, within the stream's lag; sync() on a connection waits for it.
+  // Needs wal_level = logical, a role with REPLICATION, a free wal sender and slot per
+  // (cache, database), and the publication below (created FOR ALL TABLES at the first
+  // connection when missing, which needs a superuser). Connecting fails with a message
+  // naming what is missing. false: only writes made through this cache invalidate.
+  bool follow_changes = true;
+  // The publication the stream reads (see follow_changes).
+  std::string publication = "qcache";
+  // How long the first connection to a database waits for the stream to start (slot
+  // creation waits for open write transactions). Until it is up, that database is
+  // bypassed: no hits, no stores.
+  std::chrono::milliseconds stream_start_wait{3000};
+  // sync() waits this long for the stream to catch up, then declares it lost (the cache
+  // bypasses the database until it is back) and returns.
+  std::chrono::milliseconds sync_timeout{2000};
 };
 
 // Why a statement was not cached. Counted in stats::uncacheable.
@@ -87,6 +104,9 @@ enum class uncacheable_reason : std::uint8_t {
   annotated,          // marked uncacheable by the application
   too_large,          // result above max_entry_bytes
   in_flight_write,    // a write to a dependency was in flight: served but not stored
+  stream_down,        // the database's change stream is not up: bypassed
+  stream_unconfirmed, // a commit the stream applied may be missing from the read's
+                      // snapshot (decoded before visible): served but not stored
   other,
   count_  // number of reasons; not a reason
 };
@@ -101,6 +121,7 @@ enum class invalidation_cause : std::uint8_t {
   flush,   // a write whose targets are unknown, a trigger or rule, an explicit flush()
   manual,  // invalidate() called by the application
   external,  // a change detected in the database itself (e.g. another SQLite connection)
+  stream,    // a commit read from PostgreSQL's change stream, or the stream's loss
   count_
 };
 
@@ -346,6 +367,9 @@ class cache : public std::enable_shared_from_this<cache> {
   void count_miss() noexcept;
   void count_uncacheable(uncacheable_reason r) noexcept;
   void count_invalidation(invalidation_cause c, std::uint64_t n = 1) noexcept;
+
+  // Whether `s` depends on (or is fenced by) the counter of any of `t`.
+  bool shares_counter(const snapshot& s, std::span<const tags::tag> t) const noexcept;
 
   // Largest value size that may be stored.
   std::size_t max_entry_bytes() const noexcept { return max_entry_bytes_; }

@@ -35,6 +35,7 @@
 #include <unordered_set>
 
 #include "memo.h"
+#include "pg/pgoutput.h"
 #include "pg/trigger_effects.h"
 
 namespace qcache::pg {
@@ -248,6 +249,8 @@ std::mutex g_databases_mu;
 std::unordered_map<std::string, std::weak_ptr<database>> g_databases;
 // Never dropped (a few bytes per relation with predicate reads, per tag space).
 std::unordered_map<std::string, std::shared_ptr<database::predicate_registry>> g_registries;
+// The most recent database object of each tag space (for the change-stream follower).
+std::unordered_map<std::string, std::weak_ptr<database>> g_latest;
 
 std::string tag_space_of(const std::string& identity) {
   std::string out;
@@ -277,8 +280,57 @@ std::shared_ptr<database> database_for(std::shared_ptr<catalog> loaded) {
   if (!reg) reg = std::make_shared<database::predicate_registry>();
   db->preds = reg;
   w = db;
+  g_latest[db->tag_space] = db;
   return db;
 }
+
+// What the change-stream follower asks about a database: the most recent database object
+// of its tag space (a restart gives a new identity, hence a new object and catalog).
+class engine_schema final : public stream_schema {
+ public:
+  explicit engine_schema(std::shared_ptr<database> db)
+      : tag_space_(db->tag_space), preds_(db->preds), first_(std::move(db)) {}
+  const std::string& tag_space() const override { return tag_space_; }
+  std::vector<std::string> predicate_columns(std::uint32_t oid) const override {
+    return current()->predicate_columns_of(oid);
+  }
+  char column_class(std::uint32_t oid, const std::string& column) const override {
+    auto snap = current()->cat->current();
+    const relation* r = snap->by_oid(oid);
+    return r ? r->column_class(column) : 0;
+  }
+  bool knows(std::uint32_t oid) const override {
+    return current()->cat->current()->by_oid(oid) != nullptr;
+  }
+  std::vector<std::uint32_t> family(std::uint32_t oid) const override {
+    auto snap = current()->cat->current();
+    const relation* r = snap->by_oid(oid);
+    return r ? r->family : std::vector<std::uint32_t>{};
+  }
+  std::optional<std::string> canonical(char cls, std::string_view text) const override {
+    return canonical_text(text, cls, true);
+  }
+  void mark_catalog_stale() override {
+    current()->catalog_stale.store(true, std::memory_order_release);
+  }
+  void refresh(const query_fn& run) override {
+    auto db = current();
+    std::lock_guard lock(db->refresh_mu);
+    db->cat->refresh(run);
+  }
+
+ private:
+  std::shared_ptr<database> current() const {
+    std::lock_guard lock(g_databases_mu);
+    auto it = g_latest.find(tag_space_);
+    if (it != g_latest.end())
+      if (auto db = it->second.lock()) return db;
+    return first_;
+  }
+  std::string tag_space_;
+  std::shared_ptr<database::predicate_registry> preds_;
+  std::shared_ptr<database> first_;
+};
 
 }  // namespace
 
@@ -365,6 +417,8 @@ struct plan {
 
 struct session::state {
   std::shared_ptr<database> db;
+  // The change stream of (cache, db's tag space) when options::follow_changes.
+  std::shared_ptr<feed> stream;
   std::shared_ptr<const snapshot> snap;  // the catalog snapshot plans were built with
   session_context ctx;
   std::uint32_t context_id = 0;
@@ -427,6 +481,7 @@ void session::connection_reset() {
   st.reported.clear();
   ++st.prepared_epoch;
   st.db.reset();
+  st.stream.reset();
   st.snap.reset();
   st.plans.clear();
   st.scs_off_seen = false;
@@ -507,6 +562,20 @@ void ensure_catalog(session::state& st, const run_fn& run) {
   }
 }
 
+// With options::follow_changes: joins (or starts) the change stream of (cache, database).
+// Throws when the server cannot stream (feed_for says what is missing).
+void ensure_stream(session::state& st, const std::shared_ptr<cache>& ch) {
+  if (st.stream || !ch->settings().follow_changes) return;
+  follow_request r;
+  r.owner = ch;
+  r.schema = std::make_shared<engine_schema>(st.db);
+  r.conninfo = st.status ? st.status->conninfo() : std::string();
+  r.publication = ch->settings().publication;
+  if (r.conninfo.empty())
+    throw std::runtime_error("qcache: follow_changes: the connection's parameters are unknown");
+  st.stream = feed_for(r);
+}
+
 void ensure_context(session::state& st, const run_fn& run) {
   // Read before the context, so that a reload noted meanwhile forces another read.
   std::uint64_t config = st.db->config_epoch.load(std::memory_order_acquire);
@@ -580,6 +649,13 @@ void apply_trigger_effects(plan& p, const trigger_effects& fx, const snapshot& c
   }
 }
 }  // namespace
+
+// With options::follow_changes, other clients' writes to an unlogged table or a
+// materialized view (REFRESH) never reach the cache (the change stream carries neither):
+// such relations are read uncached (as system relations are) rather than served stale.
+static bool unseen_by_stream(const relation& r, const qcache::options& opts) {
+  return opts.follow_changes && (r.persistence == 'u' || r.kind == 'm');
+}
 
 // Builds the plan for `a` under the current catalog snapshot and context (the session
 // effects are added by build_plan).
@@ -855,7 +931,7 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
     }
     p->read_names.push_back(rel_name(*r));
     if (r->system || r->kind == 'S' || r->kind == 'f' || r->kind == 'c' ||
-        r->persistence == 't') {
+        r->persistence == 't' || unseen_by_stream(*r, opts)) {
       refuse(uncacheable_reason::system_relation);
       continue;
     }
@@ -867,7 +943,8 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
       }
       for (std::uint32_t b : r->base_tables) {
         const relation* x = cat.by_oid(b);
-        if (!x || x->system || x->kind == 'S' || x->kind == 'f' || x->persistence == 't') {
+        if (!x || x->system || x->kind == 'S' || x->kind == 'f' || x->persistence == 't' ||
+            unseen_by_stream(*x, opts)) {
           refuse(uncacheable_reason::system_relation);
           continue;
         }
@@ -1274,6 +1351,7 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
   }
 
   ensure_catalog(st, run);
+  ensure_stream(st, cache_);
   ensure_context(st, run);
   if (tx.active && tx.isolation_pending && !st.context_dirty) {
     const std::string& iso = st.ctx.transaction_isolation;
@@ -1315,6 +1393,11 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
           ch.count_uncacheable(uncacheable_reason::transaction_local);
           return c;
         }
+      }
+      if (st.stream && !st.stream->serving()) [[unlikely]] {
+        // No stream, no news of other writers: neither served nor stored until it is back.
+        ch.count_uncacheable(uncacheable_reason::stream_down);
+        return c;
       }
       st.kb.start(st.context_id, kind, sql);
       for (const param& x : params) st.kb.add(x.type, x.text);
@@ -1395,6 +1478,11 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
       // stored, so neither leading nor waiting for a flight would help anyone. A follower
       // that ends up executing itself keeps its earlier (more conservative) snapshot.
       c.snap = ch.capture(deps);
+      if (st.stream) {
+        // After the capture, before the query: see feed.h.
+        c.stream = st.stream;
+        c.mark = st.stream->mark();
+      }
       const auto min_us = static_cast<std::uint64_t>(ch.settings().single_flight_min_latency.count());
       if (c.snap.storable() && (p->exec_us == plan::unmeasured || p->exec_us >= min_us)) {
         c.flight = ch.join_flight(c.k, deps);
@@ -1501,6 +1589,11 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
     auto x = static_cast<std::uint32_t>(std::min<std::int64_t>(us, 0x7fffffff));
     if (c.p) c.p->exec_us = c.p->exec_us == plan::unmeasured ? x : (3 * c.p->exec_us + x) / 4;
   }
+  if (c.store && value && c.stream && !c.stream->may_store(c.mark, c.snap)) {
+    ch.count_uncacheable(c.stream->serving() ? uncacheable_reason::stream_unconfirmed
+                                             : uncacheable_reason::stream_down);
+    c.store = false;
+  }
   if (c.store && value) {
     if (c.by_result.empty() || !c.p) {
       ch.store(c.k, c.snap, std::move(value));
@@ -1561,7 +1654,9 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
         if (flush) ch.flush(p.act == action::ddl ? invalidation_cause::ddl : invalidation_cause::flush);
         if (c.ddl_owned) st.db->ddl_finished.fetch_add(1, std::memory_order_acq_rel);
         c.ddl_owned = false;
+        bool wrote = !c.statement_hold.empty();
         c.statement_hold.release(false);
+        if (wrote && st.stream) st.stream->await_echo(ch.settings().sync_timeout);
       }
       break;
     case action::read_uncacheable:
@@ -1669,7 +1764,9 @@ void end_transaction(session::state& st, cache& ch, bool commit) noexcept {
   if (tx.ddl || tx.context_changed || tx.wrote_unknown) st.context_dirty = true;
   if (tx.flush_on_end || tx.ddl || epoch_moved)
     ch.flush(tx.ddl ? invalidation_cause::ddl : invalidation_cause::flush);
+  bool wrote = !tx.hold.empty();
   tx.hold.release(commit);
+  if (commit && wrote && st.stream) st.stream->await_echo(ch.settings().sync_timeout);
   if (st.db && tx.ddl_count) st.db->ddl_finished.fetch_add(tx.ddl_count, std::memory_order_acq_rel);
   tx.ddl_count = 0;
   tx.active = false;
@@ -1722,6 +1819,22 @@ const relation* resolve_named(session::state& st, std::string_view table, const 
   return st.snap->resolve(split_name(table), st.ctx.schemas);
 }
 }  // namespace
+
+void session::connect(const run_fn& run) {
+  ensure_catalog(*st_, run);
+  ensure_stream(*st_, cache_);
+}
+
+bool session::sync(const run_fn& run) {
+  state& st = *st_;
+  if (!cache_->settings().follow_changes) return true;
+  if (!st.stream) connect(run);
+  auto rows = run("SELECT pg_catalog.pg_current_wal_lsn()::text");
+  std::optional<std::uint64_t> lsn;
+  if (rows.size() == 1 && rows[0].size() == 1 && rows[0][0]) lsn = pgoutput::parse_lsn(*rows[0][0]);
+  if (!lsn) throw std::runtime_error("qcache: sync(): pg_current_wal_lsn() gave no LSN");
+  return st.stream->wait_processed(*lsn, cache_->settings().sync_timeout);
+}
 
 void session::invalidate_table(std::string_view table, const run_fn& run) {
   state& st = *st_;

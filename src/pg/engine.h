@@ -25,6 +25,7 @@
 
 #include "pg/analyzer.h"
 #include "pg/catalog.h"
+#include "pg/feed.h"
 
 #include <chrono>
 #include <functional>
@@ -66,6 +67,10 @@ class server_status {
   // The last reported value of a GUC_REPORT setting (TimeZone, DateStyle, ...), or
   // nullptr when the server has not reported it.
   virtual const char* parameter(const char* name) const noexcept = 0;
+  // The connection's parameters as a conninfo string (host, port, user, dbname,
+  // password, ...: libpq's PQconninfo), for the change stream's own connections. Empty
+  // when not known (follow_changes then cannot start).
+  virtual std::string conninfo() const { return {}; }
 };
 
 struct plan;  // memoized analysis of one SQL text for one catalog generation
@@ -85,6 +90,9 @@ struct call {
   std::shared_ptr<const plan> p;
   // Indexes into the plan's predicate dependencies named by this result's values.
   std::vector<std::uint16_t> by_result;
+  // A miss with the change stream followed: its position when the versions were captured.
+  std::shared_ptr<feed> stream;
+  stream_mark mark;
 };
 
 class session {
@@ -120,6 +128,17 @@ class session {
   // The adapter saw a new server session (reconnection): forget the context, catalog
   // binding and transaction state.
   void connection_reset();
+
+  // At connection: binds the database and, with options::follow_changes, starts (or
+  // joins) the change stream of (cache, database). Throws when the server cannot stream,
+  // naming what is missing. `run` must not be inside an application transaction.
+  void connect(const run_fn& run);
+  // Waits until every commit visible on the server now (pg_current_wal_lsn() on `run`'s
+  // connection) has been applied from the change stream. False when the stream is not
+  // following (follow_changes off: nothing to wait for, true), or is down, or did not
+  // catch up within options::sync_timeout (it is then declared lost: the database is
+  // bypassed until it is back).
+  bool sync(const run_fn& run);
 
   // Manual invalidation and annotations.
   void invalidate_table(std::string_view table, const run_fn& run);

@@ -267,6 +267,14 @@ std::uint64_t flushes(const cache& c) {
          s.invalidations_by_cause[static_cast<int>(invalidation_cause::ddl)];
 }
 
+// A cache that follows no change stream: there is no server to stream from, and the
+// planner's decisions are the same either way.
+options no_stream() {
+  options o;
+  o.follow_changes = false;
+  return o;
+}
+
 // Runs `sql` to completion as a statement that succeeded; true when it was served.
 bool run(session& s, fake_server& f, const std::string& sql, const std::string& list,
          std::shared_ptr<const cached_value> v = nullptr) {
@@ -279,7 +287,7 @@ bool run(session& s, fake_server& f, const std::string& sql, const std::string& 
 
 // The verdict the cache counted for one run of the case on a fresh cache.
 std::string verdict(const planner_case& k, fake_server& f) {
-  auto ch = std::make_shared<cache>();
+  auto ch = std::make_shared<cache>(no_stream());
   session s(ch);
   stats before = ch->stats();
   std::uint64_t flushed = flushes(*ch);
@@ -299,7 +307,7 @@ std::string verdict(const planner_case& k, fake_server& f) {
 
 // A read: whether invalidating `spec` alone makes its stored result stale.
 bool read_invalidated_by(const planner_case& k, fake_server& f, const std::string& spec) {
-  auto ch = std::make_shared<cache>();
+  auto ch = std::make_shared<cache>(no_stream());
   session s(ch);
   run(s, f, k.sql, k.params, std::make_shared<value>());
   EXPECT_TRUE(run(s, f, k.sql, k.params)) << "not stored: " << k.sql;
@@ -311,7 +319,7 @@ bool read_invalidated_by(const planner_case& k, fake_server& f, const std::strin
 // A write: which of `specs` it moved, after the `registered` columns were read through.
 std::vector<bool> write_moves(const planner_case& k, fake_server& f,
                               const std::vector<std::string>& specs) {
-  auto ch = std::make_shared<cache>();
+  auto ch = std::make_shared<cache>(no_stream());
   session s(ch);
   for (const std::string& tc : words(k.registered)) {
     auto dot = tc.find('.');

@@ -144,6 +144,15 @@ class connection {
   // catalog queries when needed (outside any transaction of this connection).
   qcache::explanation explain(const std::string& sql);
 
+  // With options::follow_changes (the default): waits until every commit visible on the
+  // server when called (by anyone: other processes, raw()) has reached this cache, so
+  // that later hits reflect them. About one round trip plus the stream's lag. Call it
+  // outside a transaction of this connection. Returns false when the stream is down or
+  // did not catch up within options::sync_timeout (the stream is then declared lost and
+  // the database bypassed until it is back: nothing stale is served either way). Without
+  // follow_changes: returns true at once.
+  bool sync();
+
   // Manual invalidation, for writes qcache cannot see (other programs, raw()).
   void invalidate_table(const std::string& table);
   void invalidate_row(const std::string& table, const std::string& column,

@@ -91,6 +91,12 @@ void invalidate_row(::soci::session& sql, const std::string& table, const std::s
 // kind "error". A session not opened through a caching_factory gets an explanation saying so.
 qcache::explanation explain(::soci::session& sql, const std::string& query);
 
+// PostgreSQL with options::follow_changes (the default): waits until every commit visible
+// on the server when called (by anyone) has reached the cache (see qcache::pqxx::
+// connection::sync). Call it outside a transaction. False when the stream is down or did
+// not catch up within options::sync_timeout. Other sessions: true at once.
+bool sync(::soci::session& sql);
+
 // True when `sql` was opened through a caching_factory.
 bool is_caching(::soci::session& sql) noexcept;
 
