@@ -80,6 +80,25 @@ TEST_F(ImplicitCode, ViewBodyCallingAWritingFunctionFlushes) {
   expect_bump_seen("SELECT * FROM vb");
 }
 
+// A view created by another client after qcache read the catalog is a relation the
+// catalog does not know: the statement is judged again with a fresh catalog (here: it
+// reaches f_bump, a flush), not run as an uncacheable read. Without the change stream, so
+// that nothing else reports f_bump's write.
+TEST_F(ImplicitCode, ViewCreatedByAnotherClientAfterTheCatalogWasReadIsJudgedFresh) {
+  qcache::options o;
+  o.follow_changes = false;
+  auto own = std::make_shared<qcache::cache>(o);
+  qcache::pqxx::connection c(conninfo_ + " options='-c search_path=" + schema_ + "'", own);
+  exec_on(c, "SELECT v FROM t");
+  exec_on(c, "SELECT v FROM t");
+  ASSERT_EQ(own->stats().hits, 1u);
+  direct("CREATE VIEW v_late AS SELECT f_bump() AS x");
+  exec_on(c, "SELECT * FROM v_late");
+  expect_fresh_on(c, "SELECT v FROM t", dump(direct("SELECT v FROM t")));
+  // A relation that does not exist at all: the server's error, unchanged.
+  EXPECT_THROW(exec_on(c, "SELECT * FROM no_such_relation"), pqxx::undefined_table);
+}
+
 TEST_F(ImplicitCode, ViewOverAViewCallingAWritingFunctionFlushes) {
   direct("CREATE VIEW vb AS SELECT f_bump() AS x; CREATE VIEW vv AS SELECT x FROM vb");
   expect_bump_seen("SELECT * FROM vv");

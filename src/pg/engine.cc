@@ -198,6 +198,9 @@ struct database {
   std::string tag_space;
   std::shared_ptr<catalog> cat;
   std::atomic<bool> catalog_stale{false};
+  // Set when the object (and its catalog) was created; cleared by the first
+  // session::connect that sees it (see there).
+  std::atomic<bool> loaded_at_creation{true};
   // DDL and unknown statements begun / finished through qcache on this database. A write
   // planned while one was in flight, or while one began, may have been planned with a
   // catalog that misses a new trigger, rule or cascade: it flushes when it ends.
@@ -405,6 +408,13 @@ struct plan {
   bool reloads_config = false;    // pg_reload_conf() or ALTER SYSTEM: see database::config_epoch
   bool touches_prepared = false;  // may create or drop prepared statements
   bool reaches_volatile_view = false;  // reads a view that calls a non-IMMUTABLE function
+  // Reads a relation the catalog snapshot does not know: it may have been created since by
+  // another client (a view or functional notation calling a writing function, say), so
+  // the statement is judged again after a catalog refresh (replan_with_fresh_catalog).
+  bool reads_unknown = false;
+  // Still unknown after that refresh: it runs uncached (the server will most likely say
+  // the relation does not exist) and, should it succeed after all, flushes.
+  bool flush_if_it_runs = false;
   value_context values;          // of the session the plan was built for
   // Recent execution time of this read on this connection (EWMA, microseconds), to decide
   // whether concurrent misses should wait for each other. Touched only by the session's
@@ -926,8 +936,14 @@ std::shared_ptr<plan> build_plan_core(session::state& st, std::shared_ptr<const 
   for (const read_ref& rr : s.reads) {
     const relation* r = cat.resolve(rr.table, schemas);
     if (!r) {
-      refuse(uncacheable_reason::unknown_relation);
-      continue;
+      // Created since the catalog was read, or missing (the server will say so): either
+      // way what it runs cannot be judged.
+      p->act = action::unknown;
+      p->reason = uncacheable_reason::unknown_relation;
+      p->flush = true;
+      p->flush_reason = "reads " + rr.table.name + ", a relation the catalog does not know";
+      p->reads_unknown = true;
+      return p;
     }
     p->read_names.push_back(rel_name(*r));
     if (r->system || r->kind == 'S' || r->kind == 'f' || r->kind == 'c' ||
@@ -1319,6 +1335,31 @@ void reconcile_transaction(session& s, session::state& st, cache& ch, call& c);
 
 }  // namespace
 
+// A plan that reads a relation the catalog does not know: the catalog is read again and
+// the statement planned again, once. Still unknown, it runs uncached and flushes only if
+// it succeeds (a relation created between this refresh and the statement could run
+// anything); such a plan is not kept.
+std::shared_ptr<const plan> replan_with_fresh_catalog(session::state& st, std::string_view sql,
+                                                      std::optional<bool> scs, const run_fn& run,
+                                                      const qcache::options& opts) {
+  st.db->catalog_stale.store(true, std::memory_order_release);
+  ensure_catalog(st, run);
+  ensure_context(st, run);
+  auto p = build_plan(st, analyze_as_sent(sql, scs, st.ctx.client_encoding), opts);
+  if (!p->reads_unknown) {
+    if (scs) st.plans.insert_or_assign(std::string(sql), p);
+    return p;
+  }
+  // A missing relation: an error is not worth a flush. A relation created since the
+  // refresh above (a race of microseconds) makes the statement succeed: it flushes then.
+  st.plans.erase(std::string(sql));
+  auto missing = std::make_shared<plan>(*p);
+  missing->act = action::read_uncacheable;
+  missing->flush = false;
+  missing->flush_if_it_runs = true;
+  return missing;
+}
+
 call session::begin(std::string_view sql, std::span<const param> params, char kind,
                     const run_fn& run, const hints* h) {
   call c;
@@ -1374,6 +1415,8 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
     if (st.plans.size() > 4096) st.plans.clear();
     if (scs) st.plans.insert_or_assign(std::string(sql), p);
   }
+  if (p->reads_unknown) [[unlikely]]
+    p = replan_with_fresh_catalog(st, sql, scs, run, ch.settings());
   c.p = p;
 
   switch (p->act) {
@@ -1502,8 +1545,9 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
     case action::write:
     case action::ddl:
     case action::unknown: {
-      if (p->act == action::unknown && p->reason == uncacheable_reason::parse_error)
-        ch.count_uncacheable(uncacheable_reason::parse_error);
+      if (p->act == action::unknown && (p->reason == uncacheable_reason::parse_error ||
+                                        p->reason == uncacheable_reason::unknown_relation))
+        ch.count_uncacheable(p->reason);
       // First hold the relations' own tags (and the global one for a flush): a predicate
       // read that registers a column from now on sees table(t) in flight and will not
       // store. Only then read the registry for the row and column tags.
@@ -1661,6 +1705,10 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
       break;
     case action::read_uncacheable:
     case action::read_cacheable:
+      if (p.flush_if_it_runs) [[unlikely]] {
+        st.db->catalog_stale.store(true, std::memory_order_release);
+        ch.invalidate(std::array{tags::database(st.db->tag_space)}, invalidation_cause::flush);
+      }
       if (p.dirties_context) {
         st.context_dirty = true;
         if (tx.active) tx.context_changed = true;
@@ -1823,6 +1871,12 @@ const relation* resolve_named(session::state& st, std::string_view table, const 
 void session::connect(const run_fn& run) {
   ensure_catalog(*st_, run);
   ensure_stream(*st_, cache_);
+  // The process's first statement on a database used to read the catalog itself, so DDL
+  // made by other clients between connecting and that statement (a migration, a test's
+  // setup) was known to it. Read now only to start the stream, the catalog is read again
+  // at that statement, once per database object: reading it early must not make it older.
+  if (st_->db->loaded_at_creation.exchange(false, std::memory_order_acq_rel))
+    st_->db->catalog_stale.store(true, std::memory_order_release);
 }
 
 bool session::sync(const run_fn& run) {
