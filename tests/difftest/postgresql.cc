@@ -99,11 +99,15 @@ class pg_target final : public target {
   // Every session connection cancels a statement after `statement_timeout_s` (a timeout is a
   // finding: nothing in a scenario may wait that long). The connections that create and
   // drop schemas allow twice that; they may wait for closed sessions' backends to go.
+  // lock_timeout is a startup option too: the sessions run in ONE thread, so a session
+  // waiting on a lock another session holds inside its open transaction waits forever
+  // (the server cannot see that deadlock). session_init's SET lock_timeout alone was undone
+  // by the role family's RESET ALL and DISCARD ALL, which return to the startup values.
   pg_target(std::string conninfo, bool self_check, double statement_timeout_s)
       : conninfo_(std::move(conninfo)),
         self_check_(self_check),
         tag_("qcache-difftest-" + std::to_string(::getpid())),
-        session_options_("-c statement_timeout=" + millis(statement_timeout_s)),
+        session_options_("-c lock_timeout=50 -c statement_timeout=" + millis(statement_timeout_s)),
         admin_conninfo_(with_startup(conninfo_, tag_ + "-admin",
                                      "-c statement_timeout=" + millis(2 * statement_timeout_s))) {
     ::pqxx::connection c{admin_conninfo_};
