@@ -206,7 +206,7 @@ class pg_target final : public target {
       std::string out = "-- server: pg_stat_activity of this database (tester connections are " +
                         tag_ + "-sN; -admin creates and drops schemas)\n";
       for (const auto& row : n.exec(activity_query)) out += "     " + join_fields(row) + "\n";
-      out += "-- server: pg_locks of those backends (waiting first)\n";
+      out += "-- server: pg_locks of those backends but on system catalogs (waiting first)\n";
       for (const auto& row : n.exec(locks_query)) out += "     " + join_fields(row) + "\n";
       return out;
     } catch (const std::exception& e) {
@@ -231,7 +231,8 @@ class pg_target final : public target {
       "l.objid::text, ''), l.mode, CASE WHEN l.granted THEN 'granted' ELSE 'WAITING' END "
       "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
       "WHERE a.datname = current_database() AND l.pid <> pg_backend_pid() "
-      "AND l.locktype <> 'virtualxid' ORDER BY l.granted, a.application_name, l.pid LIMIT 80";
+      "AND l.locktype <> 'virtualxid' AND (l.relation IS NULL OR l.relation >= 16384) ORDER BY "
+      "l.granted, a.application_name, l.pid LIMIT 80";
 
   static std::string join_fields(const ::pqxx::row& row) {
     std::string line;

@@ -15,8 +15,12 @@ namespace {
 
 constexpr std::size_t kRecentPerSession = 6;
 
+// `s` on one line, at most `n` characters (server messages span several lines).
 std::string shorten(const std::string& s, std::size_t n = 300) {
-  return s.size() <= n ? s : s.substr(0, n) + "...";
+  std::string line;
+  for (char ch : s.substr(0, n)) line += ch == '\n' ? ' ' : ch;
+  while (!line.empty() && line.back() == ' ') line.pop_back();
+  return s.size() <= n ? line : line + "...";
 }
 
 double since(std::chrono::steady_clock::time_point t) {
@@ -30,7 +34,7 @@ void progress::begin_scenario(std::uint64_t index, std::uint64_t seed, std::size
   ++scenarios_;
   scenario_index_ = index, scenario_seed_ = seed, scenario_steps_ = steps;
   step_index_ = 0, session_ = -1, in_flight_ = false;
-  phase_ = "setup", family_.clear(), sql_.clear();
+  phase_ = "setup", family_ = "-", sql_.clear();
   sessions_.clear();
   last_ = std::chrono::steady_clock::now();
 }
