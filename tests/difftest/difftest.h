@@ -78,6 +78,9 @@ class target {
   virtual std::string server_state() const { return {}; }
   // Cache counters summed over the scenarios run so far.
   std::uint64_t hits = 0, misses = 0, flushes = 0, uncacheable = 0;
+  // Misses that waited for another caller's query: the sessions share one thread, so any
+  // wait is qcache waiting on a flight nobody can finish (up to options.single_flight_wait).
+  std::uint64_t single_flight_waits = 0;
   std::uint64_t by_reason[32] = {}, by_cause[16] = {};
 };
 

@@ -381,7 +381,8 @@ int main_impl(int argc, char** argv) {
             << ", reads compared " << c.reads << ", inconclusive " << c.inconclusive
             << ", distinct failure classes " << shrunk_signatures.size() << "\n";
   std::cout << "cache: " << t->hits << " hits, " << t->misses << " misses, " << t->flushes
-            << " flushes, " << t->uncacheable << " uncacheable\n";
+            << " flushes, " << t->uncacheable << " uncacheable, " << t->single_flight_waits
+            << " single-flight waits\n";
   if (o.verbose) {
     std::cout << "uncacheable by reason:";
     for (int i = 0; i < static_cast<int>(qcache::uncacheable_reason::count_); ++i)
