@@ -323,6 +323,68 @@ options parse(int argc, char** argv) {
   return o;
 }
 
+// What the run has reported so far: each failure class is shrunk and printed once.
+struct reports {
+  std::set<std::string> signatures, printed;
+  std::map<std::string, std::uint64_t> by_family;
+};
+
+// Counts and reports one failure of scenario `s`: a new class is shrunk (within the
+// run's bounds) and printed as a reproducer; a timeout is printed unshrunk.
+void report_failure(target& t, const scenario& s, const mismatch& m, const options& o,
+                    double elapsed, reports& r) {
+  run_progress().count_failure();
+  ++r.by_family[m.timeout ? "timeout" : m.family.empty() ? "base" : m.family];
+  if (m.timeout) {
+    // Not shrunk: every trial could wait out the timeout again. The seed replays it.
+    r.signatures.insert(m.signature);
+    std::vector<std::size_t> upto;
+    for (std::size_t k = 0; k <= m.step_index; ++k) upto.push_back(k);
+    print_reproducer(s, upto, m, o.engine, false);
+    return;
+  }
+  // Each new failure class is shrunk once; shrinking stops after a minute in all (a
+  // self-check shrinks one) so a bounded run stays bounded.
+  bool may_shrink = elapsed < o.seconds + (o.self_check ? 0 : 60);
+  bool fresh = r.signatures.insert(m.signature).second;
+  if (fresh && may_shrink) {
+    auto keep = shrink(t, s, m, o.self_check ? 5 : 12);
+    std::string key = std::to_string(s.seed);
+    for (std::size_t k : keep) key += "\n" + s.steps[k].sql;
+    if (r.printed.insert(key).second)
+      print_reproducer(s, keep, confirm(t, s, keep, m), o.engine, true);
+  } else if (o.verbose || fresh) {
+    std::cout << "FAILURE (not shrunk) [" << m.family << "] seed " << s.seed << " step "
+              << m.step_index << ": " << m.sql << "\n    " << m.detail << "\n";
+  }
+}
+
+void print_summary(const target& t, counters& c, const reports& r, bool verbose) {
+  c.passed = c.reads - (c.failed - c.exec_timeouts);
+  std::cout << "\nfailures by family:";
+  for (const auto& [f, n] : r.by_family) std::cout << " " << f << "=" << n;
+  std::cout << "\nscenarios " << c.scenarios << ", statements " << c.statements
+            << ", reads compared " << c.reads << ", inconclusive " << c.inconclusive
+            << ", distinct failure classes " << r.signatures.size() << "\n";
+  std::cout << "cache: " << t.hits << " hits, " << t.misses << " misses, " << t.flushes
+            << " flushes, " << t.uncacheable << " uncacheable, " << t.single_flight_waits
+            << " single-flight waits\n";
+  if (verbose) {
+    std::cout << "uncacheable by reason:";
+    for (int i = 0; i < static_cast<int>(qcache::uncacheable_reason::count_); ++i)
+      if (t.by_reason[i])
+        std::cout << " " << qcache::to_string(static_cast<qcache::uncacheable_reason>(i)) << "="
+                  << t.by_reason[i];
+    std::cout << "\ninvalidations by cause:";
+    for (int i = 0; i < static_cast<int>(qcache::invalidation_cause::count_); ++i)
+      if (t.by_cause[i])
+        std::cout << " " << qcache::to_string(static_cast<qcache::invalidation_cause>(i)) << "="
+                  << t.by_cause[i];
+    std::cout << "\n";
+  }
+  std::cout << c.passed << " passed, " << c.failed << " failed\n";
+}
+
 int main_impl(int argc, char** argv) {
   options o = parse(argc, argv);
   if (o.engine == "postgresql" && o.pg.empty()) usage("no PostgreSQL conninfo (--pg or QCACHE_PG)");
@@ -333,8 +395,7 @@ int main_impl(int argc, char** argv) {
   generator gen = o.engine == "postgresql" ? generate_postgresql : generate_sqlite;
   std::mt19937_64 rng(o.seed);
   counters c;
-  std::set<std::string> shrunk_signatures, printed;
-  std::map<std::string, std::uint64_t> failures_by_family;
+  reports r;
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -347,56 +408,9 @@ int main_impl(int argc, char** argv) {
     if (o.verbose) std::cout << "scenario " << i << " seed " << s.seed << "\n";
     std::vector<mismatch> ms = run(*t, s, {}, &c, o.verbose);
     c.failed += ms.size();
-    for (const auto& m : ms) {
-      run_progress().count_failure();
-      ++failures_by_family[m.timeout ? "timeout" : m.family.empty() ? "base" : m.family];
-      if (m.timeout) {
-        // Not shrunk: every trial could wait out the timeout again. The seed replays it.
-        shrunk_signatures.insert(m.signature);
-        std::vector<std::size_t> upto;
-        for (std::size_t k = 0; k <= m.step_index; ++k) upto.push_back(k);
-        print_reproducer(s, upto, m, o.engine, false);
-        continue;
-      }
-      // Each new failure class is shrunk once; shrinking stops after a minute in all (a
-      // self-check shrinks one) so a bounded run stays bounded.
-      bool may_shrink = elapsed() < o.seconds + (o.self_check ? 0 : 60);
-      bool fresh = shrunk_signatures.insert(m.signature).second;
-      if (fresh && may_shrink) {
-        auto keep = shrink(*t, s, m, o.self_check ? 5 : 12);
-        std::string key = std::to_string(s.seed);
-        for (std::size_t k : keep) key += "\n" + s.steps[k].sql;
-        if (printed.insert(key).second)
-          print_reproducer(s, keep, confirm(*t, s, keep, m), o.engine, true);
-      } else if (o.verbose || fresh) {
-        std::cout << "FAILURE (not shrunk) [" << m.family << "] seed " << s.seed << " step "
-                  << m.step_index << ": " << m.sql << "\n    " << m.detail << "\n";
-      }
-    }
+    for (const auto& m : ms) report_failure(*t, s, m, o, elapsed(), r);
   }
-  c.passed = c.reads - (c.failed - c.exec_timeouts);
-  std::cout << "\nfailures by family:";
-  for (const auto& [f, n] : failures_by_family) std::cout << " " << f << "=" << n;
-  std::cout << "\nscenarios " << c.scenarios << ", statements " << c.statements
-            << ", reads compared " << c.reads << ", inconclusive " << c.inconclusive
-            << ", distinct failure classes " << shrunk_signatures.size() << "\n";
-  std::cout << "cache: " << t->hits << " hits, " << t->misses << " misses, " << t->flushes
-            << " flushes, " << t->uncacheable << " uncacheable, " << t->single_flight_waits
-            << " single-flight waits\n";
-  if (o.verbose) {
-    std::cout << "uncacheable by reason:";
-    for (int i = 0; i < static_cast<int>(qcache::uncacheable_reason::count_); ++i)
-      if (t->by_reason[i])
-        std::cout << " " << qcache::to_string(static_cast<qcache::uncacheable_reason>(i)) << "="
-                  << t->by_reason[i];
-    std::cout << "\ninvalidations by cause:";
-    for (int i = 0; i < static_cast<int>(qcache::invalidation_cause::count_); ++i)
-      if (t->by_cause[i])
-        std::cout << " " << qcache::to_string(static_cast<qcache::invalidation_cause>(i)) << "="
-                  << t->by_cause[i];
-    std::cout << "\n";
-  }
-  std::cout << c.passed << " passed, " << c.failed << " failed\n";
+  print_summary(*t, c, r, o.verbose);
   return c.failed ? 1 : 0;
 }
 
