@@ -1776,7 +1776,17 @@ void session::failed(call& c) noexcept {
 void session::transaction_begun(std::string_view isolation) {
   state& st = *st_;
   state::txn& tx = st.tx;
-  if (tx.active) return;  // BEGIN inside a transaction is a warning in PostgreSQL
+  if (tx.active) {
+    // BEGIN inside a transaction is a warning in PostgreSQL, but its modes still apply to
+    // the open transaction ("BEGIN; BEGIN ISOLATION LEVEL REPEATABLE READ" runs one
+    // snapshot): bypass now, and read the real level again inside the transaction.
+    if (isolation.empty()) return;
+    const std::string iso = lower(isolation);
+    if (iso != "read committed" && iso != "read uncommitted") tx.bypass = true;
+    st.context_dirty = true;
+    tx.context_changed = true;
+    return;
+  }
   tx.active = true;
   tx.memo = detail::tl_memo ? detail::memo_txn_begun() : detail::memo_txn{};
   tx.failed = false;

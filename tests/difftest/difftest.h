@@ -1,7 +1,8 @@
 // qcache-difftest: shared types of the differential tester (see main.cc for the method).
 //
 // Thread safety: single-threaded by design; the sessions of a scenario run one statement at
-// a time, in order, so every comparison is deterministic.
+// a time, in order, so every comparison is deterministic. The one exception is
+// target::server_state(), which the stall watchdog (watchdog.h) calls from its own thread.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +50,8 @@ struct mismatch {
   std::string detail;
   // Stable key of the failure class, used to shrink each distinct class once.
   std::string signature;
+  // A statement ran into the tester's statement_timeout: a stall, reported unshrunk.
+  bool timeout = false;
 };
 
 // The database under test: opens a scenario's sessions, runs its statements.
@@ -67,8 +70,17 @@ class target {
   // An inconclusive pair (e.g. the direct read found the transaction already aborted).
   virtual bool inconclusive(const outcome& cached, const outcome& direct) const = 0;
   virtual int sessions() const = 0;
+  // Whether the statement was cancelled by the tester's statement_timeout (a finding).
+  virtual bool timed_out(const outcome&) const { return false; }
+  // The server's view of every connection (PostgreSQL: pg_stat_activity and pg_locks read
+  // through a connection of its own), for timeout and stall reports. Safe to call from
+  // another thread while exec() or read() is blocked.
+  virtual std::string server_state() const { return {}; }
   // Cache counters summed over the scenarios run so far.
   std::uint64_t hits = 0, misses = 0, flushes = 0, uncacheable = 0;
+  // Misses that waited for another caller's query: the sessions share one thread, so any
+  // wait is qcache waiting on a flight nobody can finish (up to options.single_flight_wait).
+  std::uint64_t single_flight_waits = 0;
   std::uint64_t by_reason[32] = {}, by_cause[16] = {};
 };
 
@@ -81,7 +93,9 @@ using generator = scenario (*)(std::mt19937_64& rng, int index, const generator_
 
 scenario generate_postgresql(std::mt19937_64& rng, int index, const generator_options& o);
 scenario generate_sqlite(std::mt19937_64& rng, int index, const generator_options& o);
-std::unique_ptr<target> make_postgresql_target(const std::string& conninfo, bool self_check);
+// Sessions cancel any statement after `statement_timeout_s` seconds (see postgresql.cc).
+std::unique_ptr<target> make_postgresql_target(const std::string& conninfo, bool self_check,
+                                               double statement_timeout_s);
 std::unique_ptr<target> make_sqlite_target(bool self_check);
 // Every family name each engine knows (for --features validation and the help text).
 std::vector<std::string> postgresql_families();

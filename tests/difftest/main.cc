@@ -20,6 +20,12 @@
 //
 // --features=-a,-b switches families off (see --help for the names); --self-check sends
 // writes behind qcache's back, so failures MUST be found (ctest expects them).
+//
+// Stalls are bounded and diagnosed: PostgreSQL sessions cancel any statement after
+// --statement-timeout seconds (20), and a cancelled statement is a failure reported with
+// the tester's and the server's view of every session; a heartbeat line every --heartbeat
+// seconds (60) says where the run is; a watchdog ends the run with exit status 3 after
+// --stall seconds (60) without progress, printing the same state (watchdog.h).
 #include <qcache/cache.h>
 
 #include <algorithm>
@@ -32,6 +38,7 @@
 #include <stdexcept>
 
 #include "difftest.h"
+#include "watchdog.h"
 
 namespace qcache::difftest {
 namespace {
@@ -43,12 +50,14 @@ struct options {
   long schemas = -1;  // -1: as many as the time allows
   bool verbose = false;
   bool self_check = false;
+  double heartbeat = 60, stall = 60, statement_timeout = 20;  // seconds; 0: off
   std::string pg;
   generator_options gen;
 };
 
 struct counters {
   std::uint64_t scenarios = 0, statements = 0, reads = 0, inconclusive = 0, passed = 0, failed = 0;
+  std::uint64_t exec_timeouts = 0;  // failures that are not reads
 };
 
 std::string join_rows(const std::vector<std::string>& rows, std::size_t limit = 6) {
@@ -84,11 +93,44 @@ std::string recent_families(const scenario& s, std::size_t i) {
   return out;
 }
 
+// A statement of step `i` cancelled by the statement timeout: a failure of its own class,
+// with what every session was doing when it happened (the other sessions still hold
+// whatever the statement waited for).
+mismatch timeout_finding(const target& t, const scenario& s, std::size_t i, const char* phase,
+                         const outcome& o) {
+  const step& st = s.steps[i];
+  mismatch m;
+  m.step_index = i;
+  m.family = st.family;
+  m.sql = st.sql;
+  m.timeout = true;
+  m.detail = std::string("TIMEOUT in s") + std::to_string(st.session) + " " + phase + ": " +
+             describe(o) + "\n" + run_progress().describe() + t.server_state();
+  m.signature = "timeout|" + st.family + "|" + phase;
+  return m;
+}
+
+// Runs one step, telling the progress record (heartbeat, watchdog) before and after.
+outcome tracked_exec(target& t, std::size_t i, const step& st) {
+  run_progress().begin_step(i, st, "exec");
+  outcome o = t.exec(st.session, st.sql);
+  run_progress().end_step(describe(o));
+  return o;
+}
+
+void tracked_read(target& t, std::size_t i, const step& st, outcome& cached, outcome& direct) {
+  run_progress().begin_step(i, st, "read");
+  t.read(st.session, st.sql, cached, direct);
+  run_progress().end_step(describe(cached) +
+                          (same(cached, direct, st.ordered) ? "" : " (differs)"));
+}
+
 // Runs the steps of `s` listed in `keep` (all when empty) on a fresh schema and cache.
 std::vector<mismatch> run(target& t, const scenario& s, const std::vector<std::size_t>& keep,
                           counters* c, bool verbose) {
   std::vector<mismatch> out;
   t.open(s, t.sessions());
+  run_progress().mark();
   std::vector<std::size_t> order = keep;
   if (order.empty())
     for (std::size_t i = 0; i < s.steps.size(); ++i) order.push_back(i);
@@ -96,15 +138,24 @@ std::vector<mismatch> run(target& t, const scenario& s, const std::vector<std::s
     const step& st = s.steps[i];
     if (c) ++c->statements;
     if (st.k == step::kind::exec) {
-      outcome o = t.exec(st.session, st.sql);
+      outcome o = tracked_exec(t, i, st);
       if (verbose)
         std::cout << "  s" << st.session << " exec " << st.sql << " -> " << describe(o) << "\n";
+      if (!t.timed_out(o)) continue;
+      if (c) ++c->exec_timeouts;
+      out.push_back(timeout_finding(t, s, i, "exec", o));
       continue;
     }
     outcome cached, direct;
-    t.read(st.session, st.sql, cached, direct);
+    tracked_read(t, i, st, cached, direct);
     if (verbose)
       std::cout << "  s" << st.session << " read " << st.sql << " -> " << describe(cached) << "\n";
+    if (t.timed_out(cached) || t.timed_out(direct)) {
+      if (c) ++c->reads;
+      out.push_back(t.timed_out(cached) ? timeout_finding(t, s, i, "cached read", cached)
+                                        : timeout_finding(t, s, i, "direct read", direct));
+      continue;
+    }
     if (t.inconclusive(cached, direct)) {
       if (c) ++c->inconclusive;
       continue;
@@ -121,6 +172,7 @@ std::vector<mismatch> run(target& t, const scenario& s, const std::vector<std::s
     out.push_back(std::move(m));
   }
   t.close(s);
+  run_progress().mark();
   return out;
 }
 
@@ -183,14 +235,16 @@ void print_reproducer(const scenario& s, const std::vector<std::size_t>& keep, c
     std::cout << "s" << st.session << (st.k == step::kind::read ? " read: " : " exec: ") << st.sql
               << ";\n";
   }
-  std::cout << "-- mismatch at the last read: " << m.sql << "\n    " << m.detail << "\n";
+  std::cout << (m.timeout ? "-- timed out: " : "-- mismatch at the last read: ") << m.sql
+            << "\n    " << m.detail << "\n";
 }
 
 [[noreturn]] void usage(const std::string& why) {
   std::cerr
       << "qcache-difftest: " << why
       << "\nusage: qcache-difftest --engine postgresql|sqlite [--seconds N] [--seed S]"
-         " [--schemas K] [--features=-fam,... | only:fam,...] [--pg CONNINFO] [--self-check] [-v]\n"
+         " [--schemas K] [--features=-fam,... | only:fam,...] [--pg CONNINFO] [--self-check] [-v]"
+         " [--heartbeat S] [--stall S] [--statement-timeout S]\n"
          "postgresql families:";
   for (const auto& f : postgresql_families()) std::cerr << " " << f;
   std::cerr << "\nsqlite families:";
@@ -248,6 +302,12 @@ options parse(int argc, char** argv) {
       feature_args.push_back(value());
     else if (a.rfind("--features=", 0) == 0)
       feature_args.push_back(a.substr(11));
+    else if (a == "--heartbeat")
+      o.heartbeat = std::stod(value());
+    else if (a == "--stall")
+      o.stall = std::stod(value());
+    else if (a == "--statement-timeout")
+      o.statement_timeout = std::stod(value());
     else if (a == "--self-check")
       o.self_check = true;
     else if (a == "-v" || a == "--verbose")
@@ -263,16 +323,79 @@ options parse(int argc, char** argv) {
   return o;
 }
 
+// What the run has reported so far: each failure class is shrunk and printed once.
+struct reports {
+  std::set<std::string> signatures, printed;
+  std::map<std::string, std::uint64_t> by_family;
+};
+
+// Counts and reports one failure of scenario `s`: a new class is shrunk (within the
+// run's bounds) and printed as a reproducer; a timeout is printed unshrunk.
+void report_failure(target& t, const scenario& s, const mismatch& m, const options& o,
+                    double elapsed, reports& r) {
+  run_progress().count_failure();
+  ++r.by_family[m.timeout ? "timeout" : m.family.empty() ? "base" : m.family];
+  if (m.timeout) {
+    // Not shrunk: every trial could wait out the timeout again. The seed replays it.
+    r.signatures.insert(m.signature);
+    std::vector<std::size_t> upto;
+    for (std::size_t k = 0; k <= m.step_index; ++k) upto.push_back(k);
+    print_reproducer(s, upto, m, o.engine, false);
+    return;
+  }
+  // Each new failure class is shrunk once; shrinking stops after a minute in all (a
+  // self-check shrinks one) so a bounded run stays bounded.
+  bool may_shrink = elapsed < o.seconds + (o.self_check ? 0 : 60);
+  bool fresh = r.signatures.insert(m.signature).second;
+  if (fresh && may_shrink) {
+    auto keep = shrink(t, s, m, o.self_check ? 5 : 12);
+    std::string key = std::to_string(s.seed);
+    for (std::size_t k : keep) key += "\n" + s.steps[k].sql;
+    if (r.printed.insert(key).second)
+      print_reproducer(s, keep, confirm(t, s, keep, m), o.engine, true);
+  } else if (o.verbose || fresh) {
+    std::cout << "FAILURE (not shrunk) [" << m.family << "] seed " << s.seed << " step "
+              << m.step_index << ": " << m.sql << "\n    " << m.detail << "\n";
+  }
+}
+
+void print_summary(const target& t, counters& c, const reports& r, bool verbose) {
+  c.passed = c.reads - (c.failed - c.exec_timeouts);
+  std::cout << "\nfailures by family:";
+  for (const auto& [f, n] : r.by_family) std::cout << " " << f << "=" << n;
+  std::cout << "\nscenarios " << c.scenarios << ", statements " << c.statements
+            << ", reads compared " << c.reads << ", inconclusive " << c.inconclusive
+            << ", distinct failure classes " << r.signatures.size() << "\n";
+  std::cout << "cache: " << t.hits << " hits, " << t.misses << " misses, " << t.flushes
+            << " flushes, " << t.uncacheable << " uncacheable, " << t.single_flight_waits
+            << " single-flight waits\n";
+  if (verbose) {
+    std::cout << "uncacheable by reason:";
+    for (int i = 0; i < static_cast<int>(qcache::uncacheable_reason::count_); ++i)
+      if (t.by_reason[i])
+        std::cout << " " << qcache::to_string(static_cast<qcache::uncacheable_reason>(i)) << "="
+                  << t.by_reason[i];
+    std::cout << "\ninvalidations by cause:";
+    for (int i = 0; i < static_cast<int>(qcache::invalidation_cause::count_); ++i)
+      if (t.by_cause[i])
+        std::cout << " " << qcache::to_string(static_cast<qcache::invalidation_cause>(i)) << "="
+                  << t.by_cause[i];
+    std::cout << "\n";
+  }
+  std::cout << c.passed << " passed, " << c.failed << " failed\n";
+}
+
 int main_impl(int argc, char** argv) {
   options o = parse(argc, argv);
   if (o.engine == "postgresql" && o.pg.empty()) usage("no PostgreSQL conninfo (--pg or QCACHE_PG)");
-  std::unique_ptr<target> t = o.engine == "postgresql" ? make_postgresql_target(o.pg, o.self_check)
-                                                       : make_sqlite_target(o.self_check);
+  std::unique_ptr<target> t = o.engine == "postgresql"
+                                  ? make_postgresql_target(o.pg, o.self_check, o.statement_timeout)
+                                  : make_sqlite_target(o.self_check);
+  watchdog dog(*t, o.heartbeat, o.stall);
   generator gen = o.engine == "postgresql" ? generate_postgresql : generate_sqlite;
   std::mt19937_64 rng(o.seed);
   counters c;
-  std::set<std::string> shrunk_signatures, printed;
-  std::map<std::string, std::uint64_t> failures_by_family;
+  reports r;
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -281,49 +404,13 @@ int main_impl(int argc, char** argv) {
     if (o.schemas < 0 && elapsed() >= o.seconds) break;
     scenario s = gen(rng, static_cast<int>(i), o.gen);
     ++c.scenarios;
+    run_progress().begin_scenario(static_cast<std::uint64_t>(i), s.seed, s.steps.size());
     if (o.verbose) std::cout << "scenario " << i << " seed " << s.seed << "\n";
     std::vector<mismatch> ms = run(*t, s, {}, &c, o.verbose);
     c.failed += ms.size();
-    for (const auto& m : ms) {
-      ++failures_by_family[m.family.empty() ? "base" : m.family];
-      // Each new failure class is shrunk once; shrinking stops after a minute in all (a
-      // self-check shrinks one) so a bounded run stays bounded.
-      bool may_shrink = elapsed() < o.seconds + (o.self_check ? 0 : 60);
-      bool fresh = shrunk_signatures.insert(m.signature).second;
-      if (fresh && may_shrink) {
-        auto keep = shrink(*t, s, m, o.self_check ? 5 : 12);
-        std::string key = std::to_string(s.seed);
-        for (std::size_t k : keep) key += "\n" + s.steps[k].sql;
-        if (printed.insert(key).second)
-          print_reproducer(s, keep, confirm(*t, s, keep, m), o.engine, true);
-      } else if (o.verbose || fresh) {
-        std::cout << "FAILURE (not shrunk) [" << m.family << "] seed " << s.seed << " step "
-                  << m.step_index << ": " << m.sql << "\n    " << m.detail << "\n";
-      }
-    }
+    for (const auto& m : ms) report_failure(*t, s, m, o, elapsed(), r);
   }
-  c.passed = c.reads - c.failed;
-  std::cout << "\nfailures by family:";
-  for (const auto& [f, n] : failures_by_family) std::cout << " " << f << "=" << n;
-  std::cout << "\nscenarios " << c.scenarios << ", statements " << c.statements
-            << ", reads compared " << c.reads << ", inconclusive " << c.inconclusive
-            << ", distinct failure classes " << shrunk_signatures.size() << "\n";
-  std::cout << "cache: " << t->hits << " hits, " << t->misses << " misses, " << t->flushes
-            << " flushes, " << t->uncacheable << " uncacheable\n";
-  if (o.verbose) {
-    std::cout << "uncacheable by reason:";
-    for (int i = 0; i < static_cast<int>(qcache::uncacheable_reason::count_); ++i)
-      if (t->by_reason[i])
-        std::cout << " " << qcache::to_string(static_cast<qcache::uncacheable_reason>(i)) << "="
-                  << t->by_reason[i];
-    std::cout << "\ninvalidations by cause:";
-    for (int i = 0; i < static_cast<int>(qcache::invalidation_cause::count_); ++i)
-      if (t->by_cause[i])
-        std::cout << " " << qcache::to_string(static_cast<qcache::invalidation_cause>(i)) << "="
-                  << t->by_cause[i];
-    std::cout << "\n";
-  }
-  std::cout << c.passed << " passed, " << c.failed << " failed\n";
+  print_summary(*t, c, r, o.verbose);
   return c.failed ? 1 : 0;
 }
 

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <functional>
 #include <pqxx/pqxx>
+#include <stdexcept>
 #include <typeinfo>
 
 #include "difftest.h"
@@ -73,31 +74,66 @@ bool is_control(const std::string& sql) {
   return control.count(w) > 0;
 }
 
+// `conninfo` (key=value or URI form) with application_name and server options appended:
+// settings given at connection start are what RESET ALL and DISCARD ALL return to.
+std::string with_startup(const std::string& conninfo, const std::string& app,
+                         const std::string& options) {
+  if (conninfo.rfind("postgresql://", 0) == 0 || conninfo.rfind("postgres://", 0) == 0) {
+    std::string enc;
+    for (char ch : options) enc += ch == ' ' ? "%20" : ch == '=' ? "%3D" : std::string(1, ch);
+    return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") +
+           "application_name=" + app + "&options=" + enc;
+  }
+  return conninfo + " application_name='" + app + "' options='" + options + "'";
+}
+
+std::string millis(double seconds) { return std::to_string(static_cast<long>(seconds * 1000)); }
+
+// How the server cancels a statement that ran past statement_timeout.
+bool is_statement_timeout(const std::string& sqlstate, const std::string& text) {
+  return sqlstate == "57014" && text.find("statement timeout") != std::string::npos;
+}
+
 class pg_target final : public target {
  public:
-  pg_target(std::string conninfo, bool self_check)
-      : conninfo_(std::move(conninfo)), self_check_(self_check) {
-    ::pqxx::connection c{conninfo_};
+  // Every session connection cancels a statement after `statement_timeout_s` (a timeout is a
+  // finding: nothing in a scenario may wait that long). The connections that create and
+  // drop schemas allow twice that; they may wait for closed sessions' backends to go.
+  // lock_timeout is a startup option too: the sessions run in ONE thread, so a session
+  // waiting on a lock another session holds inside its open transaction waits forever
+  // (the server cannot see that deadlock). session_init's SET lock_timeout alone was undone
+  // by the role family's RESET ALL and DISCARD ALL, which return to the startup values.
+  pg_target(std::string conninfo, bool self_check, double statement_timeout_s)
+      : conninfo_(std::move(conninfo)),
+        self_check_(self_check),
+        tag_("qcache-difftest-" + std::to_string(::getpid())),
+        session_options_("-c lock_timeout=50 -c statement_timeout=" + millis(statement_timeout_s)),
+        admin_conninfo_(with_startup(conninfo_, tag_ + "-admin",
+                                     "-c statement_timeout=" + millis(2 * statement_timeout_s))) {
+    ::pqxx::connection c{admin_conninfo_};
     ::pqxx::nontransaction n{c};
     // Roles are cluster-wide and shared by concurrent runs: creating one that another run
     // just created fails with duplicate_object or unique_violation, both fine.
     for (const char* role : {"dt_reader", "dt_writer", "dt_nobody"})
-      try_exec(n, std::string("DO $$ BEGIN CREATE ROLE ") + role +
-                      "; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$");
+      admin_exec(n,
+                 std::string("DO $$ BEGIN CREATE ROLE ") + role +
+                     "; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+                 true);
   }
 
   void open(const scenario& s, int sessions) override {
     {
-      ::pqxx::connection c{conninfo_};
+      ::pqxx::connection c{admin_conninfo_};
       ::pqxx::nontransaction n{c};
       n.exec("SET client_min_messages TO error");
-      for (const auto& q : s.cleanup) try_exec(n, q);
-      for (const auto& q : s.setup) n.exec(q);
+      for (const auto& q : s.cleanup) admin_exec(n, q, true);
+      for (const auto& q : s.setup) admin_exec(n, q, false);
     }
     cache_ = std::make_shared<qcache::cache>(qcache::options{});
     conns_.clear();
     for (int i = 0; i < sessions; ++i) {
-      conns_.push_back(std::make_unique<qcache::pqxx::connection>(conninfo_, cache_));
+      conns_.push_back(std::make_unique<qcache::pqxx::connection>(
+          with_startup(conninfo_, tag_ + "-s" + std::to_string(i), session_options_), cache_));
       for (const auto& q : s.session_init) {
         qcache::pqxx::nontransaction n{*conns_.back()};
         n.exec(q);
@@ -110,16 +146,17 @@ class pg_target final : public target {
     if (cache_) {
       auto st = cache_->stats();
       hits += st.hits, misses += st.misses, flushes += st.flushes, uncacheable += st.uncacheable;
+      single_flight_waits += st.single_flight_waits;
       for (int i = 0; i < static_cast<int>(qcache::uncacheable_reason::count_); ++i)
         by_reason[i] += st.uncacheable_by_reason[i];
       for (int i = 0; i < static_cast<int>(qcache::invalidation_cause::count_); ++i)
         by_cause[i] += st.invalidations_by_cause[i];
     }
     cache_.reset();
-    ::pqxx::connection c{conninfo_};
+    ::pqxx::connection c{admin_conninfo_};
     ::pqxx::nontransaction n{c};
     n.exec("SET client_min_messages TO error");
-    for (const auto& q : s.cleanup) try_exec(n, q);
+    for (const auto& q : s.cleanup) admin_exec(n, q, true);
   }
 
   outcome exec(int session, const std::string& sql) override {
@@ -158,18 +195,70 @@ class pg_target final : public target {
            cached.error_class != "25P02";
   }
 
+  bool timed_out(const outcome& o) const override {
+    return !o.ok && is_statement_timeout(o.error_class, o.error_text);
+  }
+
+  // Runs on a connection of its own (the watchdog calls it while a session is blocked).
+  std::string server_state() const override {
+    try {
+      ::pqxx::connection c{with_startup(conninfo_, tag_ + "-diag", "-c statement_timeout=10000")};
+      ::pqxx::nontransaction n{c};
+      std::string out = "-- server: pg_stat_activity of this database (tester connections are " +
+                        tag_ + "-sN; -admin creates and drops schemas)\n";
+      for (const auto& row : n.exec(activity_query)) out += "     " + join_fields(row) + "\n";
+      out += "-- server: pg_locks of those backends but on system catalogs (waiting first)\n";
+      for (const auto& row : n.exec(locks_query)) out += "     " + join_fields(row) + "\n";
+      return out;
+    } catch (const std::exception& e) {
+      return std::string("-- server state unavailable: ") + e.what() + "\n";
+    }
+  }
+
   int sessions() const override { return 3; }
 
  private:
-  static void try_exec(::pqxx::nontransaction& n, const std::string& q) {
+  static constexpr const char* activity_query =
+      "SELECT 'pid=' || pid, 'app=' || application_name, 'state=' || coalesce(state, ''), "
+      "'xact_age=' || coalesce(round(extract(epoch FROM now() - xact_start)::numeric, 1)::text, "
+      "'-'), 'wait=' || coalesce(wait_event_type || ':' || wait_event, '-'), "
+      "'blocked_by=' || pg_blocking_pids(pid)::text, 'xid=' || coalesce(backend_xid::text, '-'), "
+      "'query=' || left(query, 300) FROM pg_stat_activity "
+      "WHERE datname = current_database() AND backend_type = 'client backend' "
+      "AND pid <> pg_backend_pid() ORDER BY application_name, pid";
+  static constexpr const char* locks_query =
+      "SELECT 'pid=' || l.pid, a.application_name, l.locktype, "
+      "coalesce(l.relation::regclass::text, l.transactionid::text, l.virtualxid, "
+      "l.objid::text, ''), l.mode, CASE WHEN l.granted THEN 'granted' ELSE 'WAITING' END "
+      "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+      "WHERE a.datname = current_database() AND l.pid <> pg_backend_pid() "
+      "AND l.locktype <> 'virtualxid' AND (l.relation IS NULL OR l.relation >= 16384) ORDER BY "
+      "l.granted, a.application_name, l.pid LIMIT 80";
+
+  static std::string join_fields(const ::pqxx::row& row) {
+    std::string line;
+    for (const auto& f : row) line += (line.empty() ? "" : " ") + std::string(f.c_str());
+    return line;
+  }
+
+  // Setup and cleanup statements: errors are fatal (setup) or ignored (cleanup), but a
+  // statement timeout never goes unreported.
+  void admin_exec(::pqxx::nontransaction& n, const std::string& q, bool ignore_errors) const {
     try {
       n.exec(q);
-    } catch (const ::pqxx::sql_error&) {
+    } catch (const ::pqxx::sql_error& e) {
+      if (is_statement_timeout(e.sqlstate(), e.what()))
+        throw std::runtime_error("statement timeout in schema setup or cleanup: " + q + "\n" +
+                                 server_state());
+      if (!ignore_errors) throw;
     }
   }
 
   std::string conninfo_;
   bool self_check_;
+  std::string tag_;              // application_name prefix of this process's connections
+  std::string session_options_;  // server options of every session connection
+  std::string admin_conninfo_;   // setup and cleanup connections
   std::shared_ptr<qcache::cache> cache_;
   std::vector<std::unique_ptr<qcache::pqxx::connection>> conns_;
 };
@@ -1009,8 +1098,9 @@ scenario generate_postgresql(std::mt19937_64& rng, int index, const generator_op
   return g.sc;
 }
 
-std::unique_ptr<target> make_postgresql_target(const std::string& conninfo, bool self_check) {
-  return std::make_unique<pg_target>(conninfo, self_check);
+std::unique_ptr<target> make_postgresql_target(const std::string& conninfo, bool self_check,
+                                               double statement_timeout_s) {
+  return std::make_unique<pg_target>(conninfo, self_check, statement_timeout_s);
 }
 
 }  // namespace qcache::difftest

@@ -140,6 +140,7 @@ class sqlite_target final : public target {
     if (cache_) {
       auto st = cache_->stats();
       hits += st.hits, misses += st.misses, flushes += st.flushes, uncacheable += st.uncacheable;
+      single_flight_waits += st.single_flight_waits;
       for (int i = 0; i < static_cast<int>(qcache::uncacheable_reason::count_); ++i)
         by_reason[i] += st.uncacheable_by_reason[i];
       for (int i = 0; i < static_cast<int>(qcache::invalidation_cause::count_); ++i)
