@@ -38,6 +38,8 @@ class soci_pg_schema_fixture : public ::testing::Test {
   // Runs after the schema is created and before `cache_` and `sql_` exist: the objects the
   // tests start from.
   virtual void before_connect() {}
+  // The cache's options (a fixture about manual invalidation turns the stream off).
+  virtual qcache::options cache_options() const { return {}; }
 
   void SetUp() override {
     QCACHE_REQUIRE_PG(ci);
@@ -47,7 +49,7 @@ class soci_pg_schema_fixture : public ::testing::Test {
               std::to_string(std::hash<std::string>{}(test) % 1000000007u);
     admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_);
     before_connect();
-    cache_ = std::make_shared<qcache::cache>(qcache::options{});
+    cache_ = std::make_shared<qcache::cache>(cache_options());
     factory_ = std::make_unique<qcache::soci::caching_factory>(cache_, soci::postgresql);
     sql_ = std::make_unique<soci::session>(*factory_, conninfo());
   }
