@@ -14,6 +14,7 @@
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <type_traits>
 
 #include "bench.h"
 
@@ -145,6 +146,14 @@ class pqxx_connection final : public connection {
   void exec_raw(const std::string& sql) override {
     if (work_) work_->exec(sql);
     else ntx_->exec(sql);
+  }
+  void sync() override {
+    if constexpr (std::is_same_v<Conn, qcache::pqxx::connection>) {
+      if (work_) return;  // sync() is for between transactions
+      ntx_.reset();       // libpqxx runs one transaction object at a time
+      conn_.sync();
+      ntx_.emplace(conn_);
+    }
   }
 
  private:

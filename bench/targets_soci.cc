@@ -138,6 +138,9 @@ class soci_connection final : public connection {
   void begin() override { sql_.begin(); }
   void commit() override { sql_.commit(); }
   void exec_raw(const std::string& q) override { sql_ << q; }
+#if defined(QCACHE_BENCH_HAVE_SOCI_ADAPTER)
+  void sync() override { qcache::soci::sync(sql_); }  // no-op but for cached PostgreSQL
+#endif
 
  private:
   template <class T>
