@@ -71,6 +71,9 @@ class MemoizePg : public ::testing::Test {
     cache_ = std::make_shared<qcache::cache>(qcache::options{});
     conn_ = std::make_unique<qcache::pqxx::connection>(conninfo(), cache_);
     plain_ = std::make_unique<pqxx::connection>(conninfo());
+    // The setup's rows were written by another client: the change stream reports them
+    // later; let it catch up, so that its report does not invalidate the first pages.
+    ASSERT_TRUE(conn_->sync());
   }
   void TearDown() override {
     if (pg_.empty()) return;
@@ -127,6 +130,29 @@ class MemoizePg : public ::testing::Test {
   std::unique_ptr<qcache::soci::caching_factory> factory_;
   std::unique_ptr<soci::session> soci_;
 };
+
+// Issue 12's last point: a page is invalidated by another program's commit, reported by the
+// change stream, exactly like the reads it made (and another post's change leaves it).
+TEST_F(MemoizePg, AnotherProgramsCommitInvalidatesThePageThroughTheStream) {
+  EXPECT_FALSE(page(1));
+  EXPECT_TRUE(page(1));
+  auto outside = [&](const std::string& sql) {
+    pqxx::work w(*plain_);
+    w.exec(sql);
+    w.commit();
+  };
+  outside("INSERT INTO comments (post_id, user_id, body) VALUES (1, 2, 'from another program')");
+  ASSERT_TRUE(conn_->sync());
+  EXPECT_FALSE(page(1));  // recomputed; page() compares it with a fresh render
+  EXPECT_TRUE(page(1));
+  outside("UPDATE posts SET body = 'elsewhere' WHERE id = 2");
+  outside("INSERT INTO comments (post_id, user_id, body) VALUES (2, 3, 'another post')");
+  ASSERT_TRUE(conn_->sync());
+  EXPECT_TRUE(page(1));
+  outside("DELETE FROM users WHERE id = 1");  // cascades to its comments, one on this page
+  ASSERT_TRUE(conn_->sync());
+  EXPECT_FALSE(page(1));
+}
 
 TEST_F(MemoizePg, BlogPostPage) {
   EXPECT_FALSE(page(1));
