@@ -52,6 +52,8 @@ class soci_pg_schema_fixture : public ::testing::Test {
     cache_ = std::make_shared<qcache::cache>(cache_options());
     factory_ = std::make_unique<qcache::soci::caching_factory>(cache_, soci::postgresql);
     sql_ = std::make_unique<soci::session>(*factory_, conninfo());
+    // before_connect() wrote through another client: let the change stream catch up.
+    ASSERT_TRUE(qcache::soci::sync(*sql_));
   }
   void TearDown() override {
     if (pg_.empty()) return;
