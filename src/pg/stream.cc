@@ -34,9 +34,15 @@ std::int64_t pg_now_us() {
   return us - 946684800LL * 1000000;
 }
 
-// The application connection's settings plus `extra` (replication, encoding, name).
+// The application connection's settings plus `extra` (replication, encoding, name). Its
+// `options` are replaced (a later keyword wins): the follower's connections must not
+// inherit the application's lock_timeout or statement_timeout, since creating a slot waits
+// for every open write transaction (a timeout there failed the application's connect).
 std::string conninfo_with(const std::string& base, const std::string& extra) {
-  return base + (base.empty() ? "" : " ") + extra;
+  return base + (base.empty() ? "" : " ") +
+         "options='-c lock_timeout=0 -c statement_timeout=0 "
+         "-c idle_in_transaction_session_timeout=0' " +
+         extra;
 }
 
 std::string quote_ident(const std::string& s) {
