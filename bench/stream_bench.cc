@@ -42,7 +42,9 @@ int main(int argc, char** argv) {
         "DROP TABLE IF EXISTS qb_stream; CREATE TABLE qb_stream (id int PRIMARY KEY, v int);"
         "INSERT INTO qb_stream VALUES (1, 0)");
   }
-  auto cache = std::make_shared<qcache::cache>();
+  qcache::options o;
+  o.follow_changes = true;
+  auto cache = std::make_shared<qcache::cache>(o);
   qcache::pqxx::connection reader(ci, cache);
   pqxx::connection writer(ci);
   std::vector<double> lag, sync;

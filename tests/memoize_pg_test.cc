@@ -68,7 +68,9 @@ class MemoizePg : public ::testing::Test {
           "INSERT INTO posts VALUES (1, 'first', 'hello'), (2, 'second', 'world');"
           "INSERT INTO comments (post_id, user_id, body) VALUES (1, 1, 'nice'), (1, 2, 'meh'),"
           " (2, 1, 'other post'), (2, 3, 'also')");
-    cache_ = std::make_shared<qcache::cache>(qcache::options{});
+    qcache::options o;
+    o.follow_changes = true;  // AnotherProgramsCommitInvalidatesThePageThroughTheStream
+    cache_ = std::make_shared<qcache::cache>(o);
     conn_ = std::make_unique<qcache::pqxx::connection>(conninfo(), cache_);
     plain_ = std::make_unique<pqxx::connection>(conninfo());
     // The setup's rows were written by another client: the change stream reports them

@@ -20,9 +20,17 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// A cache that follows the change stream (off by default).
+inline qcache::options following() {
+  qcache::options o;
+  o.follow_changes = true;
+  return o;
+}
+
 class StreamSerial : public pg_schema_fixture {
  protected:
   StreamSerial() : pg_schema_fixture("qcss_") {}
+  qcache::options cache_options() const override { return following(); }
   void before_connect() override {
     admin("SET search_path = " + schema_ +
           "; CREATE TABLE kv (id int PRIMARY KEY, v int);"
@@ -216,7 +224,7 @@ TEST_F(StreamSerial, WalLevelReplicaIsRefusedWithTheFix) {
   ASSERT_EQ(std::system((pg + "restart " + dir + " >/dev/null 2>&1").c_str()), 0);
   std::string msg;
   try {
-    qcache::pqxx::connection c(ci, std::make_shared<qcache::cache>());
+    qcache::pqxx::connection c(ci, std::make_shared<qcache::cache>(following()));
   } catch (const std::exception& e) {
     msg = e.what();
   }

@@ -14,9 +14,17 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// A cache that follows the change stream (off by default).
+inline qcache::options following() {
+  qcache::options o;
+  o.follow_changes = true;
+  return o;
+}
+
 class Stream : public pg_schema_fixture {
  protected:
   Stream() : pg_schema_fixture("qcs_") {}
+  qcache::options cache_options() const override { return following(); }
   void before_connect() override {
     admin("SET search_path = " + schema_ +
           ";"
@@ -159,7 +167,7 @@ TEST_F(Stream, AnotherCacheWrites) {
   const std::string read = "SELECT v FROM kv WHERE id = 1";
   cache_it(read);
   std::thread other([&] {
-    auto c2 = std::make_shared<qcache::cache>();
+    auto c2 = std::make_shared<qcache::cache>(following());
     qcache::pqxx::connection w(conninfo_ + " options='-c search_path=" + schema_ + "'", c2);
     qcache::pqxx::nontransaction tx(w);
     tx.exec("UPDATE kv SET v = 4242 WHERE id = 1");
@@ -218,7 +226,7 @@ TEST_F(Stream, RoleWithoutReplicationIsRefused) {
   admin("DROP ROLE IF EXISTS qcs_norepl; CREATE ROLE qcs_norepl LOGIN NOREPLICATION");
   std::string msg;
   try {
-    qcache::pqxx::connection c(conninfo_ + " user=qcs_norepl", std::make_shared<qcache::cache>());
+    qcache::pqxx::connection c(conninfo_ + " user=qcs_norepl", std::make_shared<qcache::cache>(following()));
   } catch (const std::exception& e) {
     msg = e.what();
   }
@@ -229,6 +237,7 @@ TEST_F(Stream, RoleWithoutReplicationIsRefused) {
 
 TEST_F(Stream, MissingPublicationNamesTheFix) {
   qcache::options o;
+  o.follow_changes = true;
   o.publication = "qcs_pub_" + std::to_string(getpid());
   admin("DROP ROLE IF EXISTS qcs_repl; CREATE ROLE qcs_repl LOGIN REPLICATION");
   std::string msg;
@@ -243,6 +252,7 @@ TEST_F(Stream, MissingPublicationNamesTheFix) {
 
 TEST_F(Stream, PublicationNotCreatedOverTablesWithoutKey) {
   qcache::options o;
+  o.follow_changes = true;
   o.publication = "qcs_pub2_" + std::to_string(getpid());
   // (scripts/pg's event trigger gives new keyless tables REPLICA IDENTITY FULL: undo it.)
   admin("CREATE TABLE " + schema_ +

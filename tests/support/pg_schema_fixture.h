@@ -50,6 +50,8 @@ class pg_schema_fixture : public ::testing::Test {
   // Runs after the schema is created and before `cache_` and `conn_` exist: objects the
   // first qcache connection should find already there.
   virtual void before_connect() {}
+  // The cache's options (the change-stream tests turn the stream on).
+  virtual qcache::options cache_options() const { return {}; }
 
   void SetUp() override {
     QCACHE_REQUIRE_PG(ci);
@@ -59,7 +61,7 @@ class pg_schema_fixture : public ::testing::Test {
     schema_ = prefix_ + std::to_string(getpid()) + "_" + test.substr(0, name_chars_);
     admin("DROP SCHEMA IF EXISTS " + schema_ + " CASCADE; CREATE SCHEMA " + schema_);
     before_connect();
-    cache_ = std::make_shared<qcache::cache>(qcache::options{});
+    cache_ = std::make_shared<qcache::cache>(cache_options());
     conn_ = connect();
     // before_connect() wrote through another client: the change stream reports it later,
     // and must not invalidate what a test caches first.
