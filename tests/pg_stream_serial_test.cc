@@ -20,13 +20,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A cache that follows the change stream (off by default).
-inline qcache::options following() {
-  qcache::options o;
-  o.follow_changes = true;
-  return o;
-}
-
 class StreamSerial : public pg_schema_fixture {
  protected:
   StreamSerial() : pg_schema_fixture("qcss_") {}

@@ -14,13 +14,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A cache that follows the change stream (off by default).
-inline qcache::options following() {
-  qcache::options o;
-  o.follow_changes = true;
-  return o;
-}
-
 class Stream : public pg_schema_fixture {
  protected:
   Stream() : pg_schema_fixture("qcs_") {}

@@ -40,6 +40,13 @@ inline std::string dump(const pqxx::result& r) {
   return o.str();
 }
 
+// A cache that follows the change stream (off by default).
+inline qcache::options following() {
+  qcache::options o;
+  o.follow_changes = true;
+  return o;
+}
+
 class pg_schema_fixture : public ::testing::Test {
  protected:
   // `prefix` starts the schema's name (e.g. "qcv_"), followed by the process id and the
