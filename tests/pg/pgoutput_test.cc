@@ -117,7 +117,9 @@ TEST(Pgoutput, MalformedIsBadAndUnknownIsUnknown) {
 }
 
 TEST(Pgoutput, FramesAndStatus) {
-  auto w = parse_frame(bytes().c('w').u(10, 8).u(20, 8).u(30, 8).c('B').b);
+  // parse_frame returns views into its argument: the frame must outlive them.
+  const std::string frame = bytes().c('w').u(10, 8).u(20, 8).u(30, 8).c('B').b;
+  auto w = parse_frame(frame);
   ASSERT_EQ(w.k, 'w');
   EXPECT_EQ(w.wal_end, 20u);
   EXPECT_EQ(w.payload, "B");
