@@ -25,10 +25,7 @@
 
 #include "support/pg_schema_fixture.h"
 
-// LeakSanitizer (the ASan+UBSan stage): libpg_query 15-4.0.0's pg_query_parse_plpgsql
-// leaks a few strdup'ed bytes per body it parses (inside pg_query_raw_parse; qcache parses
-// each distinct trigger body once). Allocations made there are not reported in this binary.
-extern "C" const char* __lsan_default_suppressions() { return "leak:pg_query_raw_parse\n"; }
+// LeakSanitizer: tests/lsan.supp (set by scripts/test) suppresses libpg_query's own leak.
 
 namespace {
 
