@@ -1,5 +1,5 @@
 // qcache::soci on SQLite: a memoized page's check that the path still names the file it read
-// (P21: a file renamed over the path is another database) is one poll, not a stat, while
+// (P21: a file renamed over the path is another database) is one epoll_wait, not a stat, while
 // nothing that could change what the path names happened (adapters/soci/path_watch.h). Each
 // test changes what the path names in one of the ways the kernel allows (a rename over it
 // from another thread or process, unlink and create, an ancestor directory renamed, a
@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -120,6 +121,21 @@ TEST_F(SqlitePathWatch, RenameOverThePathFromAnotherProcessIsSeenByTheNextCall) 
     a.reset();
     fs::remove(path_);
   }
+}
+
+// rename(2) with RENAME_EXCHANGE: the path and another name swap files in one call.
+TEST_F(SqlitePathWatch, ExchangeWithAnotherFileIsSeenByTheNextCall) {
+  make_db(path_, "A1000");
+  make_db(file("other.db"), "B1000");
+  auto a = open();
+  prime(*a, path_);
+  ASSERT_EQ(
+      ::renameat2(AT_FDCWD, file("other.db").c_str(), AT_FDCWD, path_.c_str(), RENAME_EXCHANGE), 0)
+      << std::strerror(errno);
+  EXPECT_FALSE(page_is_fresh(path_));
+  ASSERT_EQ(
+      ::renameat2(AT_FDCWD, file("other.db").c_str(), AT_FDCWD, path_.c_str(), RENAME_EXCHANGE), 0);
+  EXPECT_FALSE(page_is_fresh(path_)) << "the first file is back at the path";
 }
 
 // Unlinked, then a new file made at the path.
@@ -223,6 +239,26 @@ TEST_F(SqlitePathWatch, QueueOverflowMakesTheNextCallLookAtThePath) {
   EXPECT_FALSE(page_is_fresh(path_));
   EXPECT_GT(path_watch_counters_for_testing().overflows, before.overflows);
   EXPECT_TRUE(page_is_fresh(path_));
+}
+
+// A forked child shares the process's inotify queue (one open file): were it to drain it,
+// the parent would never see the events it took. The child looks at paths by stat instead.
+TEST_F(SqlitePathWatch, ForkedChildNeverTakesTheParentsEvents) {
+  make_db(path_, "A1000");
+  make_db(file("next.db"), "B1000");
+  auto a = open();
+  prime(*a, path_);
+  fs::rename(file("next.db"), path_);  // its event is pending in the queue
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // the child's page must be the new file's too
+    auto s = open();
+    ::_exit(memo_page(*s) == rows(*plain(), kAll) ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child's page was stale";
+  EXPECT_FALSE(page_is_fresh(path_)) << "the child took the parent's event";
 }
 
 // Many files, each with its page: hits look at none of them; renames over some are each

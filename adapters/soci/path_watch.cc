@@ -13,8 +13,8 @@
 #include "path_watch.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
+#include <sys/epoll.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -71,18 +71,23 @@ bool mount_root(const std::string& dir, const std::string& child) {
 }
 
 // This thread's descriptor of /proc/self/mountinfo (poll reports a mount table change to
-// each descriptor once).
-struct mount_descriptor {
-  int fd = -1;
+// each descriptor once) and its epoll instance, which holds it and the process's inotify
+// descriptor: one epoll_wait answers for both (half the cost of polling the two).
+struct thread_descriptors {
+  int mounts = -1;
+  int epoll = -1;
   bool opened = false;
-  mount_descriptor() = default;
-  mount_descriptor(const mount_descriptor&) = delete;
-  mount_descriptor& operator=(const mount_descriptor&) = delete;
-  ~mount_descriptor() {
-    if (fd >= 0) ::close(fd);
+  thread_descriptors() = default;
+  thread_descriptors(const thread_descriptors&) = delete;
+  thread_descriptors& operator=(const thread_descriptors&) = delete;
+  ~thread_descriptors() { close_all(); }
+  void close_all() noexcept {
+    if (epoll >= 0) ::close(epoll);
+    if (mounts >= 0) ::close(mounts);
+    epoll = mounts = -1;
   }
 };
-thread_local mount_descriptor t_mounts;
+thread_local thread_descriptors t_fds;
 
 }  // namespace
 
@@ -107,7 +112,7 @@ class path_watch {
     bool dead = false;  // IN_IGNORED: the kernel removed it
   };
   path_watch();
-  int thread_mounts() noexcept;
+  int thread_epoll() noexcept;
   void drain_locked() noexcept;
   void apply_locked(const inotify_event& e) noexcept;
   armed arm_locked(watched_path& p) noexcept;
@@ -122,12 +127,14 @@ class path_watch {
   std::atomic<std::uint64_t> global_{0};  // added to every path's generation
   std::atomic<std::uint64_t> drains_{0}, overflows_{0}, mount_changes_{0};
   std::mutex mu_;
-  std::unordered_map<int, dir_watch> wds_;  // guarded by mu_
+  std::unordered_map<int, dir_watch> wds_;         // guarded by mu_
+  static inline path_watch* g_instance = nullptr;  // set before the fork handler exists
 };
 
 path_watch::path_watch() {
   ifd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (ifd_ < 0) return;  // limits: every check is a stat
+  g_instance = this;
   ::pthread_atfork(nullptr, nullptr, &path_watch::after_fork_in_child);
   disabled_.store(false, std::memory_order_release);
 }
@@ -136,43 +143,54 @@ path_watch::path_watch() {
 // each): reading them would take events the parent needs. It never uses them (and never
 // takes mu_, which another thread of the parent may have held at fork).
 void path_watch::after_fork_in_child() noexcept {
-  path_watch& w = get();
+  path_watch& w = *g_instance;  // not get(): another thread may have been inside it
   w.disabled_.store(true, std::memory_order_relaxed);
   if (w.ifd_ >= 0) ::close(w.ifd_);
   w.ifd_ = -1;
-  if (t_mounts.fd >= 0) ::close(t_mounts.fd);
-  t_mounts.fd = -1;
-  t_mounts.opened = true;
+  t_fds.close_all();
+  t_fds.opened = true;
 }
 
 // Opened at the thread's first check: a mount change before that was never reported to
-// it, so every path is looked at again.
-int path_watch::thread_mounts() noexcept {
-  mount_descriptor& m = t_mounts;
-  if (!m.opened) {
-    m.opened = true;
-    m.fd = ::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
-    if (m.fd >= 0) global_.fetch_add(1, std::memory_order_acq_rel);
+// it, so every path is looked at again. -1 when they cannot be (every check is a stat).
+int path_watch::thread_epoll() noexcept {
+  thread_descriptors& t = t_fds;
+  if (!t.opened) {
+    t.opened = true;
+    t.mounts = ::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    t.epoll = ::epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event in {
+    }, mounts{};
+    in.events = EPOLLIN;
+    in.data.u32 = 0;
+    mounts.events = EPOLLPRI;
+    mounts.data.u32 = 1;
+    if (t.mounts < 0 || t.epoll < 0 || ::epoll_ctl(t.epoll, EPOLL_CTL_ADD, ifd_, &in) != 0 ||
+        ::epoll_ctl(t.epoll, EPOLL_CTL_ADD, t.mounts, &mounts) != 0)
+      t.close_all();
+    else
+      global_.fetch_add(1, std::memory_order_acq_rel);
   }
-  return m.fd;
+  return t.epoll;
 }
 
 // 1 or 0: the answer proven at the path's current generation with nothing pending; -1:
 // the path must be looked at (slow).
 int path_watch::fast(watched_path& p) noexcept {
   if (disabled_.load(std::memory_order_relaxed)) return -1;
-  int mfd = thread_mounts();
+  int ep = thread_epoll();
   std::uint64_t proof = p.proof_.load(std::memory_order_acquire);
-  if (mfd < 0 || proof == watched_path::none) return -1;
+  if (ep < 0 || proof == watched_path::none) return -1;
   std::uint64_t s = seq_.load(std::memory_order_acquire);
   if (s & 1) return -1;
-  struct pollfd fds[2] = {{ifd_, POLLIN, 0}, {mfd, POLLPRI, 0}};
-  int n = ::poll(fds, 2, 0);
+  struct epoll_event ev[2];
+  int n = ::epoll_wait(ep, ev, 2, 0);
   if (n != 0) {
-    if (n > 0 && (fds[1].revents & (POLLPRI | POLLERR))) {
-      mount_changes_.fetch_add(1, std::memory_order_relaxed);
-      global_.fetch_add(1, std::memory_order_acq_rel);
-    }
+    for (int i = 0; i < n; ++i)
+      if (ev[i].data.u32 == 1) {  // reported once to this descriptor: applied now
+        mount_changes_.fetch_add(1, std::memory_order_relaxed);
+        global_.fetch_add(1, std::memory_order_acq_rel);
+      }
     return -1;
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -183,7 +201,7 @@ int path_watch::fast(watched_path& p) noexcept {
 }
 
 bool path_watch::slow(watched_path& p) noexcept {
-  if (thread_mounts() < 0) return p.stat_names();
+  if (thread_epoll() < 0) return p.stat_names();
   std::unique_lock lock(mu_);
   if (disabled_.load(std::memory_order_relaxed)) {
     lock.unlock();

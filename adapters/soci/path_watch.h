@@ -3,14 +3,16 @@
 //
 // Thread safety: watch_path() and every watched_path are safe for concurrent use from any
 // thread. All watched paths of the process share one inotify instance and one mutex (taken
-// only when something is pending or a path must be looked at again); each thread polls its
-// own descriptor of /proc/self/mountinfo (opened at its first check, closed at its exit).
+// only when something is pending or a path must be looked at again); each thread has its
+// own descriptor of /proc/self/mountinfo and its own epoll instance holding it and the
+// inotify descriptor (opened at its first check, closed at its exit): a check is one
+// epoll_wait with timeout 0 (about half the cost of poll over the two descriptors).
 // After fork() the child never uses the parent's instance: every check there is a stat.
 //
 // Why one instance per process, not per cache: what a path names is a property of the
 // process (its mount table and root), like the per-file state in sqlite.cc; inotify
 // instances are few (fs.inotify.max_user_instances, 128 by default, for the whole user),
-// and one instance serves every cache with one descriptor and one poll per check.
+// and one instance serves every cache with one descriptor and one epoll_wait per check.
 //
 // Why it is sound. A path names a file through its components: "/a/b/x.db" is the entry "a"
 // of "/", "b" of "/a", "x.db" of "/a/b". What it names can change only by
@@ -20,18 +22,19 @@
 //    directory itself: IN_DELETE_SELF, IN_MOVE_SELF, IN_UNMOUNT, IN_IGNORED), and the
 //    kernel queues the event inside the system call that makes the change (fsnotify is
 //    called by vfs_rename, vfs_unlink, vfs_create... before they return), so a change that
-//    completed before a check began is pending when the check polls;
+//    completed before a check began is pending when the check polls (the same wake-up
+//    puts the inotify descriptor on the ready list of every epoll instance holding it);
 //  * a mount or unmount on a directory of the path (no inotify event at all): the mount
-//    table changes, which /proc/self/mountinfo reports to poll as POLLPRI|POLLERR, once per
-//    descriptor (hence one descriptor per thread: a poll in one thread would consume the
-//    report another thread needs);
+//    table changes, which /proc/self/mountinfo reports as POLLPRI|POLLERR, once per
+//    descriptor, waking its waiters inside mount(2)/umount(2) (hence one descriptor per
+//    thread: a poll in one thread would consume the report another thread needs);
 //  * a symlink on the path being retargeted: paths with a symlink are not watched.
 // Arming watches "/" first, then each directory down the path, each placed before its entry
 // in the parent is looked at (lstat), and ends with the lstat of the file itself. A change
 // made before a watch was placed is seen by the lstats that follow it; one made after is an
 // event. So once armed at generation g with the file's (dev, ino) seen, the path names that
 // file for as long as no relevant event or mount change is pending or has been drained
-// since: a check that finds nothing pending (poll, timeout 0) and the path's generation
+// since: a check that finds nothing pending (epoll_wait, timeout 0) and the path's generation
 // still g answers without a stat. Events are drained under the mutex by whoever finds them
 // pending; those naming no watched entry (SQLite's "x.db-journal", created and deleted by
 // every write, "-wal", "-shm", other files) change nothing; relevant ones advance the

@@ -42,7 +42,7 @@
 //    path is another database), proven at every schema refresh, plus a generation: it
 //    lives while a connection of the process has the file attached (its inode cannot be
 //    reused meanwhile) and is never given again, so an inode reused by a new file is a new
-//    database. A memo hit proves the path still names the file by one poll of the
+//    database. A memo hit proves the path still names the file by one epoll_wait of the
 //    process's path watch when nothing changed on the path since the last look, else by a
 //    stat (path_watch.h). A file that cannot be identified is not cached. temp and a
 //    plain :memory: main get an identity private to the connection; other memory
@@ -642,8 +642,8 @@ class file_memo_check final : public qcache::memo_check {
   }
 
  private:
-  // The path still names the file: a stat, or one poll proving nothing that could change
-  // what the path names happened since the last one (path_watch.h).
+  // The path still names the file: a stat, or one epoll_wait proving nothing that could
+  // change what the path names happened since the last look (path_watch.h).
   bool same_file() const noexcept { return watch_->still_names(); }
   // change_counter() without a system call beyond the identity check: the file header
   // mapped by the pin and the WAL index its connection mapped (it stays mapped while the
