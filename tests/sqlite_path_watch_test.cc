@@ -261,6 +261,28 @@ TEST_F(SqlitePathWatch, ForkedChildNeverTakesTheParentsEvents) {
   EXPECT_FALSE(page_is_fresh(path_)) << "the child took the parent's event";
 }
 
+// A thread's first check opens its descriptors: the mount changes made before were never
+// reported to them, but the process's own descriptor (polled under the watch's mutex) has
+// reported or applied each; so new threads (a pool growing, a thread per request) do not
+// make every path be looked at again.
+TEST_F(SqlitePathWatch, NewThreadsDoNotMakePathsLookAgain) {
+  make_db(path_, "A1000");
+  auto a = open();
+  prime(*a, path_);
+  auto stats = path_watch_counters_for_testing().stats;
+  auto hits = cache_->stats().memo_hits;
+  std::string expected = rows(*plain(), kAll);
+  for (int t = 0; t < 8; ++t)
+    std::thread([&] {
+      for (int i = 0; i < 3; ++i) EXPECT_EQ(memo_page(*a), expected);
+    }).join();
+  EXPECT_EQ(cache_->stats().memo_hits, hits + 24);
+  EXPECT_EQ(path_watch_counters_for_testing().stats, stats) << "a new thread made hits look";
+  make_db(file("next.db"), "B1000");
+  fs::rename(file("next.db"), path_);
+  std::thread([&] { EXPECT_FALSE(page_is_fresh(path_)); }).join();
+}
+
 // Many files, each with its page: hits look at none of them; renames over some are each
 // seen; once the caches and sessions are gone their directories are no longer watched.
 TEST_F(SqlitePathWatch, ManyFilesAreWatchedAndReleased) {
@@ -389,7 +411,10 @@ TEST_F(SqlitePathWatch, BindMountOverADirectoryOnThePathIsSeenByTheNextCall) {
   auto before = path_watch_counters_for_testing();
   ASSERT_EQ(::mount(b_dir.c_str(), a_dir.c_str(), nullptr, MS_BIND, nullptr), 0)
       << "mount --bind: " << std::strerror(errno);
-  EXPECT_FALSE(page_is_fresh(p)) << "the mount over " << a_dir << " was not seen";
+  // First from a thread whose descriptors did not exist at the mount, then from this one.
+  std::thread([&] {
+    EXPECT_FALSE(page_is_fresh(p)) << "a new thread did not see the mount over " << a_dir;
+  }).join();
   EXPECT_TRUE(page_is_fresh(p));
   EXPECT_GT(path_watch_counters_for_testing().mount_changes, before.mount_changes);
   ASSERT_EQ(::umount2(a_dir.c_str(), MNT_DETACH), 0) << std::strerror(errno);  // b is in use

@@ -13,6 +13,7 @@
 #include "path_watch.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
@@ -113,6 +114,7 @@ class path_watch {
   };
   path_watch();
   int thread_epoll() noexcept;
+  void catch_up_mounts() noexcept;
   void drain_locked() noexcept;
   void apply_locked(const inotify_event& e) noexcept;
   armed arm_locked(watched_path& p) noexcept;
@@ -122,6 +124,7 @@ class path_watch {
   static void after_fork_in_child() noexcept;
 
   int ifd_ = -1;
+  int mounts_ = -1;  // the process's mountinfo descriptor: polled only under mu_
   std::atomic<bool> disabled_{true};
   std::atomic<std::uint64_t> seq_{0};     // odd while a drain is taking and applying events
   std::atomic<std::uint64_t> global_{0};  // added to every path's generation
@@ -134,6 +137,7 @@ class path_watch {
 path_watch::path_watch() {
   ifd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (ifd_ < 0) return;  // limits: every check is a stat
+  mounts_ = ::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
   g_instance = this;
   ::pthread_atfork(nullptr, nullptr, &path_watch::after_fork_in_child);
   disabled_.store(false, std::memory_order_release);
@@ -146,13 +150,14 @@ void path_watch::after_fork_in_child() noexcept {
   path_watch& w = *g_instance;  // not get(): another thread may have been inside it
   w.disabled_.store(true, std::memory_order_relaxed);
   if (w.ifd_ >= 0) ::close(w.ifd_);
-  w.ifd_ = -1;
+  if (w.mounts_ >= 0) ::close(w.mounts_);
+  w.ifd_ = w.mounts_ = -1;
   t_fds.close_all();
   t_fds.opened = true;
 }
 
-// Opened at the thread's first check: a mount change before that was never reported to
-// it, so every path is looked at again. -1 when they cannot be (every check is a stat).
+// Opened at the thread's first check (then catch_up_mounts). -1 when they cannot be:
+// every check of the thread is a stat.
 int path_watch::thread_epoll() noexcept {
   thread_descriptors& t = t_fds;
   if (!t.opened) {
@@ -169,9 +174,24 @@ int path_watch::thread_epoll() noexcept {
         ::epoll_ctl(t.epoll, EPOLL_CTL_ADD, t.mounts, &mounts) != 0)
       t.close_all();
     else
-      global_.fetch_add(1, std::memory_order_acq_rel);
+      catch_up_mounts();
   }
   return t.epoll;
+}
+
+// A mount change made before the thread's descriptor was opened was never reported to it.
+// The process's descriptor, opened before any path was armed and polled only under mu_,
+// reports every change since its last poll, and what it reported before was applied
+// (global_) before mu_ was released: so polling it now, after the thread's descriptor
+// exists, applies every change the thread's descriptor cannot report. Without it, every
+// path is looked at again.
+void path_watch::catch_up_mounts() noexcept {
+  std::lock_guard lock(mu_);
+  struct pollfd f = {mounts_, POLLPRI, 0};
+  if (mounts_ < 0 || ::poll(&f, 1, 0) != 0) {  // reported, or cannot tell
+    if (mounts_ >= 0) mount_changes_.fetch_add(1, std::memory_order_relaxed);
+    global_.fetch_add(1, std::memory_order_acq_rel);
+  }
 }
 
 // 1 or 0: the answer proven at the path's current generation with nothing pending; -1:

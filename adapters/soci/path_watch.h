@@ -39,10 +39,12 @@
 // pending; those naming no watched entry (SQLite's "x.db-journal", created and deleted by
 // every write, "-wal", "-shm", other files) change nothing; relevant ones advance the
 // generation of the paths they concern, so the next check of those paths arms again and
-// looks. A queue overflow (IN_Q_OVERFLOW), a mount change, or a thread's first check (its
-// mountinfo descriptor did not exist before) advance every path's generation. A check never
-// trusts a drain in progress elsewhere (a sequence counter, odd while events are being taken
-// off the queue and applied).
+// looks. A queue overflow (IN_Q_OVERFLOW) or a mount change advances every path's
+// generation. A thread's descriptor reports only the mount changes made after it was
+// opened: at a thread's first check, the process's own mountinfo descriptor (opened before
+// any path was armed, polled only under the mutex) applies those made before, so a new
+// thread costs no path a new look. A check never trusts a drain in progress elsewhere (a
+// sequence counter, odd while events are being taken off the queue and applied).
 //
 // Where the fast path cannot be proven the check is a stat, as before: inotify unavailable
 // (init or add_watch fails: limits), a symlink on the path, a directory entry on a file
