@@ -14,10 +14,12 @@
 #include <soci/soci.h>
 #include <soci/sqlite3/soci-sqlite3.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -42,7 +44,7 @@ namespace fs = std::filesystem;
 using qcache::soci::detail::path_watch_counters_for_testing;
 
 const char* kAll = "SELECT id, v FROM t ORDER BY id";
-const char* kMountChild = "QCACHE_PATH_WATCH_MOUNT_CHILD";
+const char* kChild = "QCACHE_PATH_WATCH_CHILD";  // set in run_again_in_child()
 
 class SqlitePathWatch : public qcache_test::sqlite_file_fixture {
  protected:
@@ -355,12 +357,12 @@ TEST_F(SqlitePathWatch, ConcurrentCallsNeverGetAPageOlderThanTheLastRename) {
   EXPECT_GT(checked.load(), renames);
 }
 
-// ---- A mount over a directory of the path ---------------------------------------------
+// ---- Fresh processes --------------------------------------------------------------------
 //
-// No inotify event: only the mount table changes. Tested in a mount namespace of the test's
-// own (the host's mounts are untouched): a child process enters one (as root, or as root of
-// a new user namespace), makes its mounts private, and runs this test again from exec, with
-// kMountChild set: that run mounts and checks.
+// The watch is made once per process, at its first check, and a forked child never uses its
+// parent's: a test of how it is made (or of a mount namespace of its own) runs itself again
+// in a new process (exec, with kChild set), optionally in a mount namespace of its own (as
+// root, or as root of a new user namespace; the host's mounts are untouched).
 
 int enter_mount_namespace() {
   if (::unshare(CLONE_NEWNS) != 0) {
@@ -375,24 +377,64 @@ int enter_mount_namespace() {
   return 0;
 }
 
+// The current test run again in a new process: its exit status, or 100 + errno when no
+// mount namespace could be entered.
+int run_again_in_child(bool own_mount_namespace) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string filter =
+      "--gtest_filter=" + std::string(info->test_suite_name()) + "." + info->name();
+  pid_t pid = ::fork();
+  if (pid < 0) return 98;
+  if (pid == 0) {
+    int err = own_mount_namespace ? enter_mount_namespace() : 0;
+    if (err != 0) ::_exit(100 + (err & 0x7f));
+    ::setenv(kChild, "1", 1);
+    char* argv[] = {const_cast<char*>("sqlite_path_watch_test"), filter.data(), nullptr};
+    ::execv("/proc/self/exe", argv);
+    ::_exit(99);
+  }
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 97;
+  return WEXITSTATUS(status);
+}
+
+// No inotify instance can be made (here: no descriptor left at the first check): every
+// check is a stat, and a rename over the path is still seen.
+TEST_F(SqlitePathWatch, WithoutInotifyEveryCheckIsAStat) {
+  if (!std::getenv(kChild)) {
+    EXPECT_EQ(run_again_in_child(false), 0) << "the child's run failed (its output is above)";
+    return;
+  }
+  make_db(path_, "A1000");
+  make_db(file("next.db"), "B1000");
+  auto a = open();
+  EXPECT_EQ(memo_page(*a), rows(*plain(), kAll));  // stored: no check has run yet
+  int top = 0;
+  for (const auto& e : fs::directory_iterator("/proc/self/fd"))
+    top = std::max(top, std::stoi(e.path().filename().string()));
+  struct rlimit was {};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &was), 0);
+  struct rlimit none = was;
+  none.rlim_cur = static_cast<rlim_t>(top + 1);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &none), 0);
+  std::vector<int> held;  // every descriptor number below the limit is taken
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+  auto hits = cache_->stats().memo_hits;
+  for (int i = 0; i < 5; ++i) memo_page(*a);
+  for (int fd : held) ::close(fd);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &was), 0);
+  EXPECT_EQ(cache_->stats().memo_hits, hits + 5);
+  EXPECT_FALSE(path_watch_counters_for_testing().available);
+  EXPECT_EQ(path_watch_counters_for_testing().stats, 5u) << "one stat per hit";
+  EXPECT_EQ(memo_page(*a), rows(*plain(), kAll));
+  fs::rename(file("next.db"), path_);
+  EXPECT_FALSE(page_is_fresh(path_));
+}
+
+// A mount over a directory of the path: no inotify event, only the mount table changes.
 TEST_F(SqlitePathWatch, BindMountOverADirectoryOnThePathIsSeenByTheNextCall) {
-  if (!std::getenv(kMountChild)) {  // the parent: run this test in a child's namespace
-    pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      int err = enter_mount_namespace();
-      if (err != 0) ::_exit(100 + (err & 0x7f));
-      ::setenv(kMountChild, "1", 1);
-      std::string filter =
-          "--gtest_filter=SqlitePathWatch.BindMountOverADirectoryOnThePathIsSeenByTheNextCall";
-      char* argv[] = {const_cast<char*>("sqlite_path_watch_test"), filter.data(), nullptr};
-      ::execv("/proc/self/exe", argv);
-      ::_exit(99);
-    }
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    ASSERT_TRUE(WIFEXITED(status));
-    int code = WEXITSTATUS(status);
+  if (!std::getenv(kChild)) {
+    int code = run_again_in_child(true);
     if (code >= 100) {
       std::string why = "no mount namespace (neither CAP_SYS_ADMIN nor user namespaces): " +
                         std::string(std::strerror(code - 100));
