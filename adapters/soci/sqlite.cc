@@ -42,9 +42,11 @@
 //    path is another database), proven at every schema refresh, plus a generation: it
 //    lives while a connection of the process has the file attached (its inode cannot be
 //    reused meanwhile) and is never given again, so an inode reused by a new file is a new
-//    database. A file that cannot be identified is not cached. temp and a plain :memory:
-//    main get an identity private to the connection; other memory databases (shared
-//    cache) too, watched by data_version;
+//    database. A memo hit proves the path still names the file by one epoll_wait of the
+//    process's path watch when nothing changed on the path since the last look, else by a
+//    stat (path_watch.h). A file that cannot be identified is not cached. temp and a
+//    plain :memory: main get an identity private to the connection; other memory
+//    databases (shared cache) too, watched by data_version;
 //  * qcache never opens a descriptor of a database file (closing it would drop the
 //    process's POSIX locks on the file, SQLite's included): the header is mapped through
 //    SQLite's own descriptor, and what is held per file (file_pin) is released with the
@@ -70,6 +72,7 @@
 #include <qcache/tags.h>
 
 #include "memo.h"
+#include "path_watch.h"
 #include "pg/analyzer.h"
 
 // Debian's libsqlite3 is built with SQLITE_ENABLE_PREUPDATE_HOOK, but <sqlite3.h> only
@@ -619,7 +622,10 @@ std::uint64_t change_counter(sq::sqlite3* conn, const char* db, const file_pin* 
 class file_memo_check final : public qcache::memo_check {
  public:
   file_memo_check(qcache::cache* c, std::string path, std::shared_ptr<file_state> fs)
-      : cache_(c), path_(std::move(path)), fs_(std::move(fs)) {}
+      : cache_(c),
+        path_(std::move(path)),
+        fs_(std::move(fs)),
+        watch_(watch_path(path_, fs_->dev, fs_->ino)) {}
   void run() noexcept override {
     std::shared_ptr<file_pin> pin = fs_->current_pin();
     std::uint64_t c = pin ? fast_counter(*pin) : file_state::unknown;
@@ -636,10 +642,9 @@ class file_memo_check final : public qcache::memo_check {
   }
 
  private:
-  bool same_file() const noexcept {
-    struct stat sb;
-    return ::stat(path_.c_str(), &sb) == 0 && sb.st_dev == fs_->dev && sb.st_ino == fs_->ino;
-  }
+  // The path still names the file: a stat, or one epoll_wait proving nothing that could
+  // change what the path names happened since the last look (path_watch.h).
+  bool same_file() const noexcept { return watch_->still_names(); }
   // change_counter() without a system call beyond the identity check: the file header
   // mapped by the pin and the WAL index its connection mapped (it stays mapped while the
   // connection is open). Unknown until both are there.
@@ -693,6 +698,7 @@ class file_memo_check final : public qcache::memo_check {
   qcache::cache* cache_;  // owns the entries holding this check
   std::string path_;
   std::shared_ptr<file_state> fs_;  // its identity retired once no connection attaches it
+  std::shared_ptr<watched_path> watch_;
 };
 
 // ---- Analysis -------------------------------------------------------------------------
