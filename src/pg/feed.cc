@@ -87,6 +87,14 @@ void feed::set_processed(std::uint64_t lsn) noexcept {
   wait_cv_.notify_all();
 }
 
+void feed::restart_processed(std::uint64_t lsn) noexcept {
+  {
+    std::lock_guard lock(wait_mu_);
+    processed_.store(lsn, std::memory_order_release);
+  }
+  wait_cv_.notify_all();
+}
+
 std::vector<std::pair<std::uint64_t, std::uint64_t>> feed::unconfirmed() const {
   std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
   std::uint64_t w = confirmed_.load(std::memory_order_acquire);

@@ -107,6 +107,11 @@ class feed {
   void confirm(std::uint64_t seq) noexcept;
   // Everything up to `lsn` was processed.
   void set_processed(std::uint64_t lsn) noexcept;
+  // A new slot exists, with consistent point `lsn`: processed is `lsn` from now on, even
+  // when lower than before (another system or timeline answers on the same address: its
+  // positions are not comparable with the old ones, and counting the old ones would let
+  // sync() return before the new stream delivered anything). Only while down.
+  void restart_processed(std::uint64_t lsn) noexcept;
   // The applied commits not yet confirmed: (seq, xid).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> unconfirmed() const;
   // sync() asks for an immediate reply / declares the stream lost: the follower reads.

@@ -437,7 +437,7 @@ bool follower::connect() {
       return false;
     }
     // Another system or timeline (restore, failover): what we had is gone anyway; the
-    // database tag moves below as for any new slot.
+    // database tag moves and the positions restart below, as for any new slot.
     systemid_ = id.text(0, 0);
     timeline_ = id.text(0, 1);
   }
@@ -448,15 +448,25 @@ bool follower::connect() {
     error_ = std::string("could not create the replication slot: ") + PQerrorMessage(repl_.c);
     return false;
   }
+  std::optional<std::uint64_t> consistent_point;
   {
     pg_result slot(*r);
-    if (!slot.ok()) {
+    if (!slot.ok() || PQntuples(slot.r) != 1) {
       error_ = "could not create the replication slot: " + slot.error();
       return false;
     }
+    consistent_point = pgoutput::parse_lsn(slot.text(0, 1));
+    if (!consistent_point) {
+      error_ = "the new slot's consistent point is unreadable: " + slot.text(0, 1);
+      return false;
+    }
   }
-  // Every change before the slot's consistent point is unknowable: flush.
+  // Every change before the slot's consistent point is unknowable: flush. Positions count
+  // from that point, whatever the previous stream reached (another system or timeline
+  // may be behind it): status updates and sync() see only this server's WAL.
   go_down();
+  confirmed_lsn_ = *consistent_point;
+  restart_processed(*consistent_point);
   std::string start = "START_REPLICATION SLOT " + slot_ +
                       " LOGICAL 0/0 (proto_version '1', publication_names '" +
                       quote_ident(publication_) + "')";
