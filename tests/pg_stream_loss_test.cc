@@ -210,6 +210,27 @@ class StreamLossCluster : public ::testing::Test {
       std::this_thread::sleep_for(20ms);
     }
   }
+  // A physical copy of `pg` in pg.dir()/standby. Without -R's primary_conninfo: on the
+  // same address it would stream from itself; standby.signal alone keeps it in recovery.
+  static int copy_to_standby(own_cluster& pg) {
+    const std::string standby = pg.dir() + "/standby";
+    return sh("mkdir -p " + standby + " && chmod 700 " + standby +
+              (as_postgres().empty() ? "" : " && chown postgres:postgres " + standby) + " && " +
+              as_postgres() + own_cluster::pg_bin() + "/pg_basebackup -h " + pg.dir() +
+              "/sock -p " + std::to_string(pg.port()) + " -U postgres -D " + standby +
+              " -X stream -c fast --no-sync >/dev/null && " + as_postgres() + "touch " + standby +
+              "/standby.signal");
+  }
+  // Stops `pg` and starts its copy on the same socket directory and port (in recovery).
+  static int fail_over(own_cluster& pg) {
+    if (!pg.stop()) return 1;
+    return sh(as_postgres() + own_cluster::pg_bin() + "/pg_ctl -D " + pg.dir() + "/standby -l " +
+              pg.dir() + "/standby/pg.log -w -t 30 start >/dev/null");
+  }
+  static int promote(own_cluster& pg) {
+    return sh(as_postgres() + own_cluster::pg_bin() + "/pg_ctl -D " + pg.dir() +
+              "/standby -w -t 30 promote >/dev/null");
+  }
   std::string base_;
   std::shared_ptr<qcache::cache> cache_ = std::make_shared<qcache::cache>(following());
 };
@@ -269,16 +290,7 @@ TEST_F(StreamLossCluster, FailoverToAPromotedStandby) {
   qcache::pqxx::connection c1(ci, cache_);
   ASSERT_TRUE(c1.sync());
   until_hit(c1, ci, read, 5s);
-  // A physical copy. Without -R's primary_conninfo: on the same address it would stream
-  // from itself; standby.signal alone keeps it in recovery until promoted.
-  const std::string standby = pg.dir() + "/standby";
-  ASSERT_EQ(sh("mkdir -p " + standby + " && chmod 700 " + standby +
-               (as_postgres().empty() ? "" : " && chown postgres:postgres " + standby) + " && " +
-               as_postgres() + own_cluster::pg_bin() + "/pg_basebackup -h " + pg.dir() +
-               "/sock -p " + std::to_string(pg.port()) + " -U postgres -D " + standby +
-               " -X stream -c fast --no-sync >/dev/null && " + as_postgres() + "touch " + standby +
-               "/standby.signal"),
-            0);
+  ASSERT_EQ(copy_to_standby(pg), 0);
   // Writes the copy never gets: the row, and WAL enough that the old timeline's positions
   // stay far ahead of the new one's during the test.
   admin(ci,
@@ -286,20 +298,14 @@ TEST_F(StreamLossCluster, FailoverToAPromotedStandby) {
   ASSERT_TRUE(c1.sync());
   until_hit(c1, ci, read, 5s);
   ASSERT_EQ(cached(c1, read), "'11',\n");
-  // Fail over.
-  ASSERT_TRUE(pg.stop());
-  ASSERT_EQ(sh(as_postgres() + own_cluster::pg_bin() + "/pg_ctl -D " + standby + " -l " + standby +
-               "/pg.log -w -t 30 start >/dev/null"),
-            0);
+  ASSERT_EQ(fail_over(pg), 0);
   ASSERT_EQ(direct(ci, "SELECT pg_is_in_recovery()"), "'t',\n");
   qcache::pqxx::connection c2(ci, cache_);
   auto hits = cache_->stats().hits;
   EXPECT_EQ(cached(c2, read), "'10',\n") << "the old primary's row was served by the standby";
   EXPECT_EQ(cached(c2, read), "'10',\n");
   EXPECT_EQ(cache_->stats().hits, hits) << "served from the cache without a stream";
-  ASSERT_EQ(sh(as_postgres() + own_cluster::pg_bin() + "/pg_ctl -D " + standby +
-               " -w -t 30 promote >/dev/null"),
-            0);
+  ASSERT_EQ(promote(pg), 0);
   ASSERT_EQ(direct(ci, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"),
             "'00000002',\n");
   until_hit(c2, ci, read, 15s);
@@ -314,6 +320,57 @@ TEST_F(StreamLossCluster, FailoverToAPromotedStandby) {
   bool synced = c2.sync();
   EXPECT_EQ(cached(c2, read), "'12',\n") << "stale after sync() returned " << synced;
   EXPECT_FALSE(synced) << "sync() succeeded although the stream could not deliver the write";
+}
+
+// A commit decoded on the old primary but never visible there (it waits for a
+// synchronous standby that never answers) when the primary fails. On the new timeline
+// that xid means nothing: waiting for it to become visible would refuse every store of its
+// tags, and hold back the confirmation of every later commit, until the new primary's
+// xids pass it.
+TEST_F(StreamLossCluster, FailoverWhileACommitWaitsForItsStandby) {
+  own_cluster pg(base_);
+  ASSERT_TRUE(pg.start());
+  const std::string ci = pg.conninfo();
+  admin(ci, "CREATE TABLE kv (id int PRIMARY KEY, v int); INSERT INTO kv VALUES (1, 10)");
+  const std::string read = "SELECT v FROM kv WHERE id = 1";
+  qcache::pqxx::connection c1(ci, cache_);
+  ASSERT_TRUE(c1.sync());
+  until_hit(c1, ci, read, 5s);
+  ASSERT_EQ(copy_to_standby(pg), 0);
+  {  // xids the copy never sees: the waiting commit's xid stays ahead of the new primary's
+    pqxx::connection burn(ci);
+    for (int i = 0; i < 300; ++i) pqxx::nontransaction(burn).exec("SELECT txid_current()");
+  }
+  admin(ci, "ALTER SYSTEM SET synchronous_standby_names = 'ghost'");  // the copy has not
+  admin(ci, "SELECT pg_reload_conf()");
+  std::this_thread::sleep_for(300ms);  // the checkpointer publishes the setting
+  std::thread writer([ci] {
+    try {
+      pqxx::connection w(ci);
+      pqxx::nontransaction(w).exec("UPDATE kv SET v = 11 WHERE id = 1");
+    } catch (...) {  // the primary stops while the commit waits
+    }
+  });
+  struct joiner {
+    std::thread& t;
+    ~joiner() { t.join(); }
+  } join{writer};
+  auto applied = cache_->stats().invalidated(qcache::invalidation_cause::stream);
+  auto deadline = clk::now() + 5s;
+  while (cache_->stats().invalidated(qcache::invalidation_cause::stream) == applied) {
+    ASSERT_LT(clk::now(), deadline) << "the stream never applied the waiting commit";
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(direct(ci, read), "'10',\n") << "the commit must not be visible yet";
+  ASSERT_EQ(fail_over(pg), 0);
+  ASSERT_EQ(promote(pg), 0);
+  qcache::pqxx::connection c2(ci, cache_);
+  until_hit(c2, ci, read, 10s);
+  EXPECT_EQ(cached(c2, read), "'10',\n");
+  admin(ci, "UPDATE kv SET v = 12 WHERE id = 1");
+  ASSERT_TRUE(c2.sync());
+  EXPECT_EQ(cached(c2, read), "'12',\n");
+  until_hit(c2, ci, read, 5s);
 }
 
 }  // namespace
