@@ -318,6 +318,8 @@ class follower final : public feed {
   void confirm_visibility();
   bool send_status(bool reply);
   void lost(const std::string& why);
+  void forget_history_if_other(const std::string& systemid, const std::string& timeline,
+                               std::uint64_t consistent_point);
   void report_start(const std::string& error);
   std::optional<PGresult*> exec_interruptible(PGconn* c, const std::string& q);
 
@@ -329,6 +331,8 @@ class follower final : public feed {
   std::mutex lsn_mu_;  // lsn_conn_, used by application threads (current_lsn)
   pg_conn lsn_conn_;
   std::string slot_, error_;
+  // The system and timeline of the last stream that went up: the history the ring's
+  // xids belong to.
   std::string systemid_;
   std::string timeline_;
   // The current transaction.
@@ -430,16 +434,15 @@ bool follower::connect() {
     error_ = std::string("could not open the replication connection: ") + PQerrorMessage(repl_.c);
     return false;
   }
+  std::string systemid, timeline;
   {
     pg_result id(PQexec(repl_.c, "IDENTIFY_SYSTEM"));
     if (!id.ok() || PQntuples(id.r) != 1) {
       error_ = "IDENTIFY_SYSTEM failed: " + id.error();
       return false;
     }
-    // Another system or timeline (restore, failover): what we had is gone anyway; the
-    // database tag moves and the positions restart below, as for any new slot.
-    systemid_ = id.text(0, 0);
-    timeline_ = id.text(0, 1);
+    systemid = id.text(0, 0);
+    timeline = id.text(0, 1);
   }
   slot_ = "qcache_" + std::to_string(::getpid()) + "_" + std::to_string(++g_slot_serial);
   auto r = exec_interruptible(repl_.c, "CREATE_REPLICATION_SLOT " + slot_ +
@@ -465,6 +468,7 @@ bool follower::connect() {
   // from that point, whatever the previous stream reached (another system or timeline
   // may be behind it): status updates and sync() see only this server's WAL.
   go_down();
+  forget_history_if_other(systemid, timeline, *consistent_point);
   confirmed_lsn_ = *consistent_point;
   restart_processed(*consistent_point);
   std::string start = "START_REPLICATION SLOT " + slot_ +
@@ -484,6 +488,22 @@ bool follower::connect() {
   last_received_ = last_status_ = clock_type::now();
   go_up();
   return true;
+}
+
+// Another history answers (another system, a new timeline after a failover or a
+// restore, or WAL behind what was processed: a copy of the data directory): the
+// unconfirmed commits of the old one will never become visible here, and their xids mean
+// other transactions, or none. Waiting for them would refuse every store of their tags,
+// and hold back every later commit's confirmation, until this server's xids pass them.
+// They are confirmed: the database tag has moved since they were applied, and any read
+// from now on comes from this history.
+void follower::forget_history_if_other(const std::string& systemid, const std::string& timeline,
+                                       std::uint64_t consistent_point) {
+  bool other = !systemid_.empty() &&
+               (systemid != systemid_ || timeline != timeline_ || consistent_point < processed());
+  if (other) confirm(applied());
+  systemid_ = systemid;
+  timeline_ = timeline;
 }
 
 void follower::lost(const std::string& why) {
