@@ -131,6 +131,43 @@ TEST_F(StreamLoss, SlotDroppedWhileFollowing) {
   expect_fresh(read);
 }
 
+// sync() that times out declares the stream lost, and "nothing stale is served either
+// way" (pqxx.h): the read right after it returned false must not be a hit, although the
+// follower thread may not have noticed the loss yet. A stopped walsender stands for a
+// stream that lags; a short sync_timeout makes the race repeat often.
+class StreamLossShortSync : public StreamLoss {
+ protected:
+  qcache::options cache_options() const override {
+    auto o = following();
+    o.sync_timeout = 100ms;
+    return o;
+  }
+};
+
+TEST_F(StreamLossShortSync, SyncTimeoutServesNothingStale) {
+  const std::string read = "SELECT v FROM kv WHERE id = 1";
+  for (int round = 0; round < 10; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    auto deadline = clk::now() + 10s;
+    while (true) {  // cached, on a stream that is up
+      auto hits = cache_->stats().hits;
+      ASSERT_EQ(dump(exec(read)), dump(direct(read)));
+      if (cache_->stats().hits > hits) break;
+      ASSERT_LT(clk::now(), deadline) << "caching did not resume";
+      std::this_thread::sleep_for(10ms);
+    }
+    auto [sender, slot] = own_slot(conninfo_);
+    ASSERT_FALSE(sender.empty());
+    ASSERT_EQ(::kill(std::atoi(sender.c_str()), SIGSTOP), 0);
+    resume_on_exit resume{std::atoi(sender.c_str())};
+    admin("UPDATE " + schema_ + ".kv SET v = " + std::to_string(100 + round) + " WHERE id = 1");
+    bool synced = conn_->sync();
+    ASSERT_EQ(dump(exec(read)), "'" + std::to_string(100 + round) + "',\n")
+        << "stale right after sync() returned " << synced;
+    EXPECT_FALSE(synced);
+  }
+}
+
 // ---- Clusters a test creates on its own -------------------------------------------------
 
 std::string as_postgres() { return ::geteuid() == 0 ? "runuser -u postgres -- " : ""; }
