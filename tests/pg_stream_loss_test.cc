@@ -178,14 +178,9 @@ int sh(const std::string& cmd) { return std::system(("set -e; " + cmd).c_str());
 // with everything the test put in `dir`, when the object ends.
 class own_cluster {
  public:
-  explicit own_cluster(std::string dir) : dir_(std::move(dir)) { sh("rm -rf " + dir_); }
-  ~own_cluster() {
-    std::system((as_postgres() + pg_bin() + "/pg_ctl -D " + dir_ +
-                 "/standby -m immediate -w stop >/dev/null 2>&1")
-                    .c_str());
-    std::system((script() + " stop " + dir_ + " >/dev/null 2>&1").c_str());
-    std::system(("rm -rf " + dir_).c_str());
-  }
+  // Starts from nothing (a run that crashed may have left its clusters running).
+  explicit own_cluster(std::string dir) : dir_(std::move(dir)) { remove(); }
+  ~own_cluster() { remove(); }
   // scripts/pg start; `first_port` makes it take that port when free.
   bool start(int first_port = 0) {
     std::string env = first_port ? "QCACHE_PG_FIRST_PORT=" + std::to_string(first_port) + " " : "";
@@ -209,6 +204,13 @@ class own_cluster {
 
  private:
   static std::string script() { return std::string(QCACHE_SOURCE_DIR) + "/scripts/pg"; }
+  void remove() {
+    std::system((as_postgres() + pg_bin() + "/pg_ctl -D " + dir_ +
+                 "/standby -m immediate -w stop >/dev/null 2>&1")
+                    .c_str());
+    std::system((script() + " stop " + dir_ + " >/dev/null 2>&1").c_str());
+    std::system(("rm -rf " + dir_).c_str());
+  }
   std::string dir_;
   int port_ = 0;
 };
