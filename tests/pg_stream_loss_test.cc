@@ -5,6 +5,8 @@
 //   * SlotDroppedWhileFollowing: the walsender is terminated and its slot dropped; writes
 //     made while no slot exists must be seen (the follower starts again from a flush),
 //     then caching resumes.
+//   * PublicationNoLongerCoveringEveryTable: another client replaces the publication.
+//   * SyncTimeoutServesNothingStale: the read right after sync() timed out.
 //   * AnotherSystemOnTheSameAddress: the server is replaced by a fresh initdb on the same
 //     socket directory and port, holding a table of the same name (and, from the same
 //     DDL, the same relid) with other rows: only the new cluster's rows may be served.
@@ -126,6 +128,55 @@ TEST_F(StreamLoss, SlotDroppedWhileFollowing) {
     std::this_thread::sleep_for(20ms);
   }
   EXPECT_NE(own_slot(conninfo_).second, slot);
+  admin("UPDATE " + schema_ + ".kv SET v = 12 WHERE id = 1");
+  ASSERT_TRUE(conn_->sync());
+  expect_fresh(read);
+}
+
+// Restores the publication scripts/pg made however the test ends.
+struct publication_guard {
+  std::function<void(const std::string&)> admin;
+  ~publication_guard() {
+    try {
+      admin("DROP PUBLICATION IF EXISTS qcache; CREATE PUBLICATION qcache FOR ALL TABLES");
+    } catch (...) {
+    }
+  }
+};
+
+// Another client replaces the publication by one that leaves the cached table out: the
+// stream then silently stops carrying its changes. The follower must notice (while
+// streaming, and at every new slot) and stay down until the publication covers every
+// table again.
+TEST_F(StreamLoss, PublicationNoLongerCoveringEveryTable) {
+  const std::string read = "SELECT v FROM kv WHERE id = 1";
+  admin("CREATE TABLE " + schema_ + ".other (id int PRIMARY KEY)");
+  cache_it(read);
+  publication_guard guard{[this](const std::string& s) { admin(s); }};
+  admin("DROP PUBLICATION qcache; CREATE PUBLICATION qcache FOR TABLE " + schema_ + ".other");
+  auto deadline = clk::now() + 5s;
+  auto down = cache_->stats().not_cached(qcache::uncacheable_reason::stream_down);
+  while (cache_->stats().not_cached(qcache::uncacheable_reason::stream_down) == down) {
+    ASSERT_LT(clk::now(), deadline) << "still following a publication that misses kv";
+    exec(read);
+    std::this_thread::sleep_for(20ms);
+  }
+  admin("UPDATE " + schema_ + ".kv SET v = 11 WHERE id = 1");
+  auto hits = cache_->stats().hits;
+  for (int i = 0; i < 20; ++i) {  // a new slot does not bring it back either
+    ASSERT_EQ(dump(exec(read)), "'11',\n");
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(cache_->stats().hits, hits) << "cached while the publication misses kv";
+  admin("DROP PUBLICATION qcache; CREATE PUBLICATION qcache FOR ALL TABLES");
+  deadline = clk::now() + 10s;
+  while (true) {
+    hits = cache_->stats().hits;
+    ASSERT_EQ(dump(exec(read)), dump(direct(read)));
+    if (cache_->stats().hits > hits) break;
+    ASSERT_LT(clk::now(), deadline) << "caching did not resume";
+    std::this_thread::sleep_for(20ms);
+  }
   admin("UPDATE " + schema_ + ".kv SET v = 12 WHERE id = 1");
   ASSERT_TRUE(conn_->sync());
   expect_fresh(read);
