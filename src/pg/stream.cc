@@ -122,14 +122,27 @@ std::vector<std::string> tables_without_identity(PGconn* c) {
   return out;
 }
 
+// One row, true when publication $1 carries every change of every table.
+const char* const q_publication_covers_all =
+    "SELECT puballtables AND pubinsert AND pubupdate AND pubdelete AND pubtruncate "
+    "FROM pg_publication WHERE pubname = $1";
+
+// Why the publication no longer carries every change (another client dropped, replaced or
+// altered it: the walsender then silently leaves changes out), or empty when it does.
+std::string publication_problem(PGconn* c, const std::string& pub) {
+  const char* params[1] = {pub.c_str()};
+  pg_result r(PQexecParams(c, q_publication_covers_all, 1, nullptr, params, nullptr, nullptr, 0));
+  if (!r.ok()) return "could not read pg_publication: " + r.error();
+  if (PQntuples(r.r) != 1) return "publication \"" + pub + "\" does not exist";
+  if (r.text(0, 0) != "t")
+    return "publication \"" + pub + "\" no longer publishes every change of every table";
+  return {};
+}
+
 void ensure_publication(PGconn* c, const std::string& pub, bool superuser,
                         const std::string& role) {
   const char* params[1] = {pub.c_str()};
-  pg_result r(
-      PQexecParams(c,
-                   "SELECT puballtables AND pubinsert AND pubupdate AND pubdelete AND pubtruncate "
-                   "FROM pg_publication WHERE pubname = $1",
-                   1, nullptr, params, nullptr, nullptr, 0));
+  pg_result r(PQexecParams(c, q_publication_covers_all, 1, nullptr, params, nullptr, nullptr, 0));
   if (!r.ok()) fail("could not read pg_publication: " + r.error());
   if (PQntuples(r.r) == 1) {
     if (r.text(0, 0) != "t")
@@ -343,6 +356,7 @@ class follower final : public feed {
   std::unordered_set<std::uint32_t> refreshed_for_;
   std::uint64_t confirmed_lsn_ = 0;  // what status updates report
   clock_type::time_point last_received_, last_status_;
+  clock_type::time_point last_publication_check_;
   std::mutex start_mu_;
   std::condition_variable start_cv_;
   bool started_ = false;
@@ -426,6 +440,11 @@ bool follower::connect() {
     error_ = std::string("could not connect: ") + PQerrorMessage(plain_.c);
     return false;
   }
+  // The publication may have changed since the first connection (checked there): a slot
+  // on one that leaves tables out would serve their rows stale.
+  error_ = publication_problem(plain_.c, publication_);
+  if (!error_.empty()) return false;
+  last_publication_check_ = clock_type::now();
   repl_.c = PQconnectdb(
       conninfo_with(conninfo_,
                     "replication=database client_encoding=UTF8 application_name=qcache_stream")
@@ -542,6 +561,11 @@ void follower::stream() {
     if (!plain_.c) return lost(error_);
     if (lost_wanted.exchange(false)) return lost("sync() timed out");
     auto now = clock_type::now();
+    if (now - last_publication_check_ > seconds(1)) {  // changed while streaming
+      std::string problem = publication_problem(plain_.c, publication_);
+      if (!problem.empty()) return lost(problem);
+      last_publication_check_ = now;
+    }
     bool reply = reply_wanted.exchange(false);
     if (now - last_received_ > silence_limit) return lost("no reply from the server");
     if (reply || now - last_status_ > seconds(1)) {
