@@ -34,8 +34,11 @@ bool feed::may_store(const stream_mark& m, const qcache::snapshot& s) const {
 }
 
 void feed::go_down() noexcept {
+  // Any thread may take the stream down (the follower, a sync() that timed out): one
+  // transition from up however many race (two increments would make it up again).
   std::uint64_t s = state_.load(std::memory_order_seq_cst);
-  if (s & 1) state_.fetch_add(1, std::memory_order_seq_cst);
+  while ((s & 1) && !state_.compare_exchange_weak(s, s + 1, std::memory_order_seq_cst)) {
+  }
   tags::tag t = tags::database(schema_->tag_space());
   cache_->invalidate(std::span<const tags::tag>(&t, 1), invalidation_cause::stream);
   wait_cv_.notify_all();
@@ -87,6 +90,14 @@ void feed::set_processed(std::uint64_t lsn) noexcept {
   wait_cv_.notify_all();
 }
 
+void feed::restart_processed(std::uint64_t lsn) noexcept {
+  {
+    std::lock_guard lock(wait_mu_);
+    processed_.store(lsn, std::memory_order_release);
+  }
+  wait_cv_.notify_all();
+}
+
 std::vector<std::pair<std::uint64_t, std::uint64_t>> feed::unconfirmed() const {
   std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
   std::uint64_t w = confirmed_.load(std::memory_order_acquire);
@@ -108,6 +119,10 @@ bool feed::wait_processed(std::uint64_t lsn, std::chrono::milliseconds timeout) 
         std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(20));
     wait_cv_.wait_until(lock, step, [&] { return done() || !serving(); });
     if (!done() && std::chrono::steady_clock::now() >= deadline) {
+      // Down before returning, from this thread: the follower may take a while to get
+      // to lost_wanted, and a hit served meanwhile could miss what sync() waited for.
+      lock.unlock();
+      go_down();
       lost_wanted.store(true, std::memory_order_release);
       if (wake) wake();
       return false;

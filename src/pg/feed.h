@@ -84,7 +84,8 @@ class feed {
   // ---- sync() --------------------------------------------------------------------
   // Waits until the stream has processed everything up to `lsn` (commits applied,
   // keepalives past it outside a transaction). False on timeout or when the stream is
-  // down; on timeout the stream is declared lost (the follower reconnects).
+  // down; on timeout the stream is declared lost: down before this returns (no hit is
+  // served after it), then the follower reconnects.
   bool wait_processed(std::uint64_t lsn, std::chrono::milliseconds timeout);
   std::uint64_t processed() const noexcept { return processed_.load(std::memory_order_acquire); }
   // The server's current WAL write position (pg_current_wal_lsn() on a connection of the
@@ -98,6 +99,7 @@ class feed {
 
   // ---- The follower --------------------------------------------------------------
   // Down: stop serving, then move the database tag (entries and reads in progress die).
+  // Any thread may call it; go_up only the follower.
   void go_down() noexcept;
   // Up (after the slot exists and the database tag moved again).
   void go_up() noexcept;
@@ -107,6 +109,11 @@ class feed {
   void confirm(std::uint64_t seq) noexcept;
   // Everything up to `lsn` was processed.
   void set_processed(std::uint64_t lsn) noexcept;
+  // A new slot exists, with consistent point `lsn`: processed is `lsn` from now on, even
+  // when lower than before (another system or timeline answers on the same address: its
+  // positions are not comparable with the old ones, and counting the old ones would let
+  // sync() return before the new stream delivered anything). Only while down.
+  void restart_processed(std::uint64_t lsn) noexcept;
   // The applied commits not yet confirmed: (seq, xid).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> unconfirmed() const;
   // sync() asks for an immediate reply / declares the stream lost: the follower reads.

@@ -122,14 +122,27 @@ std::vector<std::string> tables_without_identity(PGconn* c) {
   return out;
 }
 
+// One row, true when publication $1 carries every change of every table.
+const char* const q_publication_covers_all =
+    "SELECT puballtables AND pubinsert AND pubupdate AND pubdelete AND pubtruncate "
+    "FROM pg_publication WHERE pubname = $1";
+
+// Why the publication no longer carries every change (another client dropped, replaced or
+// altered it: the walsender then silently leaves changes out), or empty when it does.
+std::string publication_problem(PGconn* c, const std::string& pub) {
+  const char* params[1] = {pub.c_str()};
+  pg_result r(PQexecParams(c, q_publication_covers_all, 1, nullptr, params, nullptr, nullptr, 0));
+  if (!r.ok()) return "could not read pg_publication: " + r.error();
+  if (PQntuples(r.r) != 1) return "publication \"" + pub + "\" does not exist";
+  if (r.text(0, 0) != "t")
+    return "publication \"" + pub + "\" no longer publishes every change of every table";
+  return {};
+}
+
 void ensure_publication(PGconn* c, const std::string& pub, bool superuser,
                         const std::string& role) {
   const char* params[1] = {pub.c_str()};
-  pg_result r(
-      PQexecParams(c,
-                   "SELECT puballtables AND pubinsert AND pubupdate AND pubdelete AND pubtruncate "
-                   "FROM pg_publication WHERE pubname = $1",
-                   1, nullptr, params, nullptr, nullptr, 0));
+  pg_result r(PQexecParams(c, q_publication_covers_all, 1, nullptr, params, nullptr, nullptr, 0));
   if (!r.ok()) fail("could not read pg_publication: " + r.error());
   if (PQntuples(r.r) == 1) {
     if (r.text(0, 0) != "t")
@@ -318,6 +331,8 @@ class follower final : public feed {
   void confirm_visibility();
   bool send_status(bool reply);
   void lost(const std::string& why);
+  void forget_history_if_other(const std::string& systemid, const std::string& timeline,
+                               std::uint64_t consistent_point);
   void report_start(const std::string& error);
   std::optional<PGresult*> exec_interruptible(PGconn* c, const std::string& q);
 
@@ -329,6 +344,8 @@ class follower final : public feed {
   std::mutex lsn_mu_;  // lsn_conn_, used by application threads (current_lsn)
   pg_conn lsn_conn_;
   std::string slot_, error_;
+  // The system and timeline of the last stream that went up: the history the ring's
+  // xids belong to.
   std::string systemid_;
   std::string timeline_;
   // The current transaction.
@@ -339,6 +356,7 @@ class follower final : public feed {
   std::unordered_set<std::uint32_t> refreshed_for_;
   std::uint64_t confirmed_lsn_ = 0;  // what status updates report
   clock_type::time_point last_received_, last_status_;
+  clock_type::time_point last_publication_check_;
   std::mutex start_mu_;
   std::condition_variable start_cv_;
   bool started_ = false;
@@ -422,6 +440,11 @@ bool follower::connect() {
     error_ = std::string("could not connect: ") + PQerrorMessage(plain_.c);
     return false;
   }
+  // The publication may have changed since the first connection (checked there): a slot
+  // on one that leaves tables out would serve their rows stale.
+  error_ = publication_problem(plain_.c, publication_);
+  if (!error_.empty()) return false;
+  last_publication_check_ = clock_type::now();
   repl_.c = PQconnectdb(
       conninfo_with(conninfo_,
                     "replication=database client_encoding=UTF8 application_name=qcache_stream")
@@ -430,16 +453,15 @@ bool follower::connect() {
     error_ = std::string("could not open the replication connection: ") + PQerrorMessage(repl_.c);
     return false;
   }
+  std::string systemid, timeline;
   {
     pg_result id(PQexec(repl_.c, "IDENTIFY_SYSTEM"));
     if (!id.ok() || PQntuples(id.r) != 1) {
       error_ = "IDENTIFY_SYSTEM failed: " + id.error();
       return false;
     }
-    // Another system or timeline (restore, failover): what we had is gone anyway; the
-    // database tag moves below as for any new slot.
-    systemid_ = id.text(0, 0);
-    timeline_ = id.text(0, 1);
+    systemid = id.text(0, 0);
+    timeline = id.text(0, 1);
   }
   slot_ = "qcache_" + std::to_string(::getpid()) + "_" + std::to_string(++g_slot_serial);
   auto r = exec_interruptible(repl_.c, "CREATE_REPLICATION_SLOT " + slot_ +
@@ -448,15 +470,26 @@ bool follower::connect() {
     error_ = std::string("could not create the replication slot: ") + PQerrorMessage(repl_.c);
     return false;
   }
+  std::optional<std::uint64_t> consistent_point;
   {
     pg_result slot(*r);
-    if (!slot.ok()) {
+    if (!slot.ok() || PQntuples(slot.r) != 1) {
       error_ = "could not create the replication slot: " + slot.error();
       return false;
     }
+    consistent_point = pgoutput::parse_lsn(slot.text(0, 1));
+    if (!consistent_point) {
+      error_ = "the new slot's consistent point is unreadable: " + slot.text(0, 1);
+      return false;
+    }
   }
-  // Every change before the slot's consistent point is unknowable: flush.
+  // Every change before the slot's consistent point is unknowable: flush. Positions count
+  // from that point, whatever the previous stream reached (another system or timeline
+  // may be behind it): status updates and sync() see only this server's WAL.
   go_down();
+  forget_history_if_other(systemid, timeline, *consistent_point);
+  confirmed_lsn_ = *consistent_point;
+  restart_processed(*consistent_point);
   std::string start = "START_REPLICATION SLOT " + slot_ +
                       " LOGICAL 0/0 (proto_version '1', publication_names '" +
                       quote_ident(publication_) + "')";
@@ -474,6 +507,22 @@ bool follower::connect() {
   last_received_ = last_status_ = clock_type::now();
   go_up();
   return true;
+}
+
+// Another history answers (another system, a new timeline after a failover or a
+// restore, or WAL behind what was processed: a copy of the data directory): the
+// unconfirmed commits of the old one will never become visible here, and their xids mean
+// other transactions, or none. Waiting for them would refuse every store of their tags,
+// and hold back every later commit's confirmation, until this server's xids pass them.
+// They are confirmed: the database tag has moved since they were applied, and any read
+// from now on comes from this history.
+void follower::forget_history_if_other(const std::string& systemid, const std::string& timeline,
+                                       std::uint64_t consistent_point) {
+  bool other = !systemid_.empty() &&
+               (systemid != systemid_ || timeline != timeline_ || consistent_point < processed());
+  if (other) confirm(applied());
+  systemid_ = systemid;
+  timeline_ = timeline;
 }
 
 void follower::lost(const std::string& why) {
@@ -512,6 +561,11 @@ void follower::stream() {
     if (!plain_.c) return lost(error_);
     if (lost_wanted.exchange(false)) return lost("sync() timed out");
     auto now = clock_type::now();
+    if (now - last_publication_check_ > seconds(1)) {  // changed while streaming
+      std::string problem = publication_problem(plain_.c, publication_);
+      if (!problem.empty()) return lost(problem);
+      last_publication_check_ = now;
+    }
     bool reply = reply_wanted.exchange(false);
     if (now - last_received_ > silence_limit) return lost("no reply from the server");
     if (reply || now - last_status_ > seconds(1)) {

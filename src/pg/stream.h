@@ -9,10 +9,11 @@
 // Lifecycle: the feed starts down. The thread connects, creates the slot (this waits for
 // every open write transaction), moves the database tag, starts streaming and marks the
 // feed up. Any loss (connection error, server restart, slot gone, another system
-// identifier or timeline, a status reply missing for `silence_limit`, a sync() timeout)
-// marks it down and moves the database tag, then it reconnects with backoff: a new slot,
-// the database tag again, up. While down, the engine serves and stores nothing of the
-// database.
+// identifier or timeline, a status reply missing for `silence_limit`, a sync() timeout,
+// a publication that no longer carries every change of every table: checked at each new
+// slot and every second) marks it down and moves the database tag, then it reconnects
+// with backoff: a new slot, the database tag again, positions counted from the slot's
+// consistent point, up. While down, the engine serves and stores nothing of the database.
 #pragma once
 
 #include <chrono>
