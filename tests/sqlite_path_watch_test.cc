@@ -104,7 +104,9 @@ TEST_F(SqlitePathWatch, RenameOverThePathFromAnotherThreadIsSeenByTheNextCall) {
     std::thread([&] { fs::rename(file("next.db"), path_); }).join();
     EXPECT_FALSE(page_is_fresh(path_)) << "iteration " << i;
     // Stored by a session now closed: kept while the file is idle (rollback journal only).
-    if (!wal) EXPECT_TRUE(page_is_fresh(path_));
+    if (!wal) {
+      EXPECT_TRUE(page_is_fresh(path_));
+    }
     a.reset();
     for (const char* x : {"", "-wal", "-shm"}) fs::remove(path_ + x);
   }
@@ -316,7 +318,9 @@ TEST_F(SqlitePathWatch, ManyFilesAreWatchedAndReleased) {
   for (int i = 0; i < n; ++i) {
     SCOPED_TRACE(paths[i]);
     bool hit = page_is_fresh(paths[i], i);
-    if (i % 6 == 0) EXPECT_FALSE(hit) << "renamed over";
+    if (i % 6 == 0) {
+      EXPECT_FALSE(hit) << "renamed over";
+    }
   }
   sessions.clear();
   cache_.reset();
