@@ -34,6 +34,9 @@ bool feed::may_store(const stream_mark& m, const qcache::snapshot& s) const {
 }
 
 void feed::go_down() noexcept {
+  // Commits not yet seen are either lost with the stream (covered by the database tag
+  // below) or come again from a new slot: applied then, as another client's.
+  own_clear();
   std::uint64_t s = state_.load(std::memory_order_seq_cst);
   if (s & 1) state_.fetch_add(1, std::memory_order_seq_cst);
   tags::tag t = tags::database(schema_->tag_space());
@@ -48,6 +51,17 @@ void feed::go_up() noexcept {
 }
 
 std::uint64_t feed::apply(std::uint64_t xid, std::vector<tags::tag> t) {
+  // An own commit moves nothing and enters the ring without tags (it still takes a seq,
+  // so that W and A keep counting every commit). Sound because the session registered
+  // it while holding every tag its statements may change, and releases that hold only
+  // after COMMIT returned, i.e. once the commit is visible to every new snapshot: a
+  // read captured before the release is refused by the release's version move, one
+  // captured after reads a snapshot that has the commit. No ring tags are needed for the
+  // decoded-before-visible race either: until the release no store of those tags can
+  // succeed. Where visibility at the release is not certain the session forgot the xid
+  // first (own_forget, own_outcome_unknown).
+  bool own = xid != 0 && own_take(static_cast<std::uint32_t>(xid));
+  if (own) t.clear();
   std::uint64_t seq = applied_.load(std::memory_order_relaxed) + 1;
   {
     std::lock_guard lock(mu_);
@@ -57,8 +71,61 @@ std::uint64_t feed::apply(std::uint64_t xid, std::vector<tags::tag> t) {
   // Recorded and counted before the tags move: a reader whose capture saw the move
   // reads an A that includes this commit.
   applied_.store(seq, std::memory_order_seq_cst);
-  cache_->invalidate(t, invalidation_cause::stream);
+  if (!own) cache_->invalidate(t, invalidation_cause::stream);
   return seq;
+}
+
+bool feed::own_register(std::uint64_t xid8) {
+  auto now = std::chrono::steady_clock::now();
+  auto x = static_cast<std::uint32_t>(xid8);
+  std::lock_guard lock(own_mu_);
+  // Drop what is too old (its commit never reached the stream: a transaction that wrote
+  // only temporary or unlogged tables, an empty one, a stream that lags) and what was
+  // erased since. Dropping early is safe: that copy then invalidates.
+  while (!own_order_.empty()) {
+    auto [ox, at] = own_order_.front();
+    auto it = own_.find(ox);
+    bool live = it != own_.end() && it->second == at;
+    if (live && now - at < own_ttl && own_.size() < own_cap) break;
+    if (live) own_.erase(it);
+    own_order_.pop_front();
+  }
+  if (own_.size() >= own_cap) return false;
+  own_[x] = now;
+  own_order_.emplace_back(x, now);
+  return true;
+}
+
+void feed::own_forget(std::uint64_t xid8) noexcept {
+  std::lock_guard lock(own_mu_);
+  own_.erase(static_cast<std::uint32_t>(xid8));
+}
+
+void feed::own_outcome_unknown(std::uint64_t xid8) noexcept {
+  own_forget(xid8);
+  go_down();
+  lost_wanted.store(true, std::memory_order_release);
+  if (wake) wake();
+}
+
+std::size_t feed::own_pending() const {
+  std::lock_guard lock(own_mu_);
+  return own_.size();
+}
+
+bool feed::own_take(std::uint32_t xid) noexcept {
+  std::lock_guard lock(own_mu_);
+  auto it = own_.find(xid);
+  if (it == own_.end()) return false;
+  bool fresh = std::chrono::steady_clock::now() - it->second < own_ttl;
+  own_.erase(it);
+  return fresh;
+}
+
+void feed::own_clear() noexcept {
+  std::lock_guard lock(own_mu_);
+  own_.clear();
+  own_order_.clear();
 }
 
 void feed::confirm(std::uint64_t seq) noexcept {
@@ -146,6 +213,15 @@ std::shared_ptr<feed> feed_for(const follow_request& r) {
   std::shared_ptr<feed> x = f(r);
   g_feeds[key] = x;
   return x;
+}
+
+std::vector<std::shared_ptr<feed>> feeds_of(const cache* c) {
+  std::vector<std::shared_ptr<feed>> out;
+  std::lock_guard lock(g_feeds_mu);
+  for (const auto& [key, w] : g_feeds)
+    if (key.first == c)
+      if (auto x = w.lock()) out.push_back(std::move(x));
+  return out;
 }
 
 }  // namespace qcache::pg
