@@ -267,8 +267,10 @@ TEST_F(Echo, PreparedTransactionCommittedElsewhereIsApplied) {
     qcache::pqxx::nontransaction tx(*conn_);
     tx.exec("BEGIN");
     tx.exec_params("UPDATE kv SET v = $2 WHERE id = $1", 2, 222);
+    EXPECT_EQ(own_pending(), 1u);
     tx.exec("PREPARE TRANSACTION '" + gid + "'");
   }
+  EXPECT_EQ(own_pending(), 0u) << "forgotten before PREPARE was sent";
   const std::string read = "SELECT v FROM kv WHERE id = 2";
   cache_it(read);
   EXPECT_EQ(dump(exec(read)), "'20',\n");

@@ -61,7 +61,10 @@ std::uint64_t feed::apply(std::uint64_t xid, std::vector<tags::tag> t) {
   // succeed. Where visibility at the release is not certain the session forgot the xid
   // first (own_forget, own_outcome_unknown).
   bool own = xid != 0 && own_take(static_cast<std::uint32_t>(xid));
-  if (own) t.clear();
+  if (own) {
+    t.clear();
+    xid = 0;  // nothing for confirm_visibility to check (see unconfirmed())
+  }
   std::uint64_t seq = applied_.load(std::memory_order_relaxed) + 1;
   {
     std::lock_guard lock(mu_);

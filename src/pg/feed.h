@@ -135,7 +135,8 @@ class feed {
   void confirm(std::uint64_t seq) noexcept;
   // Everything up to `lsn` was processed.
   void set_processed(std::uint64_t lsn) noexcept;
-  // The applied commits not yet confirmed: (seq, xid).
+  // The applied commits not yet confirmed: (seq, xid); xid 0 for those that need no
+  // confirmation (own commits: no tags, nothing for may_store to refuse).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> unconfirmed() const;
   // sync() asks for an immediate reply / declares the stream lost: the follower reads.
   std::atomic<bool> reply_wanted{false};

@@ -641,6 +641,13 @@ void follower::learn(std::uint32_t relid) {
 void follower::confirm_visibility() {
   auto pending = unconfirmed();
   if (pending.empty()) return;
+  // Only commits without tags (own ones): nothing to ask the server.
+  std::uint64_t tagless = 0;
+  for (const auto& [seq, xid32] : pending) {
+    if (xid32 != 0) break;
+    tagless = seq;
+  }
+  if (tagless == pending.back().first) return confirm(tagless);
   pg_result r(PQexec(plain_.c, "SELECT pg_current_snapshot()::text"));
   if (!r.ok() || PQntuples(r.r) != 1) {
     error_ = "visibility check failed: " + r.error();
