@@ -446,5 +446,77 @@ TEST_F(Echo, ConnectionLostBeforeCommit) {
   expect_fresh(even_);
 }
 
+// ---- Relations the catalog does not know (other clients' tables) -------------------
+// Other programs (other test processes, migrations, ETL) create, fill and drop tables in
+// the same database. Their changes reach the stream for relations this cache's catalog
+// never knew; a relation already dropped when the stream reads the catalog again used to
+// flush the whole database (hit expectations failed when test binaries ran in parallel).
+
+class Unknown : public Echo {
+ protected:
+  void before_connect() override {
+    Echo::before_connect();
+    admin("SET search_path = " + schema_ +
+          ";"
+          "CREATE TABLE p (id int, v int) PARTITION BY RANGE (id);"
+          "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100);"
+          "INSERT INTO p VALUES (1, 1), (2, 2);");
+  }
+  std::string other_schema() const { return schema_ + "_other"; }
+  void TearDown() override {
+    admin("DROP SCHEMA IF EXISTS " + other_schema() + " CASCADE");
+    Echo::TearDown();
+  }
+};
+
+// A staging table created, filled and dropped in one transaction by another client: it
+// never existed for anyone else, so nothing cached may die for it.
+TEST_F(Unknown, TableCreatedFilledAndDroppedInOneTransactionFlushesNothing) {
+  cache_it(even_);
+  plain("BEGIN; CREATE TABLE stage (id int PRIMARY KEY, v text);"
+        "INSERT INTO stage SELECT g, 'x' FROM generate_series(1, 10) g;"
+        "UPDATE stage SET v = 'y' WHERE id = 3; DELETE FROM stage WHERE id = 4;"
+        "DROP TABLE stage; COMMIT");
+  ASSERT_TRUE(conn_->sync());
+  expect_hit(even_);
+}
+
+// Another program's table in another schema: created and filled (one transaction), then
+// dropped, as test fixtures do. Nothing this cache holds depends on it.
+TEST_F(Unknown, OtherProgramsTableLifecycleFlushesNothing) {
+  cache_it(even_);
+  auto flushes0 = flushes();
+  admin("CREATE SCHEMA " + other_schema() + "; CREATE TABLE " + other_schema() +
+        ".t (id int PRIMARY KEY, v int); INSERT INTO " + other_schema() +
+        ".t SELECT g, g FROM generate_series(1, 5) g");
+  admin("UPDATE " + other_schema() + ".t SET v = 0 WHERE id = 1");
+  admin("DROP SCHEMA " + other_schema() + " CASCADE");
+  ASSERT_TRUE(conn_->sync());
+  EXPECT_EQ(flushes(), flushes0);
+  expect_hit(even_);
+}
+
+// A partition created and filled in one transaction by another client: the stream may read
+// the catalog before that commit is visible; the parent's cached reads must still die.
+TEST_F(Unknown, PartitionCreatedAndFilledElsewhereInvalidatesTheParent) {
+  const std::string read = "SELECT count(*), sum(v) FROM p";
+  cache_it(read);
+  plain("BEGIN; CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (100) TO (200);"
+        "INSERT INTO p2 VALUES (150, 7), (160, 8); COMMIT");
+  ASSERT_TRUE(conn_->sync());
+  expect_fresh(read);
+  EXPECT_EQ(dump(exec(read)), "'4','18',\n");
+}
+
+// The same partition created, filled and dropped in one transaction changes nothing.
+TEST_F(Unknown, PartitionCreatedFilledAndDroppedInOneTransactionKeepsTheParent) {
+  const std::string read = "SELECT count(*), sum(v) FROM p";
+  cache_it(read);
+  plain("BEGIN; CREATE TABLE p3 PARTITION OF p FOR VALUES FROM (200) TO (300);"
+        "INSERT INTO p3 VALUES (250, 9); DROP TABLE p3; COMMIT");
+  ASSERT_TRUE(conn_->sync());
+  expect_hit(read);
+}
+
 }  // namespace
 }  // namespace qcache_test
