@@ -14,6 +14,12 @@
 #include "pg/feed.h"
 #include "support/pg_schema_fixture.h"
 
+#if QCACHE_ECHO_SOCI
+#include <qcache/soci.h>
+#include <soci/postgresql/soci-postgresql.h>
+#include <soci/soci.h>
+#endif
+
 namespace qcache_test {
 namespace {
 
@@ -445,6 +451,39 @@ TEST_F(Echo, ConnectionLostBeforeCommit) {
   }
   expect_fresh(even_);
 }
+
+// A COMMIT that fails (a deferred constraint) through libpqxx's work: nothing stays
+// registered, nothing is stale.
+TEST_F(Echo, FailedCommitForgetsTheTransaction) {
+  const std::string read = "SELECT count(*) FROM dref";
+  cache_it(read);
+  {
+    qcache::pqxx::work w(*conn_);
+    w.exec_params("INSERT INTO dref VALUES ($1, $2)", 1, 99);
+    EXPECT_EQ(own_pending(), 1u);
+    EXPECT_THROW(w.commit(), pqxx::sql_error);
+  }
+  EXPECT_EQ(own_pending(), 0u);
+  expect_fresh(read);
+}
+
+#if QCACHE_ECHO_SOCI
+// The same through SOCI's postgresql backend: its failed commit used to be reported to the
+// engine as a commit, which would keep the xid registered (and skip a copy that might
+// still come).
+TEST_F(Echo, FailedCommitThroughSociForgetsTheTransaction) {
+  qcache::soci::caching_factory factory(cache_, soci::postgresql);
+  soci::session sql(factory, conninfo_ + " options='-c search_path=" + schema_ + "'");
+  {
+    soci::transaction tr(sql);
+    sql << "INSERT INTO dref VALUES (1, 99)";
+    EXPECT_EQ(own_pending(), 1u);
+    EXPECT_THROW(tr.commit(), soci::soci_error);
+  }
+  EXPECT_EQ(own_pending(), 0u);
+  expect_fresh("SELECT count(*) FROM dref");
+}
+#endif
 
 // ---- Relations the catalog does not know (other clients' tables) -------------------
 // Other programs (other test processes, migrations, ETL) create, fill and drop tables in

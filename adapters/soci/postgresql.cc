@@ -143,7 +143,12 @@ class postgresql_engine final : public engine {
   }
 
   void tx_begun() override { session_.transaction_begun(); }
-  void tx_committed(bool) override { session_.transaction_committed(); }
+  // A COMMIT that threw did not commit, or its outcome is unknown: the engine must not
+  // count on the stream skipping its copy (pg::session own transactions).
+  void tx_committed(bool ok) override {
+    if (ok) session_.transaction_committed();
+    else session_.transaction_rolled_back();
+  }
   void tx_rolled_back(bool) override { session_.transaction_rolled_back(); }
   void invalidate_all() override { cache_->flush(invalidation_cause::manual); }
   bool sync() override { return session_.sync(runner()); }
