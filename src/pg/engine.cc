@@ -485,7 +485,6 @@ session::~session() {
 }
 
 bool session::in_transaction() const noexcept { return st_->tx.active; }
-
 void session::attach(const server_status* status) noexcept { st_->status = status; }
 std::uint64_t session::prepared_epoch() const noexcept { return st_->prepared_epoch; }
 
