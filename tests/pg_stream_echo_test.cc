@@ -103,6 +103,20 @@ TEST_F(FeedOwn, BoundedSet) {
   EXPECT_EQ(moved(), before);
 }
 
+// A long transaction registered first does not pin what was consumed after it, nor is it
+// dropped for them.
+TEST_F(FeedOwn, LongTransactionAmongManyShortOnes) {
+  ASSERT_TRUE(feed_.own_register(42));
+  for (std::uint64_t x = 1; x <= 3 * qcache::pg::feed::own_cap; ++x) {
+    ASSERT_TRUE(feed_.own_register(1000000 + x));
+    feed_.apply(1000000 + x, table_tags());
+  }
+  EXPECT_EQ(feed_.own_pending(), 1u);
+  auto before = moved();
+  feed_.apply(42, table_tags());
+  EXPECT_EQ(moved(), before);
+}
+
 TEST_F(FeedOwn, StreamLossDropsEverything) {
   ASSERT_TRUE(feed_.own_register(705));
   feed_.go_down();

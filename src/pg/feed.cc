@@ -94,6 +94,14 @@ bool feed::own_register(std::uint64_t xid8) {
     own_order_.pop_front();
   }
   if (own_.size() >= own_cap) return false;
+  // A long transaction at the front keeps erased entries behind it: drop those now and
+  // then, so that the queue stays within a small multiple of the live set.
+  if (own_order_.size() >= 2 * own_cap) {
+    std::erase_if(own_order_, [&](const auto& e) {
+      auto it = own_.find(e.first);
+      return it == own_.end() || it->second != e.second;
+    });
+  }
   own_[x] = now;
   own_order_.emplace_back(x, now);
   return true;
