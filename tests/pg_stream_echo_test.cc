@@ -497,6 +497,56 @@ TEST_F(Echo, FailedCommitThroughSociForgetsTheTransaction) {
   EXPECT_EQ(own_pending(), 0u);
   expect_fresh("SELECT count(*) FROM dref");
 }
+
+// SOCI's autocommit writes are wrapped too: their copies cost no hit.
+TEST_F(Echo, SociAutocommitUpdateCopyCostsNoHit) {
+  qcache::soci::caching_factory factory(cache_, soci::postgresql);
+  soci::session sql(factory, conninfo_ + " options='-c search_path=" + schema_ + "'");
+  auto read_even = [&] {
+    std::vector<int> ids(10);
+    sql << even_, soci::into(ids);
+    return ids;
+  };
+  read_even();
+  auto hits = cache_->stats().hits;
+  EXPECT_EQ(read_even(), (std::vector<int>{2, 4, 6}));
+  ASSERT_EQ(cache_->stats().hits, hits + 1);
+  auto moves = stream_moves();
+  int id = 1, v = 17;
+  sql << "UPDATE kv SET v = :v WHERE id = :id", soci::use(v, "v"), soci::use(id, "id");
+  ASSERT_TRUE(qcache::soci::sync(sql));
+  EXPECT_EQ(stream_moves(), moves);
+  hits = cache_->stats().hits;
+  EXPECT_EQ(read_even(), (std::vector<int>{2, 4, 6}));
+  EXPECT_EQ(cache_->stats().hits, hits + 1);
+  EXPECT_EQ(dump(direct("SELECT v FROM kv WHERE id = 1")), "'17',\n");
+  EXPECT_EQ(own_pending(), 0u);
+}
+
+// A failing SOCI autocommit write: the same error as plain SOCI gives, nothing left open.
+TEST_F(Echo, SociWrappedWriteErrorPassesUnchanged) {
+  std::string ci = conninfo_ + " options='-c search_path=" + schema_ + "'";
+  auto error_of = [](soci::session& sql) {
+    try {
+      int id = 1;
+      sql << "INSERT INTO kv VALUES (:id, 0, 'x')", soci::use(id, "id");
+    } catch (const soci::postgresql_soci_error& e) {
+      return e.sqlstate() + " " + e.what();
+    }
+    return std::string("no error");
+  };
+  soci::session plain_sql(soci::postgresql, ci);
+  qcache::soci::caching_factory factory(cache_, soci::postgresql);
+  soci::session sql(factory, ci);
+  std::string want = error_of(plain_sql);
+  EXPECT_EQ(want.substr(0, 5), "23505");
+  EXPECT_EQ(error_of(sql), want);
+  int idle = 0;
+  sql << "SELECT count(*) FROM kv WHERE pg_catalog.txid_current_if_assigned() IS NULL",
+      soci::into(idle);
+  EXPECT_EQ(idle, 6);
+  EXPECT_EQ(own_pending(), 0u);
+}
 #endif
 
 // ---- Relations the catalog does not know (other clients' tables) -------------------
