@@ -549,6 +549,44 @@ TEST_F(Echo, SociWrappedWriteErrorPassesUnchanged) {
 }
 #endif
 
+// ---- The stream outlives the cache's connections --------------------------------------
+// A program that closes every connection between requests (or a benchmark between its
+// warm-up and its measurement) must not lose the whole cache at the next connection: the
+// stream follows the database as long as the cache lives.
+
+TEST_F(Echo, ReconnectingAfterEveryConnectionClosedKeepsTheCache) {
+  cache_it(even_);
+  conns_.clear();
+  conn_.reset();
+  conn_ = connect();
+  ASSERT_TRUE(conn_->sync());
+  expect_hit(even_);
+}
+
+TEST_F(Echo, WritesWhileNoConnectionIsOpenAreSeen) {
+  cache_it(odd_);
+  conns_.clear();
+  conn_.reset();
+  plain("UPDATE kv SET cat = 'even' WHERE id = 1");
+  conn_ = connect();
+  ASSERT_TRUE(conn_->sync());
+  expect_fresh(odd_);
+}
+
+TEST_F(Echo, DestroyingTheCacheEndsItsStream) {
+  const std::string mine = "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'qcache\\_" +
+                           std::to_string(getpid()) + "\\_%'";
+  ASSERT_NE(dump(direct(mine)), "'0',\n");
+  conns_.clear();
+  conn_.reset();
+  cache_.reset();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (dump(direct(mine)) != "'0',\n") {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the slot outlived its cache";
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
 // ---- Relations the catalog does not know (other clients' tables) -------------------
 // Other programs (other test processes, migrations, ETL) create, fill and drop tables in
 // the same database. Their changes reach the stream for relations this cache's catalog

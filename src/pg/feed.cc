@@ -1,6 +1,7 @@
 // The engine's view of a change stream (feed.h) and the registry of running followers.
 #include "pg/feed.h"
 
+#include <cstdlib>
 #include <map>
 #include <stdexcept>
 
@@ -22,13 +23,15 @@ stream_mark feed::mark() const noexcept {
 bool feed::may_store(const stream_mark& m, const qcache::snapshot& s) const {
   if ((m.state & 1) == 0 || state_.load(std::memory_order_seq_cst) != m.state) return false;
   if (m.applied <= m.confirmed) return true;
+  std::shared_ptr<cache> owner = cache_.lock();
+  if (!owner) return false;
   std::lock_guard lock(mu_);
   // The ring must still hold every seq in (W, A].
   if (ring_.empty() || ring_.front().seq > m.confirmed + 1) return false;
   for (const applied_commit& c : ring_) {
     if (c.seq <= m.confirmed) continue;
     if (c.seq > m.applied) break;
-    if (cache_->shares_counter(s, c.tags)) return false;
+    if (owner->shares_counter(s, c.tags)) return false;
   }
   return true;
 }
@@ -40,7 +43,8 @@ void feed::go_down() noexcept {
   std::uint64_t s = state_.load(std::memory_order_seq_cst);
   if (s & 1) state_.fetch_add(1, std::memory_order_seq_cst);
   tags::tag t = tags::database(schema_->tag_space());
-  cache_->invalidate(std::span<const tags::tag>(&t, 1), invalidation_cause::stream);
+  if (auto owner = cache_.lock())
+    owner->invalidate(std::span<const tags::tag>(&t, 1), invalidation_cause::stream);
   wait_cv_.notify_all();
 }
 
@@ -74,7 +78,8 @@ std::uint64_t feed::apply(std::uint64_t xid, std::vector<tags::tag> t) {
   // Recorded and counted before the tags move: a reader whose capture saw the move
   // reads an A that includes this commit.
   applied_.store(seq, std::memory_order_seq_cst);
-  if (!own) cache_->invalidate(t, invalidation_cause::stream);
+  if (!own)
+    if (auto owner = cache_.lock()) owner->invalidate(t, invalidation_cause::stream);
   return seq;
 }
 
@@ -206,7 +211,32 @@ bool feed::wait_processed(std::uint64_t lsn, std::chrono::milliseconds timeout) 
 namespace {
 std::atomic<follower_factory> g_factory{nullptr};
 std::mutex g_feeds_mu;
-std::map<std::pair<const cache*, std::string>, std::weak_ptr<feed>> g_feeds;
+// Strong: a feed lives as long as its cache (feed.h). Orphans are dropped at the next
+// feed_for, and every feed is stopped at exit, before the engine's statics are destroyed.
+std::map<std::pair<const cache*, std::string>, std::shared_ptr<feed>> g_feeds;
+
+// Takes the orphaned feeds out of the registry (the caller destroys them unlocked:
+// destroying one joins its thread).
+std::vector<std::shared_ptr<feed>> take_orphans() {
+  std::vector<std::shared_ptr<feed>> out;
+  for (auto it = g_feeds.begin(); it != g_feeds.end();) {
+    if (it->second->orphaned()) {
+      out.push_back(std::move(it->second));
+      it = g_feeds.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+void stop_all_feeds() {
+  std::map<std::pair<const cache*, std::string>, std::shared_ptr<feed>> all;
+  {
+    std::lock_guard lock(g_feeds_mu);
+    all.swap(g_feeds);
+  }
+}
 }  // namespace
 
 void install_follower_factory(follower_factory f) noexcept {
@@ -216,11 +246,17 @@ void install_follower_factory(follower_factory f) noexcept {
 std::shared_ptr<feed> feed_for(const follow_request& r) {
   follower_factory f = g_factory.load(std::memory_order_acquire);
   if (!f) throw std::logic_error("qcache: follow_changes needs a PostgreSQL adapter's follower");
+  static const bool stops_at_exit = std::atexit(stop_all_feeds) == 0;
+  (void)stops_at_exit;
+  std::vector<std::shared_ptr<feed>> orphans;
   // One follower per (cache, tag space); creating it holds the registry lock, so two
-  // sessions connecting at once share one stream.
+  // sessions connecting at once share one stream. (A dead cache's address may be reused:
+  // its feed is an orphan, never returned.)
   std::lock_guard lock(g_feeds_mu);
+  orphans = take_orphans();
   auto key = std::make_pair(r.owner.get(), r.schema->tag_space());
-  if (auto x = g_feeds[key].lock()) return x;
+  auto it = g_feeds.find(key);
+  if (it != g_feeds.end()) return it->second;
   std::shared_ptr<feed> x = f(r);
   g_feeds[key] = x;
   return x;
@@ -229,9 +265,8 @@ std::shared_ptr<feed> feed_for(const follow_request& r) {
 std::vector<std::shared_ptr<feed>> feeds_of(const cache* c) {
   std::vector<std::shared_ptr<feed>> out;
   std::lock_guard lock(g_feeds_mu);
-  for (const auto& [key, w] : g_feeds)
-    if (key.first == c)
-      if (auto x = w.lock()) out.push_back(std::move(x));
+  for (const auto& [key, x] : g_feeds)
+    if (key.first == c && !x->orphaned()) out.push_back(x);
   return out;
 }
 

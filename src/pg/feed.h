@@ -4,6 +4,11 @@
 // Thread safety: every member is safe from any thread. One follower thread (stream.h)
 // writes; sessions read.
 //
+// Lifetime: a feed lives as long as its cache (feed_for's registry holds it; it holds the
+// cache weakly), not only while sessions use it: a program that closes every connection
+// between requests keeps its entries, and the stream keeps following meanwhile. Once the
+// cache is gone the follower stops by itself and the registry drops the feed.
+//
 // Why the ring (STREAM.md §5): a commit can be decoded (and its tags moved) before new
 // snapshots see it. A reader that captured its versions after the move would compute its
 // result from a snapshot without that commit and store it as current. So the follower
@@ -144,7 +149,8 @@ class feed {
   // Called (if set) to wake the follower thread when reply_wanted/lost_wanted is set.
   std::function<void()> wake;
 
-  cache& owner() noexcept { return *cache_; }
+  // The cache was destroyed: the follower stops, nothing is invalidated any more.
+  bool orphaned() const noexcept { return cache_.expired(); }
   stream_schema& schema() noexcept { return *schema_; }
   std::uint64_t applied() const noexcept { return applied_.load(std::memory_order_acquire); }
 
@@ -152,7 +158,7 @@ class feed {
   static constexpr std::size_t ring_size = 4096;
 
  protected:
-  std::shared_ptr<cache> cache_;
+  std::weak_ptr<cache> cache_;
   std::shared_ptr<stream_schema> schema_;
 
  private:

@@ -367,7 +367,8 @@ void follower::report_start(const std::string& error) {
 
 void follower::run() {
   auto backoff = std::chrono::milliseconds(50);
-  while (!stop_.load()) {
+  // Until stopped, or until the cache is gone (feed.h: the registry then drops the feed).
+  while (!stop_.load() && !orphaned()) {
     if (connect()) {
       report_start({});
       backoff = std::chrono::milliseconds(50);
@@ -387,6 +388,12 @@ void follower::run() {
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
   }
   go_down();
+  // Orphaned: the slot (temporary) and the wal sender go now, not when the registry drops
+  // this feed.
+  repl_.reset();
+  plain_.reset();
+  std::lock_guard lock(lsn_mu_);
+  lsn_conn_.reset();
 }
 
 // Runs `q` on `c` without blocking the stop flag for long (CREATE_REPLICATION_SLOT waits
@@ -504,7 +511,7 @@ bool follower::send_status(bool reply) {
 
 void follower::stream() {
   using namespace std::chrono;
-  while (!stop_.load()) {
+  while (!stop_.load() && !orphaned()) {
     // Drain what arrived.
     while (true) {
       char* buf = nullptr;
