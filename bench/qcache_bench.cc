@@ -79,9 +79,10 @@ Targets and modes:
   --database NAME     PostgreSQL database to create and use (default qcache_bench)
   --sqlite-file PATH  SQLite file (default: a temporary file, removed at exit)
   --cache-mb N        qcache byte budget (default 256)
-  --follow-changes    PostgreSQL: qcache follows the change stream
-                      (options.follow_changes = true; off by default, as in the library),
-                      needed for --processes to see the other processes' writes
+  --no-follow-changes PostgreSQL: qcache does not follow the change stream
+                      (options.follow_changes = false; on by default, as in the library,
+                      and needed for --processes to see the other processes' writes)
+  --follow-changes    the default, kept for older command lines
 
 Run:
   --threads N         worker threads, one connection each (default 1)
@@ -202,6 +203,7 @@ options parse(int argc, char** argv) {
     else if (a == "--sqlite-file") o.tc.sqlite_file = val();
     else if (a == "--cache-mb") o.tc.cache_options.max_bytes = std::size_t(num() * (1 << 20));
     else if (a == "--follow-changes") o.tc.cache_options.follow_changes = true;
+    else if (a == "--no-follow-changes") o.tc.cache_options.follow_changes = false;
     else if (a == "--threads") o.threads = int(num());
     else if (a == "--processes") o.processes = int(num());
     else if (a == "--duration") o.duration = num();

@@ -72,6 +72,7 @@ struct connection::impl {
   impl(const std::string& options, std::shared_ptr<qcache::cache> c)
       : raw(options), session(std::move(c)), status(pgconn_of{&raw}) {
     session.attach(&status);
+    session.allow_autocommit_wrap();  // detail::run passes what succeeded() throws
   }
   ::pqxx::connection raw;
   pg::session session;
@@ -92,7 +93,11 @@ const std::shared_ptr<qcache::cache>& connection::cache() const noexcept {
   return impl_->session.shared_cache();
 }
 
-::pqxx::connection& connection::raw() noexcept { return impl_->raw; }
+::pqxx::connection& connection::raw() noexcept {
+  impl_->session.raw_access();
+  return impl_->raw;
+}
+::pqxx::connection& connection::raw_for_wrapper() noexcept { return impl_->raw; }
 bool connection::is_open() const noexcept { return impl_->raw.is_open(); }
 
 void connection::prepare(const std::string& name, const std::string& definition) {
@@ -279,6 +284,7 @@ void on_begin(connection& c, const char* isolation) {
 void on_commit(connection& c) { c.impl_->session.transaction_committed(); }
 bool server_idle(connection& c) noexcept { return c.impl_->status.transaction() == 'I'; }
 void on_abort(connection& c) { c.impl_->session.transaction_rolled_back(); }
+void on_raw(connection& c, bool open) noexcept { c.impl_->session.raw_exposed(open); }
 
 }  // namespace detail
 }  // namespace qcache::pqxx

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <ctime>
 #include <functional>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -153,6 +154,9 @@ class engine {
   // After the statement ran (ok) or threw (!ok). `value` is the complete result of a
   // cacheable read, or null.
   virtual void end(execution& e, bool ok, std::shared_ptr<const result_table> value) noexcept = 0;
+  // The statement's error that an end(ok == true) produced and could not throw (a COMMIT
+  // the engine added around an autocommit write failed), once; the caller raises it.
+  virtual std::exception_ptr take_error() noexcept { return nullptr; }
 
   // Called after the real session's begin/commit/rollback (ok == it did not throw).
   virtual void tx_begun() {}

@@ -14,6 +14,7 @@
 #include <soci/postgresql/soci-postgresql.h>
 
 #include <stdexcept>
+#include <utility>
 
 #include "internal.h"
 #include "pg/engine.h"
@@ -49,6 +50,9 @@ class postgresql_engine final : public engine {
         conn_(static_cast<::soci::postgresql_session_backend&>(real).conn_),
         status_(pgconn_of{&static_cast<::soci::postgresql_session_backend&>(real)}) {
     session_.attach(&status_);
+    // end() hands what succeeded() throws (a failed COMMIT of a wrapped autocommit write)
+    // to the statement through take_error().
+    session_.allow_autocommit_wrap();
     // The change stream starts (or is joined) at connection: a server that cannot stream
     // fails the connection with a message saying what is missing.
     if (cache_->settings().follow_changes) session_.connect(runner());
@@ -138,12 +142,22 @@ class postgresql_engine final : public engine {
       cache_->flush(invalidation_cause::flush);
       return;
     }
-    if (ok) session_.succeeded(st->call, std::move(value));
-    else session_.failed(st->call);
+    if (!ok) return session_.failed(st->call);
+    try {
+      session_.succeeded(st->call, std::move(value));
+    } catch (...) {
+      error_ = std::current_exception();
+    }
   }
+  std::exception_ptr take_error() noexcept override { return std::exchange(error_, nullptr); }
 
   void tx_begun() override { session_.transaction_begun(); }
-  void tx_committed(bool) override { session_.transaction_committed(); }
+  // A COMMIT that threw did not commit, or its outcome is unknown: the engine must not
+  // count on the stream skipping its copy (pg::session own transactions).
+  void tx_committed(bool ok) override {
+    if (ok) session_.transaction_committed();
+    else session_.transaction_rolled_back();
+  }
   void tx_rolled_back(bool) override { session_.transaction_rolled_back(); }
   void invalidate_all() override { cache_->flush(invalidation_cause::manual); }
   bool sync() override { return session_.sync(runner()); }
@@ -209,9 +223,13 @@ class postgresql_engine final : public engine {
       PGresult* r = PQexec(conn_, q.c_str());
       ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
       if (s != PGRES_TUPLES_OK && s != PGRES_COMMAND_OK) {
+        // As SOCI's own errors: the server's message and SQLSTATE (a failed COMMIT of a
+        // wrapped autocommit write reaches the application as its statement's error).
         std::string msg = r ? PQresultErrorMessage(r) : PQerrorMessage(conn_);
+        const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+        std::string sqlstate = state ? state : "08006";
         if (r) PQclear(r);
-        throw std::runtime_error("qcache bookkeeping query failed: " + msg);
+        throw ::soci::postgresql_soci_error(msg, sqlstate.c_str());
       }
       std::vector<pg::row> rows;
       int n = PQntuples(r), m = PQnfields(r);
@@ -234,6 +252,7 @@ class postgresql_engine final : public engine {
   std::shared_ptr<cache> cache_;
   ::soci::details::session_backend& real_;
   pg::session session_;
+  std::exception_ptr error_;  // see take_error()
   PGconn* conn_;
   pg::libpq_status<pgconn_of> status_;  // what libpq reports after each statement
 };

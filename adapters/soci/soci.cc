@@ -802,6 +802,7 @@ statement_backend::exec_fetch_result caching_statement::execute(int number) {
     // Without data exchange SOCI's SQLite backend steps the statement only in fetch(): the
     // engine's end() (which sees what it wrote) waits until the rows are drained.
     if (number > 0 || r == ef_no_data || !e->steps_in_fetch()) finish_execution(true);
+    if (std::exception_ptr x = e->take_error()) std::rethrow_exception(x);
     return r;
   }
   // Rows flow through our buffers: read everything for a cacheable read (so it can be
@@ -829,6 +830,7 @@ statement_backend::exec_fetch_result caching_statement::execute(int number) {
     exec_ = execution{};
   } else {
     finish_execution(true);
+    if (std::exception_ptr x = e->take_error()) std::rethrow_exception(x);
   }
   if (number <= 0) {
     batch_ = 0;

@@ -75,11 +75,10 @@ struct options {
   // (cache, database), and the publication below (created FOR ALL TABLES at the first
   // connection when missing, which needs a superuser). Connecting fails with a message
   // naming what is missing. false: only writes made through this cache invalidate.
-  // Off by default for now: with it, the stream's copy of this cache's own writes
-  // invalidates more than the writes did (all of a column's reads with the default
-  // REPLICA IDENTITY), which cut blog's hit ratio from 73 % to 32 % (doc/benchmarks.md).
-  // Turn it on when other processes or programs write the cached tables.
-  bool follow_changes = false;
+  // The stream's copy of a transaction this cache wrote in is recognised by its xid and
+  // moves nothing (the write already invalidated what it changed); for that, a plain
+  // autocommit INSERT/UPDATE/DELETE through libpqxx is sent inside BEGIN ... COMMIT.
+  bool follow_changes = true;
   // The publication the stream reads (see follow_changes).
   std::string publication = "qcache";
   // How long the first connection to a database waits for the stream to start (slot

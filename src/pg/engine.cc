@@ -441,6 +441,11 @@ struct session::state {
   // This server session has run with standard_conforming_strings off: a statement
   // prepared earlier may have been lexed with another setting than the current one.
   bool scs_off_seen = false;
+  // Own transactions (feed.h own_register): the adapter rethrows what succeeded() throws,
+  // so autocommit writes may be wrapped in BEGIN ... COMMIT; raw() of a transaction
+  // object is out (statements the engine does not see may join the transaction).
+  bool wrap_ok = false;
+  bool raw_open = false;
   key_builder kb;
   struct sv_hash {
     using is_transparent = void;
@@ -465,6 +470,8 @@ struct session::state {
     detail::memo_txn memo;  // the memo scope it began in (memo.h)
     detail::memo_snapshot_hold snapshot;  // while it does not read the shared state (memo.h)
     write_hold hold;
+    std::uint64_t own_xid = 0;  // registered with the stream (feed::own_register)
+    bool own_off = false;       // not to be registered (see own_disable)
   } tx;
 };
 
@@ -472,6 +479,7 @@ session::session(std::shared_ptr<cache> c) : cache_(std::move(c)), st_(std::make
 session::~session() {
   // A connection that goes away mid-transaction: the server rolls back; release holds.
   state& st = *st_;
+  if (st.tx.own_xid && st.stream) st.stream->own_forget(st.tx.own_xid);
   st.tx.hold.release(false);
   if (st.db && st.tx.ddl_count) st.db->ddl_finished.fetch_add(st.tx.ddl_count);
 }
@@ -484,6 +492,7 @@ void session::connection_reset() {
   // A new server session: its settings are the defaults again, and the server may be a
   // different one (identity). Whatever transaction we tracked is gone.
   state& st = *st_;
+  if (st.tx.own_xid && st.stream) st.stream->own_forget(st.tx.own_xid);
   st.tx.hold.release(false);
   if (st.db && st.tx.ddl_count) st.db->ddl_finished.fetch_add(st.tx.ddl_count);
   st.tx = state::txn{};
@@ -1331,9 +1340,135 @@ void apply_session_effects(session::state& st, const plan& p) {
   if (p.reloads_config && st.db) st.db->config_epoch.fetch_add(1, std::memory_order_acq_rel);
 }
 
+// ---- Own transactions (feed.h own_register) ----------------------------------------
+// A transaction this session wrote in is registered with the stream by its xid before
+// its COMMIT can be sent, so that the stream's copy of it moves nothing: the write hold,
+// released after COMMIT returned, already invalidated a superset of it. Anything that
+// makes that coverage uncertain forgets the xid before the hold is released.
+
+std::optional<std::uint64_t> xid_of(const std::vector<row>& rows) {
+  if (rows.size() != 1 || rows[0].size() != 1 || !rows[0][0]) return std::nullopt;
+  std::uint64_t x = 0;
+  const std::string& t = *rows[0][0];
+  auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), x);
+  if (ec != std::errc() || end != t.data() + t.size() || x == 0) return std::nullopt;
+  return x;
+}
+
+// The current transaction will not be registered: a statement the engine cannot follow
+// (PREPARE TRANSACTION, DDL, a procedure, a multi-statement string), or raw() access.
+void own_disable(session::state& st) noexcept {
+  auto& tx = st.tx;
+  if (tx.own_xid && st.stream) st.stream->own_forget(tx.own_xid);
+  tx.own_xid = 0;
+  tx.own_off = true;
+}
+
+// An application transaction's write succeeded: learn its xid (assigned now, unless the
+// write changed no row) and register it. Never inside a failed transaction.
+void own_learn(session::state& st, const run_fn& run) {
+  auto& tx = st.tx;
+  if (!st.stream || !tx.active || tx.failed || tx.own_xid || tx.own_off || st.raw_open) return;
+  if (st.status && st.status->transaction() != 'T') return;
+  try {
+    auto x = xid_of(run("SELECT pg_catalog.pg_current_xact_id_if_assigned()::text"));
+    if (!x) return;  // nothing written yet: asked again after the next write
+    if (st.stream->own_register(*x)) tx.own_xid = *x;
+    else tx.own_off = true;
+  } catch (...) {
+    // The server's error ends the transaction; the application hears it next statement.
+    tx.own_off = true;
+  }
+}
+
+// The transaction ends (before its hold is released). True when its copy will be
+// skipped. A failure that left the server idle rolled it back; anything else (the
+// connection broke during COMMIT) leaves the outcome unknown: the stream goes down.
+bool own_end(session::state& st, bool commit) noexcept {
+  auto& tx = st.tx;
+  std::uint64_t x = std::exchange(tx.own_xid, 0);
+  tx.own_off = false;
+  if (!x || !st.stream) return false;
+  if (commit) return true;
+  if (st.status && st.status->transaction() == 'I') st.stream->own_forget(x);
+  else st.stream->own_outcome_unknown(x);
+  return false;
+}
+
+// One plain INSERT/UPDATE/DELETE/MERGE sent outside any transaction block, by an adapter
+// that can report a COMMIT's error, on a followed database.
+bool own_wrappable(const session::state& st, const plan& p) {
+  if (!st.stream || !st.wrap_ok || st.raw_open || st.tx.active || p.flush || !st.status ||
+      st.status->transaction() != 'I' || !p.a || !p.a->ok || p.a->statements.size() != 1)
+    return false;
+  const statement& s = p.a->statements[0];
+  return s.kind == stmt_kind::write && (s.node == "InsertStmt" || s.node == "UpdateStmt" ||
+                                        s.node == "DeleteStmt" || s.node == "MergeStmt");
+}
+
+// Wraps an autocommit write: BEGIN, deferred constraints checked at the statement as in
+// autocommit, and the xid assigned now (one round trip; a write that changes no row spends
+// an xid). Any failure here comes before the application's statement, which then runs
+// unwrapped as it would have.
+void own_wrap_begin(session::state& st, call& c, const run_fn& run) {
+  try {
+    auto x = xid_of(run("BEGIN; SET CONSTRAINTS ALL IMMEDIATE; "
+                        "SELECT pg_catalog.pg_current_xact_id()::text"));
+    if (x && st.stream->own_register(*x)) {
+      c.own_xid = *x;
+      c.own_run = run;
+      return;
+    }
+  } catch (...) {
+  }
+  try {
+    if (st.status->transaction() != 'I') run("ROLLBACK");
+  } catch (...) {
+  }
+}
+
+// After the wrapped statement succeeded: COMMIT. Its error, if any, is returned for the
+// caller (as autocommit would have raised it), the xid forgotten first.
+std::exception_ptr own_wrap_commit(session::state& st, call& c) {
+  try {
+    c.own_run("COMMIT");
+    c.own_run = nullptr;
+    return nullptr;
+  } catch (...) {
+    std::exception_ptr e = std::current_exception();
+    if (st.status && st.status->transaction() == 'I') st.stream->own_forget(c.own_xid);
+    else st.stream->own_outcome_unknown(c.own_xid);
+    c.own_xid = 0;
+    c.own_run = nullptr;
+    return e;
+  }
+}
+
+// After the wrapped statement failed: ROLLBACK (the statement's error is the caller's).
+void own_wrap_rollback(session::state& st, call& c) noexcept {
+  st.stream->own_forget(c.own_xid);
+  try {
+    c.own_run("ROLLBACK");
+  } catch (...) {
+  }
+  c.own_xid = 0;
+  c.own_run = nullptr;
+}
+
 void reconcile_transaction(session& s, session::state& st, cache& ch, call& c);
 
 }  // namespace
+
+void session::allow_autocommit_wrap() noexcept { st_->wrap_ok = true; }
+
+void session::raw_access() noexcept {
+  if (st_->tx.active) own_disable(*st_);
+}
+
+void session::raw_exposed(bool open) noexcept {
+  raw_access();
+  st_->raw_open = open;
+}
 
 // A plan that reads a relation the catalog does not know: the catalog is read again and
 // the statement planned again, once. Still unknown, it runs uncached and flushes only if
@@ -1595,6 +1730,11 @@ call session::begin(std::string_view sql, std::span<const param> params, char ki
       std::vector<tags::tag> rows;
       write_row_tags(*p, *st.db, *st.snap, params, pre ? &*pre : nullptr, rows);
       hold.add(rows);
+      if (st.stream) {
+        if (tx.active && p->act != action::write) own_disable(st);
+        else if (tx.active && !tx.own_xid && !tx.own_off) c.own_run = run;  // own_learn
+        else if (own_wrappable(st, *p)) own_wrap_begin(st, c, run);
+      }
       if (tx.active) {
         tx.written.insert(p->written_oids.begin(), p->written_oids.end());
         if (p->flush || p->act != action::write) tx.wrote_unknown = true;
@@ -1621,6 +1761,15 @@ void memo_session_effects(const plan& p) noexcept {
 void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
   state& st = *st_;
   cache& ch = *cache_;
+  if (c.own_xid) [[unlikely]] {
+    if (std::exception_ptr e = own_wrap_commit(st, c)) {
+      failed(c);
+      std::rethrow_exception(e);
+    }
+  } else if (c.own_run) [[unlikely]] {
+    own_learn(st, c.own_run);
+    c.own_run = nullptr;
+  }
   if (reported_moved(st)) {
     // The statement ran under settings other than the key's (a reload took effect, or a
     // function changed them): its result is not stored, and the context is read again.
@@ -1698,7 +1847,7 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
         if (flush) ch.flush(p.act == action::ddl ? invalidation_cause::ddl : invalidation_cause::flush);
         if (c.ddl_owned) st.db->ddl_finished.fetch_add(1, std::memory_order_acq_rel);
         c.ddl_owned = false;
-        bool wrote = !c.statement_hold.empty();
+        bool wrote = !c.statement_hold.empty() && !c.own_xid;
         c.statement_hold.release(false);
         if (wrote && st.stream) st.stream->await_echo(ch.settings().sync_timeout);
       }
@@ -1742,6 +1891,8 @@ void session::succeeded(call& c, std::shared_ptr<const cached_value> value) {
 
 void session::failed(call& c) noexcept {
   state& st = *st_;
+  if (c.own_xid) [[unlikely]] own_wrap_rollback(st, c);
+  c.own_run = nullptr;
   c.store = false;
   c.flight.done();
   if (!c.p) return;
@@ -1788,6 +1939,8 @@ void session::transaction_begun(std::string_view isolation) {
     return;
   }
   tx.active = true;
+  tx.own_xid = 0;
+  tx.own_off = false;
   tx.memo = detail::tl_memo ? detail::memo_txn_begun() : detail::memo_txn{};
   tx.failed = false;
   tx.wrote_unknown = tx.ddl = tx.flush_on_end = tx.context_changed = false;
@@ -1822,9 +1975,10 @@ void end_transaction(session::state& st, cache& ch, bool commit) noexcept {
   if (tx.ddl || tx.context_changed || tx.wrote_unknown) st.context_dirty = true;
   if (tx.flush_on_end || tx.ddl || epoch_moved)
     ch.flush(tx.ddl ? invalidation_cause::ddl : invalidation_cause::flush);
+  bool own = own_end(st, commit);
   bool wrote = !tx.hold.empty();
   tx.hold.release(commit);
-  if (commit && wrote && st.stream) st.stream->await_echo(ch.settings().sync_timeout);
+  if (commit && wrote && !own && st.stream) st.stream->await_echo(ch.settings().sync_timeout);
   if (st.db && tx.ddl_count) st.db->ddl_finished.fetch_add(tx.ddl_count, std::memory_order_acq_rel);
   tx.ddl_count = 0;
   tx.active = false;

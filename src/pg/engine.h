@@ -93,6 +93,12 @@ struct call {
   // A miss with the change stream followed: its position when the versions were captured.
   std::shared_ptr<feed> stream;
   stream_mark mark;
+  // An autocommit write wrapped in BEGIN ... COMMIT so that its xid could be registered
+  // with the stream (feed::own_register) before COMMIT: that xid, and where COMMIT or
+  // ROLLBACK run. Or, inside a transaction, `own_run` alone: the xid is asked for after
+  // the write succeeded.
+  std::uint64_t own_xid = 0;
+  run_fn own_run;
 };
 
 class session {
@@ -106,7 +112,10 @@ class session {
   call begin(std::string_view sql, std::span<const param> params, char kind, const run_fn& run,
              const hints* h = nullptr);
   // After the statement succeeded. `value` may be null when the adapter cannot or need
-  // not build one (writes, or a result that is not fully drained).
+  // not build one (writes, or a result that is not fully drained). After
+  // allow_autocommit_wrap() it may throw the driver's error of the COMMIT that ends a
+  // wrapped autocommit write (call::own_xid): the statement's error, as autocommit would
+  // have raised it, for the adapter to pass on (the engine already did what failed() does).
   void succeeded(call& c, std::shared_ptr<const cached_value> value);
   // After the statement threw. Nothing is stored; the error is the caller's to rethrow.
   void failed(call& c) noexcept;
@@ -117,6 +126,17 @@ class session {
   void transaction_committed();
   void transaction_rolled_back();
   bool in_transaction() const noexcept;
+  // The adapter passes what succeeded() throws to its caller: with follow_changes, a
+  // plain autocommit INSERT/UPDATE/DELETE/MERGE is then sent inside BEGIN ... COMMIT (run
+  // by begin() and succeeded() through `run`) so that the stream's copy of it is skipped.
+  void allow_autocommit_wrap() noexcept;
+  // The application reached the driver's connection (raw()): statements the engine never
+  // sees may join the current transaction, which is then not registered with the stream
+  // (its copy invalidates as another client's would).
+  void raw_access() noexcept;
+  // The same for a driver transaction object handed out (open) until it ends (closed):
+  // no transaction is registered meanwhile.
+  void raw_exposed(bool open) noexcept;
   // Where to read what the server reports (must outlive the session; nullptr: nothing is
   // reported, and the engine relies on the statements it analysed alone).
   void attach(const server_status* status) noexcept;

@@ -1,6 +1,7 @@
 // The engine's view of a change stream (feed.h) and the registry of running followers.
 #include "pg/feed.h"
 
+#include <cstdlib>
 #include <map>
 #include <stdexcept>
 
@@ -22,25 +23,32 @@ stream_mark feed::mark() const noexcept {
 bool feed::may_store(const stream_mark& m, const qcache::snapshot& s) const {
   if ((m.state & 1) == 0 || state_.load(std::memory_order_seq_cst) != m.state) return false;
   if (m.applied <= m.confirmed) return true;
+  std::shared_ptr<cache> owner = cache_.lock();
+  if (!owner) return false;
   std::lock_guard lock(mu_);
   // The ring must still hold every seq in (W, A].
   if (ring_.empty() || ring_.front().seq > m.confirmed + 1) return false;
   for (const applied_commit& c : ring_) {
     if (c.seq <= m.confirmed) continue;
     if (c.seq > m.applied) break;
-    if (cache_->shares_counter(s, c.tags)) return false;
+    if (owner->shares_counter(s, c.tags)) return false;
   }
   return true;
 }
 
 void feed::go_down() noexcept {
-  // Any thread may take the stream down (the follower, a sync() that timed out): one
-  // transition from up however many race (two increments would make it up again).
+  // Commits not yet seen are either lost with the stream (covered by the database tag
+  // below) or come again from a new slot: applied then, as another client's.
+  own_clear();
+  // Any thread may take the stream down (the follower, a sync() that timed out, a COMMIT
+  // of unknown outcome): one transition from up however many race (two increments would
+  // make it up again).
   std::uint64_t s = state_.load(std::memory_order_seq_cst);
   while ((s & 1) && !state_.compare_exchange_weak(s, s + 1, std::memory_order_seq_cst)) {
   }
   tags::tag t = tags::database(schema_->tag_space());
-  cache_->invalidate(std::span<const tags::tag>(&t, 1), invalidation_cause::stream);
+  if (auto owner = cache_.lock())
+    owner->invalidate(std::span<const tags::tag>(&t, 1), invalidation_cause::stream);
   wait_cv_.notify_all();
 }
 
@@ -51,6 +59,20 @@ void feed::go_up() noexcept {
 }
 
 std::uint64_t feed::apply(std::uint64_t xid, std::vector<tags::tag> t) {
+  // An own commit moves nothing and enters the ring without tags (it still takes a seq,
+  // so that W and A keep counting every commit). Sound because the session registered
+  // it while holding every tag its statements may change, and releases that hold only
+  // after COMMIT returned, i.e. once the commit is visible to every new snapshot: a
+  // read captured before the release is refused by the release's version move, one
+  // captured after reads a snapshot that has the commit. No ring tags are needed for the
+  // decoded-before-visible race either: until the release no store of those tags can
+  // succeed. Where visibility at the release is not certain the session forgot the xid
+  // first (own_forget, own_outcome_unknown).
+  bool own = xid != 0 && own_take(static_cast<std::uint32_t>(xid));
+  if (own) {
+    t.clear();
+    xid = 0;  // nothing for confirm_visibility to check (see unconfirmed())
+  }
   std::uint64_t seq = applied_.load(std::memory_order_relaxed) + 1;
   {
     std::lock_guard lock(mu_);
@@ -60,8 +82,70 @@ std::uint64_t feed::apply(std::uint64_t xid, std::vector<tags::tag> t) {
   // Recorded and counted before the tags move: a reader whose capture saw the move
   // reads an A that includes this commit.
   applied_.store(seq, std::memory_order_seq_cst);
-  cache_->invalidate(t, invalidation_cause::stream);
+  if (!own)
+    if (auto owner = cache_.lock()) owner->invalidate(t, invalidation_cause::stream);
   return seq;
+}
+
+bool feed::own_register(std::uint64_t xid8) {
+  auto now = std::chrono::steady_clock::now();
+  auto x = static_cast<std::uint32_t>(xid8);
+  std::lock_guard lock(own_mu_);
+  // Drop what is too old (its commit never reached the stream: a transaction that wrote
+  // only temporary or unlogged tables, an empty one, a stream that lags) and what was
+  // erased since. Dropping early is safe: that copy then invalidates.
+  while (!own_order_.empty()) {
+    auto [ox, at] = own_order_.front();
+    auto it = own_.find(ox);
+    bool live = it != own_.end() && it->second == at;
+    if (live && now - at < own_ttl && own_.size() < own_cap) break;
+    if (live) own_.erase(it);
+    own_order_.pop_front();
+  }
+  if (own_.size() >= own_cap) return false;
+  // A long transaction at the front keeps erased entries behind it: drop those now and
+  // then, so that the queue stays within a small multiple of the live set.
+  if (own_order_.size() >= 2 * own_cap) {
+    std::erase_if(own_order_, [&](const auto& e) {
+      auto it = own_.find(e.first);
+      return it == own_.end() || it->second != e.second;
+    });
+  }
+  own_[x] = now;
+  own_order_.emplace_back(x, now);
+  return true;
+}
+
+void feed::own_forget(std::uint64_t xid8) noexcept {
+  std::lock_guard lock(own_mu_);
+  own_.erase(static_cast<std::uint32_t>(xid8));
+}
+
+void feed::own_outcome_unknown(std::uint64_t xid8) noexcept {
+  own_forget(xid8);
+  go_down();
+  lost_wanted.store(true, std::memory_order_release);
+  if (wake) wake();
+}
+
+std::size_t feed::own_pending() const {
+  std::lock_guard lock(own_mu_);
+  return own_.size();
+}
+
+bool feed::own_take(std::uint32_t xid) noexcept {
+  std::lock_guard lock(own_mu_);
+  auto it = own_.find(xid);
+  if (it == own_.end()) return false;
+  bool fresh = std::chrono::steady_clock::now() - it->second < own_ttl;
+  own_.erase(it);
+  return fresh;
+}
+
+void feed::own_clear() noexcept {
+  std::lock_guard lock(own_mu_);
+  own_.clear();
+  own_order_.clear();
 }
 
 void feed::confirm(std::uint64_t seq) noexcept {
@@ -143,7 +227,32 @@ bool feed::wait_processed(std::uint64_t lsn, std::chrono::milliseconds timeout) 
 namespace {
 std::atomic<follower_factory> g_factory{nullptr};
 std::mutex g_feeds_mu;
-std::map<std::pair<const cache*, std::string>, std::weak_ptr<feed>> g_feeds;
+// Strong: a feed lives as long as its cache (feed.h). Orphans are dropped at the next
+// feed_for, and every feed is stopped at exit, before the engine's statics are destroyed.
+std::map<std::pair<const cache*, std::string>, std::shared_ptr<feed>> g_feeds;
+
+// Takes the orphaned feeds out of the registry (the caller destroys them unlocked:
+// destroying one joins its thread).
+std::vector<std::shared_ptr<feed>> take_orphans() {
+  std::vector<std::shared_ptr<feed>> out;
+  for (auto it = g_feeds.begin(); it != g_feeds.end();) {
+    if (it->second->orphaned()) {
+      out.push_back(std::move(it->second));
+      it = g_feeds.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+void stop_all_feeds() {
+  std::map<std::pair<const cache*, std::string>, std::shared_ptr<feed>> all;
+  {
+    std::lock_guard lock(g_feeds_mu);
+    all.swap(g_feeds);
+  }
+}
 }  // namespace
 
 void install_follower_factory(follower_factory f) noexcept {
@@ -153,14 +262,28 @@ void install_follower_factory(follower_factory f) noexcept {
 std::shared_ptr<feed> feed_for(const follow_request& r) {
   follower_factory f = g_factory.load(std::memory_order_acquire);
   if (!f) throw std::logic_error("qcache: follow_changes needs a PostgreSQL adapter's follower");
+  static const bool stops_at_exit = std::atexit(stop_all_feeds) == 0;
+  (void)stops_at_exit;
+  std::vector<std::shared_ptr<feed>> orphans;
   // One follower per (cache, tag space); creating it holds the registry lock, so two
-  // sessions connecting at once share one stream.
+  // sessions connecting at once share one stream. (A dead cache's address may be reused:
+  // its feed is an orphan, never returned.)
   std::lock_guard lock(g_feeds_mu);
+  orphans = take_orphans();
   auto key = std::make_pair(r.owner.get(), r.schema->tag_space());
-  if (auto x = g_feeds[key].lock()) return x;
+  auto it = g_feeds.find(key);
+  if (it != g_feeds.end()) return it->second;
   std::shared_ptr<feed> x = f(r);
   g_feeds[key] = x;
   return x;
+}
+
+std::vector<std::shared_ptr<feed>> feeds_of(const cache* c) {
+  std::vector<std::shared_ptr<feed>> out;
+  std::lock_guard lock(g_feeds_mu);
+  for (const auto& [key, x] : g_feeds)
+    if (key.first == c && !x->orphaned()) out.push_back(x);
+  return out;
 }
 
 }  // namespace qcache::pg

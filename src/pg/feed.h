@@ -4,6 +4,11 @@
 // Thread safety: every member is safe from any thread. One follower thread (stream.h)
 // writes; sessions read.
 //
+// Lifetime: a feed lives as long as its cache (feed_for's registry holds it; it holds the
+// cache weakly), not only while sessions use it: a program that closes every connection
+// between requests keeps its entries, and the stream keeps following meanwhile. Once the
+// cache is gone the follower stops by itself and the registry drops the feed.
+//
 // Why the ring (STREAM.md §5): a commit can be decoded (and its tags moved) before new
 // snapshots see it. A reader that captured its versions after the move would compute its
 // result from a snapshot without that commit and store it as current. So the follower
@@ -29,6 +34,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "pg/catalog.h"
@@ -95,7 +101,33 @@ class feed {
   // After a write through this cache committed: waits until its echo from the stream
   // was applied and confirmed visible, so that the echo cannot invalidate what is stored
   // from now on (own writes must not cost hit ratio) and sync() is implied for it.
+  // Used only for own writes whose transaction could not be registered (own_register).
   void await_echo(std::chrono::milliseconds timeout) noexcept;
+
+  // ---- This cache's own transactions ---------------------------------------------
+  // A session of this cache wrote in the transaction whose top-level xid is `xid8`
+  // (pg_current_xact_id()) and holds the write's tags until its COMMIT returned: the
+  // stream's copy of that commit is then skipped (apply() moves none of its tags), since
+  // the hold's release already invalidates a superset of it once the commit is visible.
+  // Call before COMMIT (or PREPARE) can be sent. The stream's xid has 32 bits: the low 32
+  // bits are compared; an entry lives at most `own_ttl`, far less than the 2^32 xids
+  // after which a different transaction could share them. False when not registered
+  // (the set is at `own_cap`): the copy then invalidates as another client's would.
+  bool own_register(std::uint64_t xid8);
+  // The transaction will not, or may not, commit with every change covered by the hold
+  // released after its COMMIT returned (ROLLBACK, PREPARE TRANSACTION, a statement the
+  // engine cannot follow, raw() access, a lost connection): its copy, if any, is applied.
+  // Must be called before the hold is released.
+  void own_forget(std::uint64_t xid8) noexcept;
+  // COMMIT failed without the server's word (the connection broke): the commit may
+  // become visible after the hold is released. Forgets the xid and takes the stream down
+  // now (the follower reconnects; a new slot waits for that transaction to end, and the
+  // database tag moves again before anything is served).
+  void own_outcome_unknown(std::uint64_t xid8) noexcept;
+  // How many own transactions are registered and not yet seen (tests).
+  std::size_t own_pending() const;
+  static constexpr std::size_t own_cap = 16384;
+  static constexpr std::chrono::seconds own_ttl{60};
 
   // ---- The follower --------------------------------------------------------------
   // Down: stop serving, then move the database tag (entries and reads in progress die).
@@ -104,6 +136,7 @@ class feed {
   // Up (after the slot exists and the database tag moved again).
   void go_up() noexcept;
   // A committed transaction: recorded (seq, xid) then its tags moved; returns its seq.
+  // An own transaction (own_register) is recorded without tags and moves none.
   std::uint64_t apply(std::uint64_t xid, std::vector<tags::tag> tags);
   // Commits with seq <= `seq` are visible to every snapshot taken from now on.
   void confirm(std::uint64_t seq) noexcept;
@@ -114,7 +147,8 @@ class feed {
   // positions are not comparable with the old ones, and counting the old ones would let
   // sync() return before the new stream delivered anything). Only while down.
   void restart_processed(std::uint64_t lsn) noexcept;
-  // The applied commits not yet confirmed: (seq, xid).
+  // The applied commits not yet confirmed: (seq, xid); xid 0 for those that need no
+  // confirmation (own commits: no tags, nothing for may_store to refuse).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> unconfirmed() const;
   // sync() asks for an immediate reply / declares the stream lost: the follower reads.
   std::atomic<bool> reply_wanted{false};
@@ -122,7 +156,8 @@ class feed {
   // Called (if set) to wake the follower thread when reply_wanted/lost_wanted is set.
   std::function<void()> wake;
 
-  cache& owner() noexcept { return *cache_; }
+  // The cache was destroyed: the follower stops, nothing is invalidated any more.
+  bool orphaned() const noexcept { return cache_.expired(); }
   stream_schema& schema() noexcept { return *schema_; }
   std::uint64_t applied() const noexcept { return applied_.load(std::memory_order_acquire); }
 
@@ -130,7 +165,7 @@ class feed {
   static constexpr std::size_t ring_size = 4096;
 
  protected:
-  std::shared_ptr<cache> cache_;
+  std::weak_ptr<cache> cache_;
   std::shared_ptr<stream_schema> schema_;
 
  private:
@@ -147,6 +182,13 @@ class feed {
   std::deque<applied_commit> ring_;
   std::mutex wait_mu_;
   std::condition_variable wait_cv_;
+  // Own transactions: low 32 bits of the xid -> when registered; `own_order_` in
+  // registration order, for the cap and the ttl (entries erased meanwhile are skipped).
+  bool own_take(std::uint32_t xid) noexcept;
+  void own_clear() noexcept;
+  mutable std::mutex own_mu_;
+  std::unordered_map<std::uint32_t, std::chrono::steady_clock::time_point> own_;
+  std::deque<std::pair<std::uint32_t, std::chrono::steady_clock::time_point>> own_order_;
 };
 
 // Creates and starts the follower of one database for one cache (stream.h). Installed by
@@ -164,5 +206,8 @@ void install_follower_factory(follower_factory f) noexcept;
 // throws when the server cannot stream, naming what is missing). Throws when no factory
 // was installed.
 std::shared_ptr<feed> feed_for(const follow_request& r);
+
+// The running feeds of cache `c`, one per database it follows (tests, diagnostics).
+std::vector<std::shared_ptr<feed>> feeds_of(const cache* c);
 
 }  // namespace qcache::pg

@@ -328,6 +328,8 @@ class follower final : public feed {
   bool handle(std::string_view b);  // one CopyData; false: loss
   void on_message(const message& m);
   void learn(std::uint32_t relid);  // refreshes the catalog once for an unknown relation
+  void resolve_unknown();           // at Commit: see unknown_
+  bool wait_visible(std::uint32_t xid32, std::chrono::milliseconds limit);
   void confirm_visibility();
   bool send_status(bool reply);
   void lost(const std::string& why);
@@ -352,6 +354,12 @@ class follower final : public feed {
   bool in_txn_ = false;
   std::uint32_t xid_ = 0;
   std::vector<tags::tag> txn_tags_;
+  // Relations of the current transaction the catalog did not know even after learn():
+  // resolved at its Commit, once the commit is visible (resolve_unknown).
+  std::vector<std::uint32_t> unknown_;
+  std::unordered_set<std::uint32_t> resolved_for_;  // refreshed for once visible
+  std::unordered_set<std::uint32_t> ever_known_;    // relations whose changes were tagged
+  std::unordered_set<std::uint32_t> dropped_;       // unknown once visible, never known
   std::unordered_map<std::uint32_t, message> relations_;
   std::unordered_set<std::uint32_t> refreshed_for_;
   std::uint64_t confirmed_lsn_ = 0;  // what status updates report
@@ -377,7 +385,8 @@ void follower::report_start(const std::string& error) {
 
 void follower::run() {
   auto backoff = std::chrono::milliseconds(50);
-  while (!stop_.load()) {
+  // Until stopped, or until the cache is gone (feed.h: the registry then drops the feed).
+  while (!stop_.load() && !orphaned()) {
     if (connect()) {
       report_start({});
       backoff = std::chrono::milliseconds(50);
@@ -397,6 +406,12 @@ void follower::run() {
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
   }
   go_down();
+  // Orphaned: the slot (temporary) and the wal sender go now, not when the registry drops
+  // this feed.
+  repl_.reset();
+  plain_.reset();
+  std::lock_guard lock(lsn_mu_);
+  lsn_conn_.reset();
 }
 
 // Runs `q` on `c` without blocking the stop flag for long (CREATE_REPLICATION_SLOT waits
@@ -435,6 +450,9 @@ bool follower::connect() {
   refreshed_for_.clear();
   in_txn_ = false;
   txn_tags_.clear();
+  unknown_.clear();
+  resolved_for_.clear();
+  dropped_.clear();
   plain_.c = PQconnectdb(conninfo_with(conninfo_, "application_name=qcache_confirm").c_str());
   if (PQstatus(plain_.c) != CONNECTION_OK) {
     error_ = std::string("could not connect: ") + PQerrorMessage(plain_.c);
@@ -542,7 +560,7 @@ bool follower::send_status(bool reply) {
 
 void follower::stream() {
   using namespace std::chrono;
-  while (!stop_.load()) {
+  while (!stop_.load() && !orphaned()) {
     // Drain what arrived.
     while (true) {
       char* buf = nullptr;
@@ -614,8 +632,10 @@ void follower::on_message(const message& m) {
       in_txn_ = true;
       xid_ = m.xid;
       txn_tags_.clear();
+      unknown_.clear();
       return;
     case kind::commit:
+      if (!unknown_.empty()) resolve_unknown();
       apply(xid_, std::move(txn_tags_));
       txn_tags_.clear();
       in_txn_ = false;
@@ -644,6 +664,11 @@ void follower::on_message(const message& m) {
     case kind::del: {
       learn(m.relid);
       auto it = relations_.find(m.relid);
+      if (it != relations_.end() && !s.knows(m.relid)) {
+        unknown_.push_back(m.relid);
+        return;
+      }
+      ever_known_.insert(m.relid);
       change_tags(m, it == relations_.end() ? nullptr : &it->second, s, txn_tags_);
       return;
     }
@@ -651,10 +676,10 @@ void follower::on_message(const message& m) {
       for (std::uint32_t r : m.relids) {
         learn(r);
         if (!s.knows(r)) {
-          txn_tags_.push_back(tags::database(ts));
-          s.mark_catalog_stale();
+          unknown_.push_back(r);
           continue;
         }
+        ever_known_.insert(r);
         txn_tags_.push_back(tags::table(ts, std::to_string(r)));
         txn_tags_.push_back(tags::table_epoch(ts, std::to_string(r)));
         for (std::uint32_t f : s.family(r)) {
@@ -690,11 +715,110 @@ void follower::learn(std::uint32_t relid) {
   }
 }
 
+namespace {
+// Whether snapshot text `snap` (xmin:xmax:xip,...) sees the commit of 32-bit `xid32`. The
+// commit is recent: its full xid is within 2^31 of xmax, below it or (not yet completed
+// in the proc array) at or above.
+bool snapshot_sees(const std::string& snap, std::uint32_t xid32) {
+  auto c1 = snap.find(':'), c2 = snap.find(':', c1 + 1);
+  if (c1 == std::string::npos || c2 == std::string::npos) return false;
+  std::uint64_t xmin = std::strtoull(snap.substr(0, c1).c_str(), nullptr, 10);
+  std::uint64_t xmax = std::strtoull(snap.substr(c1 + 1, c2 - c1 - 1).c_str(), nullptr, 10);
+  std::uint64_t xid = (xmax & ~std::uint64_t{0xffffffff}) | xid32;
+  if (xid > xmax + (std::uint64_t{1} << 31) && xid >= (std::uint64_t{1} << 32))
+    xid -= std::uint64_t{1} << 32;
+  else if (xid + (std::uint64_t{1} << 31) < xmax)
+    xid += std::uint64_t{1} << 32;
+  if (xid < xmin) return true;
+  if (xid >= xmax) return false;
+  std::string needle = std::to_string(xid);
+  for (std::size_t i = c2 + 1; i < snap.size();) {
+    std::size_t j = std::min(snap.find(',', i), snap.size());
+    if (snap.compare(i, j - i, needle) == 0) return false;
+    i = j + 1;
+  }
+  return true;
+}
+}  // namespace
+
+// Relations the catalog did not know when their changes were decoded: tables created by
+// other clients (tests, migrations, staging tables), often filled in the same transaction,
+// whose creation the refresh in learn() could not see yet (a commit is decoded before it
+// is visible). So wait (briefly) until this commit is visible and read the catalog again:
+//  * a relation known now moves its table tags and its family's (its ancestors' reads
+//    include its rows);
+//  * one still unknown was dropped by a commit visible now. If this stream never saw it
+//    known, its changes are skipped: no entry depends on its own tags (every plan that
+//    named it was built with a catalog that did not know it, so it ran uncached), and
+//    an ancestor's reads could only include its rows while it existed, between this
+//    commit and the DROP, which is a schema change made outside qcache (README: not
+//    seen) and already visible. One it saw known before (entries may be older than
+//    that catalog) and a commit that did not become visible within the wait flush the
+//    database, as before.
+void follower::resolve_unknown() {
+  stream_schema& s = schema();
+  std::sort(unknown_.begin(), unknown_.end());
+  unknown_.erase(std::unique(unknown_.begin(), unknown_.end()), unknown_.end());
+  // A catalog read once per relation and stream connection (a relation the catalog never
+  // loads would otherwise cost one at each commit).
+  std::vector<std::uint32_t> fresh;
+  for (std::uint32_t r : unknown_)
+    if (!dropped_.count(r) && resolved_for_.insert(r).second) fresh.push_back(r);
+  bool refreshed = false;
+  if (!fresh.empty() && wait_visible(xid_, std::chrono::milliseconds(1000))) {
+    try {
+      s.refresh(runner_on(plain_.c));
+      refreshed = true;
+    } catch (...) {
+    }
+  }
+  for (std::uint32_t r : unknown_) {
+    if (s.knows(r)) {
+      ever_known_.insert(r);
+      std::string id = std::to_string(r);
+      txn_tags_.push_back(tags::table(s.tag_space(), id));
+      txn_tags_.push_back(tags::table_epoch(s.tag_space(), id));
+      for (std::uint32_t f : s.family(r)) {
+        txn_tags_.push_back(tags::table(s.tag_space(), std::to_string(f)));
+        txn_tags_.push_back(tags::table_epoch(s.tag_space(), std::to_string(f)));
+      }
+      continue;
+    }
+    bool is_fresh = std::find(fresh.begin(), fresh.end(), r) != fresh.end();
+    if (!dropped_.count(r) && refreshed && is_fresh && !ever_known_.count(r)) dropped_.insert(r);
+    if (dropped_.count(r)) continue;
+    s.mark_catalog_stale();
+    txn_tags_.push_back(tags::database(s.tag_space()));
+    break;
+  }
+  unknown_.clear();
+}
+
+// Polls pg_current_snapshot() on the plain connection until it sees `xid32` committed.
+bool follower::wait_visible(std::uint32_t xid32, std::chrono::milliseconds limit) {
+  auto deadline = clock_type::now() + limit;
+  while (plain_.c && !stop_.load()) {
+    pg_result r(PQexec(plain_.c, "SELECT pg_current_snapshot()::text"));
+    if (!r.ok() || PQntuples(r.r) != 1) return false;
+    if (snapshot_sees(r.text(0, 0), xid32)) return true;
+    if (clock_type::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return false;
+}
+
 // One pg_current_snapshot() on the plain connection confirms every applied commit it
 // sees (xid < xmin, or < xmax and not in xip), in seq order up to the first it does not.
 void follower::confirm_visibility() {
   auto pending = unconfirmed();
   if (pending.empty()) return;
+  // Only commits without tags (own ones): nothing to ask the server.
+  std::uint64_t tagless = 0;
+  for (const auto& [seq, xid32] : pending) {
+    if (xid32 != 0) break;
+    tagless = seq;
+  }
+  if (tagless == pending.back().first) return confirm(tagless);
   pg_result r(PQexec(plain_.c, "SELECT pg_current_snapshot()::text"));
   if (!r.ok() || PQntuples(r.r) != 1) {
     error_ = "visibility check failed: " + r.error();

@@ -122,6 +122,8 @@ void on_begin(connection& c, const char* isolation);
 bool server_idle(connection& c) noexcept;
 void on_commit(connection& c);
 void on_abort(connection& c);
+// A wrapped transaction's raw() was handed out (open) / the wrapper ends (closed).
+void on_raw(connection& c, bool open) noexcept;
 
 }  // namespace detail
 
@@ -172,7 +174,10 @@ class connection {
   friend bool detail::server_idle(connection&) noexcept;
   friend void detail::on_commit(connection&);
   friend void detail::on_abort(connection&);
+  friend void detail::on_raw(connection&, bool) noexcept;
   template <class> friend class basic_transaction;
+  // raw() for the wrappers' own use (not application access).
+  ::pqxx::connection& raw_for_wrapper() noexcept;
   // The SQL `name` was prepared with, or nullptr when the server has another statement
   // of that name (then it runs uncached and flushes). After SQL that can rebind prepared
   // statement names it asks the server (on `tx`); `cacheable` is false when the server
@@ -188,12 +193,14 @@ class connection {
 template <class Tx>
 class basic_transaction {
  public:
-  explicit basic_transaction(connection& c) : conn_(c), tx_(c.raw()) { begun(); }
-  basic_transaction(connection& c, const std::string& name) : conn_(c), tx_(c.raw(), name) {
+  explicit basic_transaction(connection& c) : conn_(c), tx_(c.raw_for_wrapper()) { begun(); }
+  basic_transaction(connection& c, const std::string& name)
+      : conn_(c), tx_(c.raw_for_wrapper(), name) {
     begun();
   }
   ~basic_transaction() {
     if (open_) detail::on_abort(conn_);  // the wrapped transaction aborts itself
+    if (raw_used_) detail::on_raw(conn_, false);
   }
   basic_transaction(const basic_transaction&) = delete;
   basic_transaction& operator=(const basic_transaction&) = delete;
@@ -321,8 +328,13 @@ class basic_transaction {
   }
 
   connection& conn() const noexcept { return conn_; }
-  // The wrapped libpqxx transaction. Statements run through it bypass qcache.
-  Tx& raw() noexcept { return tx_; }
+  // The wrapped libpqxx transaction. Statements run through it bypass qcache (with
+  // follow_changes the change stream still reports what they write).
+  Tx& raw() noexcept {
+    if (!raw_used_) detail::on_raw(conn_, true);
+    raw_used_ = true;
+    return tx_;
+  }
 
  private:
   static constexpr bool transactional = !std::is_same_v<Tx, ::pqxx::nontransaction>;
@@ -374,6 +386,7 @@ class basic_transaction {
   connection& conn_;
   Tx tx_;
   bool open_ = false;
+  bool raw_used_ = false;  // raw() was handed out: see detail::on_raw
   // After commit()/abort() nothing may be served from the cache: libpqxx refuses the
   // statement (usage_error), and so must we.
   bool closed_ = false;
