@@ -175,8 +175,12 @@ class Echo : public pg_schema_fixture {
     } catch (const std::exception&) {
     }
   }
-  std::uint64_t stream_moves() const {
-    return cache_->stats().invalidated(qcache::invalidation_cause::stream);
+  // Own commits whose stream copy was skipped. (Not the cache's count of stream
+  // invalidations: other tests' commits in the same database move that one.)
+  std::uint64_t own_skipped() const {
+    std::uint64_t n = 0;
+    for (const auto& f : qcache::pg::feeds_of(cache_.get())) n += f->own_skipped();
+    return n;
   }
   std::size_t own_pending() const {
     std::size_t n = 0;
@@ -196,10 +200,10 @@ class Echo : public pg_schema_fixture {
 // row; the read of the even rows must survive the stream's copy.
 TEST_F(Echo, AutocommitUpdateCopyCostsNoHit) {
   cache_it(even_);
-  auto moves = stream_moves();
+  auto skipped = own_skipped();
   exec_params("UPDATE kv SET v = $2 WHERE id = $1", 1, 11);
   ASSERT_TRUE(conn_->sync());
-  EXPECT_EQ(stream_moves(), moves) << "the copy of an own write moved tags";
+  EXPECT_EQ(own_skipped(), skipped + 1) << "the copy of an own write was not skipped";
   expect_hit(even_);
   EXPECT_EQ(dump(exec("SELECT v FROM kv WHERE id = 1")), "'11',\n");
   EXPECT_EQ(own_pending(), 0u);
@@ -223,7 +227,7 @@ TEST_F(Echo, SimpleProtocolWriteCopyCostsNoHit) {
 
 TEST_F(Echo, TransactionCopyCostsNoHit) {
   cache_it(even_);
-  auto moves = stream_moves();
+  auto skipped = own_skipped();
   {
     // (Inside a transaction no pre-image is read: the WHERE names cat's value, so the
     // engine's own tags spare the even rows.)
@@ -233,7 +237,7 @@ TEST_F(Echo, TransactionCopyCostsNoHit) {
     w.commit();
   }
   ASSERT_TRUE(conn_->sync());
-  EXPECT_EQ(stream_moves(), moves);
+  EXPECT_EQ(own_skipped(), skipped + 1);
   expect_hit(even_);
   expect_fresh("SELECT v FROM kv WHERE id IN (1, 3) ORDER BY id");
 }
@@ -511,11 +515,11 @@ TEST_F(Echo, SociAutocommitUpdateCopyCostsNoHit) {
   auto hits = cache_->stats().hits;
   EXPECT_EQ(read_even(), (std::vector<int>{2, 4, 6}));
   ASSERT_EQ(cache_->stats().hits, hits + 1);
-  auto moves = stream_moves();
+  auto skipped = own_skipped();
   int id = 1, v = 17;
   sql << "UPDATE kv SET v = :v WHERE id = :id", soci::use(v, "v"), soci::use(id, "id");
   ASSERT_TRUE(qcache::soci::sync(sql));
-  EXPECT_EQ(stream_moves(), moves);
+  EXPECT_EQ(own_skipped(), skipped + 1);
   hits = cache_->stats().hits;
   EXPECT_EQ(read_even(), (std::vector<int>{2, 4, 6}));
   EXPECT_EQ(cache_->stats().hits, hits + 1);

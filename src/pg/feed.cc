@@ -70,6 +70,7 @@ std::uint64_t feed::apply(std::uint64_t xid, std::vector<tags::tag> t) {
   // first (own_forget, own_outcome_unknown).
   bool own = xid != 0 && own_take(static_cast<std::uint32_t>(xid));
   if (own) {
+    own_skipped_.fetch_add(1, std::memory_order_acq_rel);
     t.clear();
     xid = 0;  // nothing for confirm_visibility to check (see unconfirmed())
   }

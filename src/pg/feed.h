@@ -126,6 +126,9 @@ class feed {
   void own_outcome_unknown(std::uint64_t xid8) noexcept;
   // How many own transactions are registered and not yet seen (tests).
   std::size_t own_pending() const;
+  // How many commits were skipped as this cache's own (tests: unlike the cache's stream
+  // invalidation count, other clients' commits in the same database do not move it).
+  std::uint64_t own_skipped() const noexcept { return own_skipped_.load(std::memory_order_acquire); }
   static constexpr std::size_t own_cap = 16384;
   static constexpr std::chrono::seconds own_ttl{60};
 
@@ -187,6 +190,7 @@ class feed {
   bool own_take(std::uint32_t xid) noexcept;
   void own_clear() noexcept;
   mutable std::mutex own_mu_;
+  std::atomic<std::uint64_t> own_skipped_{0};
   std::unordered_map<std::uint32_t, std::chrono::steady_clock::time_point> own_;
   std::deque<std::pair<std::uint32_t, std::chrono::steady_clock::time_point>> own_order_;
 };
