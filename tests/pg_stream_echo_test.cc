@@ -209,6 +209,39 @@ TEST_F(Echo, AutocommitUpdateCopyCostsNoHit) {
   EXPECT_EQ(own_pending(), 0u);
 }
 
+// Under a default isolation of REPEATABLE READ the wrapped statement would run on the
+// wrapper's older snapshot (an error where autocommit succeeds when another client
+// commits in between): such writes are not wrapped, and their copy is applied.
+TEST_F(Echo, RepeatableReadDefaultIsNotWrapped) {
+  exec("SET default_transaction_isolation = 'repeatable read'");
+  cache_it(odd_);
+  auto skipped = own_skipped();
+  exec_params("UPDATE kv SET v = $2 WHERE id = $1", 1, 14);
+  ASSERT_TRUE(conn_->sync());
+  EXPECT_EQ(own_skipped(), skipped) << "wrapped under repeatable read";
+  expect_fresh("SELECT v FROM kv WHERE id = 1");
+  expect_fresh(odd_);
+  exec("SET default_transaction_isolation = 'read committed'");
+  exec_params("UPDATE kv SET v = $2 WHERE id = $1", 1, 15);
+  ASSERT_TRUE(conn_->sync());
+  EXPECT_EQ(own_skipped(), skipped + 1) << "not wrapped under read committed";
+  expect_fresh("SELECT v FROM kv WHERE id = 1");
+}
+
+// The application opened no transaction: a short idle-in-transaction timeout must not
+// end its session between the wrapper's round trips.
+TEST_F(Echo, IdleInTransactionTimeoutNeverFiresInTheWrapper) {
+  exec("SET idle_in_transaction_session_timeout = '1ms'");
+  // A read first: the first statement of a session whose database object an earlier
+  // test created reads the catalog again, and a write planned then is not wrapped.
+  cache_it(odd_);
+  auto skipped = own_skipped();
+  for (int i = 0; i < 200; ++i) exec_params("UPDATE kv SET v = $2 WHERE id = $1", 2, 100 + i);
+  ASSERT_TRUE(conn_->sync());
+  EXPECT_EQ(own_skipped(), skipped + 200) << "not every write was wrapped";
+  expect_fresh("SELECT v FROM kv WHERE id = 2");
+}
+
 TEST_F(Echo, AutocommitDeleteCopyCostsNoHit) {
   cache_it(even_);
   cache_it(odd_);

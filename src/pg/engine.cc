@@ -1396,10 +1396,15 @@ bool own_end(session::state& st, bool commit) noexcept {
 }
 
 // One plain INSERT/UPDATE/DELETE/MERGE sent outside any transaction block, by an adapter
-// that can report a COMMIT's error, on a followed database.
+// that can report a COMMIT's error, on a followed database, in a session whose default
+// isolation is READ COMMITTED: under REPEATABLE READ or SERIALIZABLE the wrapped statement
+// would run on the snapshot of the wrapper's own SELECT, one round trip older than the
+// one it takes in autocommit, and a row committed by another client in between would
+// make it fail where autocommit succeeds (those sessions' writes wait for their copy).
 bool own_wrappable(const session::state& st, const plan& p) {
   if (!st.stream || !st.wrap_ok || st.raw_open || st.tx.active || p.flush || !st.status ||
-      st.status->transaction() != 'I' || !p.a || !p.a->ok || p.a->statements.size() != 1)
+      st.status->transaction() != 'I' || !p.a || !p.a->ok || p.a->statements.size() != 1 ||
+      st.ctx.isolation != "read committed")
     return false;
   const statement& s = p.a->statements[0];
   return s.kind == stmt_kind::write && (s.node == "InsertStmt" || s.node == "UpdateStmt" ||
@@ -1407,12 +1412,15 @@ bool own_wrappable(const session::state& st, const plan& p) {
 }
 
 // Wraps an autocommit write: BEGIN, deferred constraints checked at the statement as in
-// autocommit, and the xid assigned now (one round trip; a write that changes no row spends
+// autocommit, no idle-in-transaction timeout (the application opened no transaction: a
+// short idle_in_transaction_session_timeout must not end its session between our round
+// trips), and the xid assigned now (one round trip; a write that changes no row spends
 // an xid). Any failure here comes before the application's statement, which then runs
 // unwrapped as it would have.
 void own_wrap_begin(session::state& st, call& c, const run_fn& run) {
   try {
     auto x = xid_of(run("BEGIN; SET CONSTRAINTS ALL IMMEDIATE; "
+                        "SET LOCAL idle_in_transaction_session_timeout = 0; "
                         "SELECT pg_catalog.pg_current_xact_id()::text"));
     if (x && st.stream->own_register(*x)) {
       c.own_xid = *x;
