@@ -77,7 +77,9 @@ struct options {
   // naming what is missing. false: only writes made through this cache invalidate.
   // The stream's copy of a transaction this cache wrote in is recognised by its xid and
   // moves nothing (the write already invalidated what it changed); for that, a plain
-  // autocommit INSERT/UPDATE/DELETE through libpqxx is sent inside BEGIN ... COMMIT.
+  // autocommit INSERT/UPDATE/DELETE/MERGE (libpqxx or SOCI, READ COMMITTED sessions) is
+  // sent inside BEGIN ... COMMIT (two more round trips). Costs CPU per commit in the wal
+  // sender and the follower thread (see README).
   bool follow_changes = true;
   // The publication the stream reads (see follow_changes).
   std::string publication = "qcache";
