@@ -17,11 +17,20 @@
 #include <algorithm>
 #include <bit>
 #include <condition_variable>
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
+#include <string_view>
 #include <unordered_map>
 
 namespace qcache {
+
+bool follow_changes_default() noexcept {
+  const char* v = std::getenv("QCACHE_FOLLOW_CHANGES");
+  if (!v) return true;
+  std::string_view s(v);
+  return !(s == "0" || s == "false" || s == "off");
+}
 
 const char* to_string(uncacheable_reason r) {
   switch (r) {

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <future>
 #include <memory>
@@ -94,6 +95,27 @@ TEST(cache_test_setup, the_tags_used_here_have_distinct_counters) {
 }
 
 // ---- hits and freshness ---------------------------------------------------------------
+
+// The stream is followed by default; QCACHE_FOLLOW_CHANGES=0 (scripts/test sets it for the
+// tests that do not test the stream) turns the default off; an explicit value wins.
+TEST(cache, follow_changes_is_on_by_default_unless_the_environment_says_otherwise) {
+  const char* saved = std::getenv("QCACHE_FOLLOW_CHANGES");
+  std::string keep = saved ? saved : "";
+  ::unsetenv("QCACHE_FOLLOW_CHANGES");
+  EXPECT_TRUE(qcache::options{}.follow_changes);
+  for (const char* off : {"0", "false", "off"}) {
+    ::setenv("QCACHE_FOLLOW_CHANGES", off, 1);
+    EXPECT_FALSE(qcache::options{}.follow_changes) << off;
+  }
+  ::setenv("QCACHE_FOLLOW_CHANGES", "1", 1);
+  EXPECT_TRUE(qcache::options{}.follow_changes);
+  ::setenv("QCACHE_FOLLOW_CHANGES", "0", 1);
+  qcache::options o;
+  o.follow_changes = true;
+  EXPECT_TRUE(o.follow_changes);
+  if (saved) ::setenv("QCACHE_FOLLOW_CHANGES", keep.c_str(), 1);
+  else ::unsetenv("QCACHE_FOLLOW_CHANGES");
+}
 
 TEST(cache, a_stored_result_is_a_hit) {
   cache c(opts());

@@ -39,6 +39,13 @@ namespace detail {
 class memo_frame;
 }
 
+// The default of options::follow_changes: true, unless the environment variable
+// QCACHE_FOLLOW_CHANGES is "0", "false" or "off" when the options are made (for programs
+// that must not follow, e.g. a test suite whose tests create and alter tables of one
+// database in parallel: every follower flushes on another's DDL). An explicit assignment
+// overrides it.
+bool follow_changes_default() noexcept;
+
 struct options {
   // Hard limit on memory used by the cache: entries (keys, results, dependency lists,
   // bookkeeping) and the version table. Least valuable entries are evicted (SIEVE).
@@ -80,7 +87,7 @@ struct options {
   // autocommit INSERT/UPDATE/DELETE/MERGE (libpqxx or SOCI, READ COMMITTED sessions) is
   // sent inside BEGIN ... COMMIT (two more round trips). Costs CPU per commit in the wal
   // sender and the follower thread (see README).
-  bool follow_changes = true;
+  bool follow_changes = follow_changes_default();
   // The publication the stream reads (see follow_changes).
   std::string publication = "qcache";
   // How long the first connection to a database waits for the stream to start (slot
